@@ -1,0 +1,1126 @@
+//! Indigo's LSM-tree store: named buckets of sorted byte keys, written through a
+//! write-ahead log into a memtable, flushed into immutable bloom-filtered segments
+//! and merged in the background.
+//!
+//! Invariants:
+//! - A batch is applied to the WAL and then to the memtable under one lock, so
+//!   after a crash it is wholly present or wholly absent, and readers see all or none
+//!   of it.
+//! - `MANIFEST` names every live segment; a file it does not name is garbage. It is
+//!   replaced atomically and only after the files it names are durable.
+//! - A WAL file is deleted only after the manifest records that its memtable is in
+//!   segments (`wal_min` has moved past it).
+//! - Segments are immutable; a merged-away segment's file is removed when its last
+//!   reader drops it.
+
+pub mod fs;
+pub mod keys;
+
+mod bloom;
+mod codec;
+mod error;
+mod manifest;
+mod memtable;
+mod segment;
+mod wal;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+pub use error::{Result, StorageError};
+pub use roaring::RoaringTreemap;
+
+use fs::{FileSystem, StdFs, WritableFile};
+use manifest::{BucketMeta, Manifest, SegmentMeta};
+use memtable::{Entry, MemTable, Op};
+use segment::{ReadStats, Segment, SegmentIter, SegmentWriter};
+
+/// How a bucket interprets its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Strategy {
+    /// key → value; the latest write wins, deletes are tombstones.
+    Replace = 0,
+    /// key → set of u64 ids (roaring bitmaps), additions and removals merged on read.
+    Set = 1,
+}
+
+impl Strategy {
+    fn from_u8(v: u8) -> Option<Strategy> {
+        match v {
+            0 => Some(Strategy::Replace),
+            1 => Some(Strategy::Set),
+            _ => None,
+        }
+    }
+}
+
+/// Tuning knobs. The defaults suit a server; tests shrink the memtable.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Freeze and flush the memtable once it holds about this many bytes.
+    pub memtable_bytes: usize,
+    /// Flush and merge on a background thread. When false, flushes happen inline in
+    /// the writer and merges only on [`Store::compact`] / [`Store::merge_step`], which
+    /// makes I/O deterministic for crash tests.
+    pub background: bool,
+    /// Writers wait when this many frozen memtables are queued for flushing.
+    pub max_frozen: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            memtable_bytes: 64 << 20,
+            background: true,
+            max_frozen: 2,
+        }
+    }
+}
+
+/// Per-write durability.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Make this batch (and everything before it) durable before returning.
+    pub sync: bool,
+}
+
+impl WriteOptions {
+    pub const SYNC: WriteOptions = WriteOptions { sync: true };
+}
+
+/// A handle to a bucket, from [`Store::bucket`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    id: u32,
+    name: Arc<str>,
+    strategy: Strategy,
+}
+
+impl Bucket {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+}
+
+/// Operations applied atomically by [`Store::write`].
+#[derive(Debug, Default, Clone)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+    /// The first operation that did not fit its bucket's strategy.
+    invalid: Option<(String, Strategy)>,
+}
+
+impl WriteBatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.invalid = None;
+    }
+    fn check(&mut self, b: &Bucket, want: Strategy) -> bool {
+        if b.strategy != want && self.invalid.is_none() {
+            self.invalid = Some((b.name.to_string(), b.strategy));
+        }
+        b.strategy == want
+    }
+    pub fn put(&mut self, b: &Bucket, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        if self.check(b, Strategy::Replace) {
+            self.ops.push(Op::Put {
+                bucket: b.id,
+                key: key.into(),
+                value: value.into(),
+            });
+        }
+    }
+    pub fn delete(&mut self, b: &Bucket, key: impl Into<Vec<u8>>) {
+        if self.check(b, Strategy::Replace) {
+            self.ops.push(Op::Delete {
+                bucket: b.id,
+                key: key.into(),
+            });
+        }
+    }
+    pub fn set_add(&mut self, b: &Bucket, key: impl Into<Vec<u8>>, id: u64) {
+        if self.check(b, Strategy::Set) {
+            self.ops.push(Op::SetAdd {
+                bucket: b.id,
+                key: key.into(),
+                id,
+            });
+        }
+    }
+    pub fn set_remove(&mut self, b: &Bucket, key: impl Into<Vec<u8>>, id: u64) {
+        if self.check(b, Strategy::Set) {
+            self.ops.push(Op::SetRemove {
+                bucket: b.id,
+                key: key.into(),
+                id,
+            });
+        }
+    }
+}
+
+/// Read-path counters, for checking that bloom filters do their job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Point lookups that reached a segment.
+    pub segment_probes: u64,
+    /// Of those, how many the bloom filter answered without reading a block.
+    pub bloom_negatives: u64,
+    pub block_reads: u64,
+    /// Live segments over all buckets.
+    pub segments: usize,
+    /// Bytes in live segment files.
+    pub segment_bytes: u64,
+}
+
+/// Live segments per bucket (oldest first) and the bucket directory.
+#[derive(Clone, Default)]
+struct Version {
+    segments: HashMap<u32, Vec<Arc<Segment>>>,
+    by_name: HashMap<String, Bucket>,
+    by_id: HashMap<u32, Bucket>,
+}
+
+/// What a reader needs, captured in one step so that a concurrent flush can neither
+/// hide a key nor show it twice.
+struct View {
+    active: Arc<MemTable>,
+    /// Frozen memtables waiting to be flushed, oldest first.
+    frozen: Vec<Arc<MemTable>>,
+    version: Arc<Version>,
+}
+
+struct Writer {
+    wal: Arc<dyn WritableFile>,
+    wal_no: u64,
+    /// Batches appended so far (the group-commit sequence).
+    seq: u64,
+    buf: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Background {
+    shutdown: bool,
+    work: bool,
+}
+
+struct Inner {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    opts: Options,
+    next_file: AtomicU64,
+    writer: Mutex<Writer>,
+    view: RwLock<Arc<View>>,
+    /// The current manifest; holding it serialises flushes, merges and bucket creation.
+    maint: Mutex<Manifest>,
+    /// Highest batch sequence known durable.
+    synced: Mutex<u64>,
+    poisoned: Mutex<Option<String>>,
+    stats: ReadStats,
+    bg: Mutex<Background>,
+    bg_cv: Condvar,
+    /// Signalled whenever a frozen memtable has been flushed.
+    flushed_cv: Condvar,
+}
+
+/// The LSM store. Cheap to share by reference across threads.
+pub struct Store {
+    inner: Arc<Inner>,
+    worker: Option<JoinHandle<()>>,
+}
+
+fn wal_name(no: u64) -> String {
+    format!("{no:010}.wal")
+}
+fn seg_name(no: u64) -> String {
+    format!("{no:010}.seg")
+}
+fn parse_name(name: &str) -> Option<(u64, &str)> {
+    let (num, ext) = name.split_once('.')?;
+    Some((num.parse().ok()?, ext))
+}
+
+impl Store {
+    /// Opens (or creates) a store in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
+        Self::open_with_fs(Arc::new(StdFs), dir.as_ref(), opts)
+    }
+
+    /// Opens a store on any [`FileSystem`]; replays and flushes WAL left by a crash.
+    pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, opts: Options) -> Result<Store> {
+        fs.create_dir_all(dir)
+            .map_err(StorageError::io("create directory", dir))?;
+        let manifest = match Manifest::load(&*fs, dir)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::default();
+                m.store(&*fs, dir)?;
+                m
+            }
+        };
+
+        let mut version = Version::default();
+        let mut live_files = std::collections::HashSet::new();
+        for b in &manifest.buckets {
+            let handle = Bucket {
+                id: b.id,
+                name: b.name.as_str().into(),
+                strategy: b.strategy,
+            };
+            let mut segs = Vec::new();
+            for s in &b.segments {
+                let path = dir.join(seg_name(s.file_no));
+                if !fs.exists(&path) {
+                    return Err(StorageError::corrupt(
+                        path,
+                        "segment named by MANIFEST is missing",
+                    ));
+                }
+                segs.push(Arc::new(Segment::open(
+                    fs.clone(),
+                    &path,
+                    s.file_no,
+                    s.level,
+                    b.strategy,
+                )?));
+                live_files.insert(s.file_no);
+            }
+            version.segments.insert(b.id, segs);
+            version.by_name.insert(b.name.clone(), handle.clone());
+            version.by_id.insert(b.id, handle);
+        }
+
+        // Sort the directory: orphans from interrupted flushes and merges go, WAL files
+        // not yet covered by segments are replayed.
+        let mut next_file = manifest.next_file;
+        let mut wals = Vec::new();
+        for name in fs
+            .list(dir)
+            .map_err(StorageError::io("list directory", dir))?
+        {
+            let path = dir.join(&name);
+            if name.ends_with(".tmp") {
+                fs.remove(&path)
+                    .map_err(StorageError::io("remove temporary file", &path))?;
+                continue;
+            }
+            let Some((no, ext)) = parse_name(&name) else {
+                continue;
+            };
+            next_file = next_file.max(no + 1);
+            match ext {
+                "seg" if !live_files.contains(&no) => fs
+                    .remove(&path)
+                    .map_err(StorageError::io("remove orphan segment", &path))?,
+                "wal" if no < manifest.wal_min => fs
+                    .remove(&path)
+                    .map_err(StorageError::io("remove flushed WAL", &path))?,
+                "wal" => wals.push(no),
+                _ => {}
+            }
+        }
+        wals.sort_unstable();
+
+        let replayed = MemTable::new(wals.last().copied().unwrap_or(0));
+        for (i, &no) in wals.iter().enumerate() {
+            let path = dir.join(wal_name(no));
+            let r = wal::replay(&*fs, &path)?;
+            if r.torn && i + 1 < wals.len() {
+                return Err(StorageError::corrupt(
+                    path,
+                    "damaged record in a WAL that is not the newest; later writes depend on it",
+                ));
+            }
+            for ops in &r.batches {
+                if let Some(op) = ops
+                    .iter()
+                    .find(|op| !version.by_id.contains_key(&op.bucket()))
+                {
+                    return Err(StorageError::corrupt(
+                        path,
+                        format!("record names unknown bucket id {}", op.bucket()),
+                    ));
+                }
+                replayed.apply(ops);
+            }
+        }
+
+        let wal_no = next_file;
+        let wal_path = dir.join(wal_name(wal_no));
+        let wal = fs
+            .create(&wal_path)
+            .map_err(StorageError::io("create WAL", &wal_path))?;
+        wal.append(&wal::header())
+            .map_err(StorageError::io("write WAL", &wal_path))?;
+        wal.sync()
+            .map_err(StorageError::io("fsync WAL", &wal_path))?;
+        fs.sync_dir(dir)
+            .map_err(StorageError::io("fsync directory", dir))?;
+
+        let frozen = if wals.is_empty() {
+            Vec::new()
+        } else {
+            vec![Arc::new(replayed)]
+        };
+        let inner = Arc::new(Inner {
+            fs,
+            dir: dir.to_path_buf(),
+            opts,
+            next_file: AtomicU64::new(wal_no + 1),
+            writer: Mutex::new(Writer {
+                wal,
+                wal_no,
+                seq: 0,
+                buf: Vec::new(),
+            }),
+            view: RwLock::new(Arc::new(View {
+                active: Arc::new(MemTable::new(wal_no)),
+                frozen,
+                version: Arc::new(version),
+            })),
+            maint: Mutex::new(manifest),
+            synced: Mutex::new(0),
+            poisoned: Mutex::new(None),
+            stats: ReadStats::default(),
+            bg: Mutex::new(Background::default()),
+            bg_cv: Condvar::new(),
+            flushed_cv: Condvar::new(),
+        });
+        // Recovery ends with the replayed WAL in a segment, so the next crash has less
+        // to replay.
+        while inner.flush_oldest()? {}
+
+        let worker = if inner.opts.background {
+            let w = inner.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("indigo-storage-bg".into())
+                    .spawn(move || w.background_loop())
+                    .map_err(StorageError::io("spawn background thread", dir))?,
+            )
+        } else {
+            None
+        };
+        Ok(Store { inner, worker })
+    }
+
+    /// Returns the bucket `name`, creating it (durably) if it does not exist.
+    pub fn bucket(&self, name: &str, strategy: Strategy) -> Result<Bucket> {
+        let check = |b: &Bucket| {
+            if b.strategy == strategy {
+                Ok(b.clone())
+            } else {
+                Err(StorageError::StrategyMismatch {
+                    name: name.to_string(),
+                    existing: b.strategy,
+                    requested: strategy,
+                })
+            }
+        };
+        if let Some(b) = self.inner.view.read().version.by_name.get(name) {
+            return check(b);
+        }
+        let mut man = self.inner.maint.lock();
+        if let Some(b) = self.inner.view.read().version.by_name.get(name) {
+            return check(b);
+        }
+        self.inner.check_poisoned()?;
+        let id = man.buckets.iter().map(|b| b.id + 1).max().unwrap_or(1);
+        let mut next = man.clone();
+        next.buckets.push(BucketMeta {
+            id,
+            name: name.to_string(),
+            strategy,
+            segments: Vec::new(),
+        });
+        next.next_file = self.inner.next_file.load(Ordering::SeqCst);
+        next.store(&*self.inner.fs, &self.inner.dir)?;
+        *man = next;
+        let b = Bucket {
+            id,
+            name: name.into(),
+            strategy,
+        };
+        self.inner.update_version(|v| {
+            v.segments.insert(id, Vec::new());
+            v.by_name.insert(name.to_string(), b.clone());
+            v.by_id.insert(id, b.clone());
+        });
+        Ok(b)
+    }
+
+    /// Every bucket, in no particular order.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        self.inner
+            .view
+            .read()
+            .version
+            .by_id
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Appends a batch to the WAL and applies it. With `opts.sync`, returns only once
+    /// the batch is durable; concurrent syncing writers share one fsync.
+    pub fn write(&self, batch: &WriteBatch, opts: WriteOptions) -> Result<()> {
+        if let Some((name, strategy)) = &batch.invalid {
+            return Err(StorageError::WrongStrategy {
+                name: name.clone(),
+                strategy: *strategy,
+            });
+        }
+        let seq = {
+            let mut w = self.inner.writer.lock();
+            self.inner.check_poisoned()?;
+            let Writer { wal, buf, .. } = &mut *w;
+            buf.clear();
+            wal::encode_record(&batch.ops, buf);
+            if let Err(e) = wal.append(buf) {
+                return Err(self.inner.poison(StorageError::Io {
+                    op: "append to WAL",
+                    path: self.inner.dir.join(wal_name(w.wal_no)),
+                    source: e,
+                }));
+            }
+            w.seq += 1;
+            let view = self.inner.view.read().clone();
+            view.active.apply(&batch.ops);
+            if view.active.approx_bytes() >= self.inner.opts.memtable_bytes {
+                self.inner.rotate(&mut w)?;
+            }
+            w.seq
+        };
+        if opts.sync {
+            self.inner.sync_to(seq)?;
+        }
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    pub fn sync(&self) -> Result<()> {
+        let seq = self.inner.writer.lock().seq;
+        self.inner.sync_to(seq)
+    }
+
+    /// Writes the memtable to segments now (and waits until it is done).
+    pub fn flush(&self) -> Result<()> {
+        {
+            let mut w = self.inner.writer.lock();
+            self.inner.check_poisoned()?;
+            if !self.inner.view.read().active.is_empty() {
+                self.inner.rotate(&mut w)?;
+            }
+        }
+        while self.inner.flush_oldest()? {}
+        Ok(())
+    }
+
+    /// One step of the background merge policy; `false` when nothing needed merging.
+    pub fn merge_step(&self) -> Result<bool> {
+        self.inner.merge_once()
+    }
+
+    /// Flushes, then merges every bucket into one segment, dropping tombstones and
+    /// overwritten values so their space comes back.
+    pub fn compact(&self) -> Result<()> {
+        self.flush()?;
+        let ids: Vec<u32> = self
+            .inner
+            .view
+            .read()
+            .version
+            .by_id
+            .keys()
+            .copied()
+            .collect();
+        for id in ids {
+            let mut man = self.inner.maint.lock();
+            let n = self.inner.view.read().version.segments[&id].len();
+            if n > 1 {
+                self.inner.merge_range(&mut man, id, 0..n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of `key` in a replace bucket.
+    pub fn get(&self, b: &Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.expect(b, Strategy::Replace)?;
+        Ok(match self.inner.lookup(b.id, key)? {
+            Some(Entry::Value(v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// The set stored under `key` in a set bucket (empty if none).
+    pub fn get_set(&self, b: &Bucket, key: &[u8]) -> Result<RoaringTreemap> {
+        self.expect(b, Strategy::Set)?;
+        Ok(match self.inner.lookup(b.id, key)? {
+            Some(Entry::Set { adds, .. }) => adds,
+            _ => RoaringTreemap::new(),
+        })
+    }
+
+    /// Key/value pairs of a replace bucket in `(lo, hi)`, in key order.
+    pub fn scan(
+        &self,
+        b: &Bucket,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.expect(b, Strategy::Replace)?;
+        let mut out = Vec::new();
+        for r in self.inner.range(b.id, lo, hi) {
+            if let (k, Entry::Value(v)) = r? {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Key/set pairs of a set bucket in `(lo, hi)`, in key order; empty sets omitted.
+    pub fn scan_set(
+        &self,
+        b: &Bucket,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, RoaringTreemap)>> {
+        self.expect(b, Strategy::Set)?;
+        let mut out = Vec::new();
+        for r in self.inner.range(b.id, lo, hi) {
+            if let (k, Entry::Set { adds, .. }) = r? {
+                out.push((k, adds));
+            }
+        }
+        Ok(out)
+    }
+
+    /// All pairs of a replace bucket whose key starts with `prefix`.
+    pub fn scan_prefix(&self, b: &Bucket, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let end = keys::prefix_end(prefix);
+        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.scan(b, Bound::Included(prefix), hi)
+    }
+
+    /// All pairs of a set bucket whose key starts with `prefix`.
+    pub fn scan_set_prefix(
+        &self,
+        b: &Bucket,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, RoaringTreemap)>> {
+        let end = keys::prefix_end(prefix);
+        let hi = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        self.scan_set(b, Bound::Included(prefix), hi)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let view = self.inner.view.read().clone();
+        let segs = view.version.segments.values().flatten();
+        StoreStats {
+            segment_probes: self.inner.stats.probes.load(Ordering::Relaxed),
+            bloom_negatives: self.inner.stats.bloom_negatives.load(Ordering::Relaxed),
+            block_reads: self.inner.stats.block_reads.load(Ordering::Relaxed),
+            segments: view.version.segments.values().map(Vec::len).sum(),
+            segment_bytes: segs.map(|s| s.size).sum(),
+        }
+    }
+
+    fn expect(&self, b: &Bucket, s: Strategy) -> Result<()> {
+        if b.strategy != s {
+            return Err(StorageError::WrongStrategy {
+                name: b.name.to_string(),
+                strategy: b.strategy,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        {
+            let mut g = self.inner.bg.lock();
+            g.shutdown = true;
+            self.inner.bg_cv.notify_all();
+        }
+        if let Some(h) = self.worker.take() {
+            let _ = h.join();
+        }
+        // A clean close makes buffered writes durable; failure here is reported by
+        // the next open's replay, which cuts at the last whole record.
+        let _ = self.sync();
+    }
+}
+
+/// K-way merge of sorted sources, newest source first; yields each key once with
+/// its entries folded oldest to newest.
+struct MergeIter {
+    sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>>,
+    heads: Vec<Option<(Vec<u8>, Entry)>>,
+    started: bool,
+    failed: bool,
+}
+
+impl MergeIter {
+    fn new(sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>>) -> Self {
+        let n = sources.len();
+        MergeIter {
+            sources,
+            heads: (0..n).map(|_| None).collect(),
+            started: false,
+            failed: false,
+        }
+    }
+
+    fn advance(&mut self, i: usize) -> Result<()> {
+        self.heads[i] = self.sources[i].next().transpose()?;
+        Ok(())
+    }
+}
+
+impl Iterator for MergeIter {
+    type Item = Result<(Vec<u8>, Entry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                if let Err(e) = self.advance(i) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let min = self.heads.iter().flatten().map(|(k, _)| k).min()?.clone();
+        let mut acc: Option<Entry> = None;
+        // Oldest source last in the list: fold from the end.
+        for i in (0..self.heads.len()).rev() {
+            if self.heads[i].as_ref().is_some_and(|(k, _)| *k == min) {
+                let (_, e) = self.heads[i].take().unwrap();
+                acc = Some(match acc {
+                    None => e,
+                    Some(older) => older.compose(e),
+                });
+                if let Err(e) = self.advance(i) {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        Some(Ok((min, acc.expect("min key came from some head"))))
+    }
+}
+
+impl Inner {
+    fn check_poisoned(&self) -> Result<()> {
+        match &*self.poisoned.lock() {
+            Some(why) => Err(StorageError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that memory and disk may disagree; every later write fails until reopen.
+    fn poison(&self, e: StorageError) -> StorageError {
+        let mut p = self.poisoned.lock();
+        if p.is_none() {
+            *p = Some(e.to_string());
+        }
+        e
+    }
+
+    fn update_version(&self, f: impl FnOnce(&mut Version)) {
+        let mut v = self.view.write();
+        let mut version = (*v.version).clone();
+        f(&mut version);
+        *v = Arc::new(View {
+            active: v.active.clone(),
+            frozen: v.frozen.clone(),
+            version: Arc::new(version),
+        });
+    }
+
+    fn sync_to(&self, seq: u64) -> Result<()> {
+        let mut synced = self.synced.lock();
+        if *synced >= seq {
+            return Ok(());
+        }
+        let (wal, upto, no) = {
+            let w = self.writer.lock();
+            (w.wal.clone(), w.seq, w.wal_no)
+        };
+        self.check_poisoned()?;
+        // Earlier WAL files were fsynced when they were rotated out.
+        wal.sync().map_err(|e| {
+            self.poison(StorageError::Io {
+                op: "fsync WAL",
+                path: self.dir.join(wal_name(no)),
+                source: e,
+            })
+        })?;
+        *synced = upto;
+        Ok(())
+    }
+
+    /// Freezes the active memtable and starts a new WAL file.
+    fn rotate(&self, w: &mut Writer) -> Result<()> {
+        if self.opts.background {
+            let mut g = self.bg.lock();
+            while self.view.read().frozen.len() >= self.opts.max_frozen {
+                self.check_poisoned()?;
+                self.flushed_cv.wait_for(&mut g, Duration::from_millis(50));
+            }
+        }
+        let old_path = self.dir.join(wal_name(w.wal_no));
+        w.wal.sync().map_err(|e| {
+            self.poison(StorageError::Io {
+                op: "fsync WAL",
+                path: old_path,
+                source: e,
+            })
+        })?;
+        let no = self.next_file.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.join(wal_name(no));
+        let wal = (|| {
+            let f = self.fs.create(&path)?;
+            f.append(&wal::header())?;
+            self.fs.sync_dir(&self.dir)?;
+            Ok(f)
+        })()
+        .map_err(|e| {
+            self.poison(StorageError::Io {
+                op: "create WAL",
+                path: path.clone(),
+                source: e,
+            })
+        })?;
+        {
+            let mut v = self.view.write();
+            let mut frozen = v.frozen.clone();
+            frozen.push(v.active.clone());
+            *v = Arc::new(View {
+                active: Arc::new(MemTable::new(no)),
+                frozen,
+                version: v.version.clone(),
+            });
+        }
+        w.wal = wal;
+        w.wal_no = no;
+        if self.opts.background {
+            let mut g = self.bg.lock();
+            g.work = true;
+            self.bg_cv.notify_all();
+        } else {
+            while self.flush_oldest()? {}
+        }
+        Ok(())
+    }
+
+    /// Writes the oldest frozen memtable into segments and registers them.
+    fn flush_oldest(&self) -> Result<bool> {
+        let mut man = self.maint.lock();
+        let view = self.view.read().clone();
+        let Some(mem) = view.frozen.first().cloned() else {
+            return Ok(false);
+        };
+        let r = (|| {
+            let mut added: Vec<(u32, Arc<Segment>)> = Vec::new();
+            for (id, entries) in mem.drain_sorted() {
+                let strategy = view.version.by_id[&id].strategy;
+                // With no older segment, this memtable is the bottom of the tree.
+                let bottom = view.version.segments[&id].is_empty();
+                let no = self.next_file.fetch_add(1, Ordering::SeqCst);
+                if let Some(seg) =
+                    self.write_segment(no, 0, strategy, entries.into_iter().map(Ok), bottom)?
+                {
+                    added.push((id, seg));
+                }
+            }
+            if !added.is_empty() {
+                self.fs
+                    .sync_dir(&self.dir)
+                    .map_err(StorageError::io("fsync directory", &self.dir))?;
+            }
+            let mut next = man.clone();
+            for (id, seg) in &added {
+                let b = next.buckets.iter_mut().find(|b| b.id == *id).unwrap();
+                b.segments.push(SegmentMeta {
+                    file_no: seg.file_no,
+                    level: 0,
+                });
+            }
+            next.wal_min = mem.wal_no + 1;
+            next.next_file = self.next_file.load(Ordering::SeqCst);
+            next.store(&*self.fs, &self.dir)?;
+            Ok((next, added))
+        })();
+        let (next, added) = r.map_err(|e| self.poison(e))?;
+        *man = next;
+        {
+            let mut v = self.view.write();
+            let mut version = (*v.version).clone();
+            for (id, seg) in added {
+                version.segments.get_mut(&id).unwrap().push(seg);
+            }
+            debug_assert!(Arc::ptr_eq(&v.frozen[0], &mem));
+            *v = Arc::new(View {
+                active: v.active.clone(),
+                frozen: v.frozen[1..].to_vec(),
+                version: Arc::new(version),
+            });
+        }
+        self.remove_flushed_wals(man.wal_min);
+        drop(man);
+        let _g = self.bg.lock();
+        self.flushed_cv.notify_all();
+        Ok(true)
+    }
+
+    fn remove_flushed_wals(&self, wal_min: u64) {
+        // Failure leaves garbage that the next open removes; nothing depends on it.
+        if let Ok(names) = self.fs.list(&self.dir) {
+            for name in names {
+                if let Some((no, "wal")) = parse_name(&name) {
+                    if no < wal_min {
+                        let _ = self.fs.remove(&self.dir.join(name));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes sorted entries as segment `no` (temp name, fsync, rename). Returns `None`
+    /// if nothing remained to write.
+    fn write_segment(
+        &self,
+        no: u64,
+        level: u32,
+        strategy: Strategy,
+        entries: impl Iterator<Item = Result<(Vec<u8>, Entry)>>,
+        bottom: bool,
+    ) -> Result<Option<Arc<Segment>>> {
+        let path = self.dir.join(seg_name(no));
+        let tmp = self.dir.join(format!("{}.tmp", seg_name(no)));
+        let mut w = SegmentWriter::create(&*self.fs, &tmp, strategy)?;
+        for r in entries {
+            let (k, e) = r?;
+            let e = if bottom { e.at_bottom() } else { Some(e) };
+            if let Some(e) = e {
+                w.add(&k, &e)?;
+            }
+        }
+        if w.is_empty() {
+            drop(w);
+            self.fs
+                .remove(&tmp)
+                .map_err(StorageError::io("remove temporary file", &tmp))?;
+            return Ok(None);
+        }
+        w.finish()?;
+        self.fs
+            .rename(&tmp, &path)
+            .map_err(StorageError::io("rename segment", &path))?;
+        Ok(Some(Arc::new(Segment::open(
+            self.fs.clone(),
+            &path,
+            no,
+            level,
+            strategy,
+        )?)))
+    }
+
+    /// Merges the newest adjacent pair of equal-level segments in some bucket.
+    fn merge_once(&self) -> Result<bool> {
+        let mut man = self.maint.lock();
+        let view = self.view.read().clone();
+        let mut best: Option<(u32, usize, u32)> = None;
+        for (&id, segs) in &view.version.segments {
+            for i in (0..segs.len().saturating_sub(1)).rev() {
+                if segs[i].level == segs[i + 1].level {
+                    if best.is_none_or(|(_, _, l)| segs[i].level < l) {
+                        best = Some((id, i, segs[i].level));
+                    }
+                    break;
+                }
+            }
+        }
+        let Some((id, i, _)) = best else {
+            return Ok(false);
+        };
+        self.merge_range(&mut man, id, i..i + 2)?;
+        Ok(true)
+    }
+
+    /// Replaces segments `range` of bucket `id` by their merge. Caller holds `maint`.
+    fn merge_range(
+        &self,
+        man: &mut Manifest,
+        id: u32,
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
+        let view = self.view.read().clone();
+        let segs: Vec<Arc<Segment>> = view.version.segments[&id][range.clone()].to_vec();
+        let strategy = view.version.by_id[&id].strategy;
+        let level = segs.iter().map(|s| s.level).max().unwrap_or(0) + 1;
+        let sources = segs
+            .iter()
+            .rev()
+            .map(|s| Box::new(s.iter(Bound::Unbounded, Bound::Unbounded)) as Box<_>)
+            .collect();
+        let no = self.next_file.fetch_add(1, Ordering::SeqCst);
+        let r = (|| {
+            let seg = self.write_segment(
+                no,
+                level,
+                strategy,
+                MergeIter::new(sources),
+                range.start == 0,
+            )?;
+            self.fs
+                .sync_dir(&self.dir)
+                .map_err(StorageError::io("fsync directory", &self.dir))?;
+            let mut next = man.clone();
+            let b = next.buckets.iter_mut().find(|b| b.id == id).unwrap();
+            let replacement: Vec<SegmentMeta> = seg
+                .iter()
+                .map(|s| SegmentMeta {
+                    file_no: s.file_no,
+                    level,
+                })
+                .collect();
+            b.segments.splice(range.clone(), replacement);
+            next.next_file = self.next_file.load(Ordering::SeqCst);
+            next.store(&*self.fs, &self.dir)?;
+            Ok((next, seg))
+        })();
+        let (next, seg) = r.map_err(|e| self.poison(e))?;
+        *man = next;
+        self.update_version(|v| {
+            let list = v.segments.get_mut(&id).unwrap();
+            list.splice(range.clone(), seg);
+        });
+        for s in segs {
+            s.mark_obsolete();
+        }
+        Ok(())
+    }
+
+    fn background_loop(&self) {
+        loop {
+            {
+                let mut g = self.bg.lock();
+                if !g.shutdown && !g.work {
+                    self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
+                }
+                if g.shutdown {
+                    return;
+                }
+                g.work = false;
+            }
+            if self.poisoned.lock().is_some() {
+                continue;
+            }
+            // Errors have poisoned the store; writers will see them.
+            while let Ok(true) = self.flush_oldest() {}
+            loop {
+                if self.bg.lock().shutdown || !self.view.read().frozen.is_empty() {
+                    break;
+                }
+                match self.merge_once() {
+                    Ok(true) => continue,
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// The folded entry for `key` over all layers, as seen from the bottom.
+    fn lookup(&self, bucket: u32, key: &[u8]) -> Result<Option<Entry>> {
+        let view = self.view.read().clone();
+        let mut found: Vec<Entry> = Vec::new();
+        let last_word = |e: &Entry| !matches!(e, Entry::Set { .. });
+        let mems = std::iter::once(&view.active).chain(view.frozen.iter().rev());
+        for m in mems {
+            if let Some(e) = m.get(bucket, key) {
+                let stop = last_word(&e);
+                found.push(e);
+                if stop {
+                    return Ok(fold(found));
+                }
+            }
+        }
+        let hash = bloom::key_hash(key);
+        if let Some(segs) = view.version.segments.get(&bucket) {
+            for s in segs.iter().rev() {
+                if let Some(e) = s.get(key, hash, &self.stats)? {
+                    let stop = last_word(&e);
+                    found.push(e);
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(fold(found))
+    }
+
+    /// Live entries of a key range over all layers, folded and seen from the bottom.
+    fn range(
+        &self,
+        bucket: u32,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, Entry)>> {
+        let view = self.view.read().clone();
+        let mut sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>> =
+            Vec::new();
+        for m in std::iter::once(&view.active).chain(view.frozen.iter().rev()) {
+            sources.push(Box::new(m.range(bucket, lo, hi).into_iter().map(Ok)));
+        }
+        let owned = |b: Bound<&[u8]>| b.map(|k| k.to_vec());
+        if let Some(segs) = view.version.segments.get(&bucket) {
+            for s in segs.iter().rev() {
+                let it: SegmentIter = s.iter(owned(lo), owned(hi));
+                sources.push(Box::new(it));
+            }
+        }
+        MergeIter::new(sources).filter_map(|r| match r {
+            Ok((k, e)) => e.at_bottom().map(|e| Ok((k, e))),
+            Err(e) => Some(Err(e)),
+        })
+    }
+}
+
+/// Folds entries found newest first into one, as seen from the bottom.
+fn fold(found: Vec<Entry>) -> Option<Entry> {
+    let mut acc: Option<Entry> = None;
+    for e in found.into_iter().rev() {
+        acc = Some(match acc {
+            None => e,
+            Some(older) => older.compose(e),
+        });
+    }
+    acc.and_then(Entry::at_bottom)
+}
