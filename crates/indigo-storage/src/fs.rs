@@ -385,6 +385,7 @@ impl FileSystem for FaultFs {
         match self.check(&mut s, FaultOp::Sync) {
             None => {}
             Some(FaultKind::Crash) => return Err(halted_err()),
+            Some(FaultKind::NoSpace) => return Err(io::Error::from_raw_os_error(28)),
             Some(_) => return Err(io::Error::from_raw_os_error(5)),
         }
         let live: Vec<(PathBuf, usize)> = s

@@ -672,17 +672,20 @@ impl Drop for Store {
     }
 }
 
+/// A sorted stream of entries from one layer.
+type EntryIter = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
+
 /// K-way merge of sorted sources, newest source first; yields each key once with
 /// its entries folded oldest to newest.
 struct MergeIter {
-    sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>>,
+    sources: Vec<EntryIter>,
     heads: Vec<Option<(Vec<u8>, Entry)>>,
     started: bool,
     failed: bool,
 }
 
 impl MergeIter {
-    fn new(sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>>) -> Self {
+    fn new(sources: Vec<EntryIter>) -> Self {
         let n = sources.len();
         MergeIter {
             sources,
@@ -1094,8 +1097,7 @@ impl Inner {
         hi: Bound<&[u8]>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Entry)>> {
         let view = self.view.read().clone();
-        let mut sources: Vec<Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>> =
-            Vec::new();
+        let mut sources: Vec<EntryIter> = Vec::new();
         for m in std::iter::once(&view.active).chain(view.frozen.iter().rev()) {
             sources.push(Box::new(m.range(bucket, lo, hi).into_iter().map(Ok)));
         }

@@ -89,6 +89,9 @@ impl Op {
     }
 }
 
+/// A bucket's entries in key order.
+pub(crate) type SortedEntries = Vec<(Vec<u8>, Entry)>;
+
 #[derive(Default)]
 struct MemInner {
     buckets: HashMap<u32, BTreeMap<Vec<u8>, Entry>>,
@@ -184,7 +187,7 @@ impl MemTable {
 
     /// The buckets that hold entries, with their sorted contents; used by flush once the
     /// table is frozen.
-    pub fn drain_sorted(&self) -> Vec<(u32, Vec<(Vec<u8>, Entry)>)> {
+    pub fn drain_sorted(&self) -> Vec<(u32, SortedEntries)> {
         let g = self.inner.read();
         let mut ids: Vec<u32> = g
             .buckets
