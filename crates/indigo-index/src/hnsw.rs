@@ -1,0 +1,923 @@
+//! A concurrent HNSW graph (Malkov & Yashunin) with tombstone deletes, a repair pass
+//! that reconnects around deleted nodes and frees their slots, filtered search, and
+//! an optional commit log (see `persist.rs`).
+//!
+//! Concurrency: one `RwLock` over the slot arrays, taken for reading by every
+//! insert, search and delete, and for writing only to grow capacity or free slots.
+//! Each node's links sit behind their own mutex; no thread holds two node locks at
+//! once, and the commit-log lock is only ever taken inside a node lock (or alone), so
+//! the log records each node's changes in the order they happened.
+
+use std::cell::{RefCell, UnsafeCell};
+use std::collections::{BinaryHeap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+
+use crate::distance::Space;
+use crate::persist::{self, FileParams, GraphState, LogWriter, Op, SlotState, NO_ENTRY};
+use crate::topk::{Scored, TopK};
+use crate::{check_vector, IndexError, Neighbor, Result};
+
+const VACANT: u8 = 0;
+const LIVE: u8 = 1;
+const DELETED: u8 = 2;
+const MAX_LEVEL: u8 = 16;
+
+/// HNSW parameters. Names follow Chroma's collection configuration.
+#[derive(Debug, Clone)]
+pub struct HnswParams {
+    pub space: Space,
+    pub dim: usize,
+    /// M: links per node on upper levels (2M on level 0).
+    pub max_neighbors: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    /// Filtered searches whose allow-list has at most this many ids scan those ids
+    /// exactly instead of walking the graph.
+    pub flat_cutoff: usize,
+    /// Seeds the level draw, so builds are reproducible.
+    pub seed: u64,
+}
+
+impl HnswParams {
+    pub fn new(space: Space, dim: usize) -> Self {
+        HnswParams {
+            space,
+            dim,
+            max_neighbors: 16,
+            ef_construction: 100,
+            ef_search: 100,
+            flat_cutoff: 2000,
+            seed: 0x1d160,
+        }
+    }
+}
+
+struct Node {
+    state: AtomicU8,
+    label: AtomicU32,
+    links: Mutex<Vec<Vec<u32>>>,
+}
+
+impl Node {
+    fn vacant() -> Node {
+        Node {
+            state: AtomicU8::new(VACANT),
+            label: AtomicU32::new(0),
+            links: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+/// Fixed-capacity slot arrays. Vector rows are written once, by the thread that
+/// reserved the slot, before the node is linked anywhere; readers reach a row only
+/// through links published under a node mutex (which orders the write before the
+/// read), so rows are never read while being written.
+struct Slots {
+    dim: usize,
+    cap: usize,
+    used: AtomicU32,
+    vectors: UnsafeCell<Vec<f32>>,
+    nodes: Vec<Node>,
+}
+
+// SAFETY: see the type's comment: each row has one writer, before publication.
+unsafe impl Sync for Slots {}
+
+impl Slots {
+    fn with_capacity(dim: usize, cap: usize) -> Slots {
+        Slots {
+            dim,
+            cap,
+            used: AtomicU32::new(0),
+            vectors: UnsafeCell::new(vec![0.0; cap * dim]),
+            nodes: (0..cap).map(|_| Node::vacant()).collect(),
+        }
+    }
+
+    #[inline]
+    fn vector(&self, slot: u32) -> &[f32] {
+        let s = slot as usize * self.dim;
+        // SAFETY: rows of reachable slots are not written concurrently (see above).
+        unsafe { &(&*self.vectors.get())[s..s + self.dim] }
+    }
+
+    /// SAFETY: the caller reserved `slot` and has not published it yet.
+    unsafe fn write_vector(&self, slot: u32, v: &[f32]) {
+        let s = slot as usize * self.dim;
+        (&mut *self.vectors.get())[s..s + self.dim].copy_from_slice(v);
+    }
+
+    fn grow(&mut self, cap: usize) {
+        self.vectors.get_mut().resize(cap * self.dim, 0.0);
+        self.nodes.extend((self.cap..cap).map(|_| Node::vacant()));
+        self.cap = cap;
+    }
+}
+
+/// Per-thread visited marks, reset in O(1) by bumping an epoch.
+struct Visited {
+    marks: Vec<u32>,
+    epoch: u32,
+}
+
+thread_local! {
+    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+}
+
+/// Counters describing the index.
+#[derive(Debug, Clone, Default)]
+pub struct HnswStats {
+    pub live: usize,
+    pub tombstones: usize,
+    pub slots: usize,
+    pub free_slots: usize,
+    /// Approximate heap bytes for vectors and links.
+    pub memory_bytes: usize,
+}
+
+pub struct Hnsw {
+    space: Space,
+    dim: usize,
+    m: usize,
+    m0: usize,
+    ef_construction: usize,
+    ml: f64,
+    seed: u64,
+    ef_search: AtomicUsize,
+    flat_cutoff: AtomicUsize,
+    slots: RwLock<Slots>,
+    /// Entry slot and its level.
+    entry: RwLock<Option<(u32, u8)>>,
+    /// Held by an insert that may raise the top level, so two cannot race to.
+    top_lock: Mutex<()>,
+    labels: RwLock<HashMap<u32, u32>>,
+    free: Mutex<Vec<u32>>,
+    tombstones: AtomicUsize,
+    log: Option<Mutex<LogWriter>>,
+    dir: Option<PathBuf>,
+    /// Serialises repair and condensation.
+    maint: Mutex<()>,
+}
+
+impl std::fmt::Debug for Hnsw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hnsw")
+            .field("space", &self.space)
+            .field("dim", &self.dim)
+            .field("m", &self.m)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+impl Hnsw {
+    /// An in-memory index (nothing persisted).
+    pub fn new(params: HnswParams) -> Hnsw {
+        Self::build(params, None, None)
+    }
+
+    fn build(p: HnswParams, log: Option<LogWriter>, dir: Option<PathBuf>) -> Hnsw {
+        let m = p.max_neighbors.max(2);
+        Hnsw {
+            space: p.space,
+            dim: p.dim,
+            m,
+            m0: 2 * m,
+            ef_construction: p.ef_construction.max(m),
+            ml: 1.0 / (m as f64).ln(),
+            seed: p.seed,
+            ef_search: AtomicUsize::new(p.ef_search.max(1)),
+            flat_cutoff: AtomicUsize::new(p.flat_cutoff),
+            slots: RwLock::new(Slots::with_capacity(p.dim, 1024)),
+            entry: RwLock::new(None),
+            top_lock: Mutex::new(()),
+            labels: RwLock::new(HashMap::new()),
+            free: Mutex::new(Vec::new()),
+            tombstones: AtomicUsize::new(0),
+            log: log.map(Mutex::new),
+            dir,
+            maint: Mutex::new(()),
+        }
+    }
+
+    fn file_params(&self) -> FileParams {
+        FileParams {
+            dim: self.dim as u32,
+            space: self.space,
+            m: self.m as u32,
+            ef_construction: self.ef_construction as u32,
+        }
+    }
+
+    /// Opens (or creates) a persistent index in `dir`: loads the newest snapshot,
+    /// replays the commit log (cutting a torn tail) and appends after it.
+    pub fn open(dir: impl AsRef<Path>, params: HnswParams) -> Result<Hnsw> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(IndexError::io("create index directory", dir))?;
+        let mut idx = Self::build(params, None, Some(dir.to_path_buf()));
+        let (state, tail) = persist::load(dir, idx.file_params())?;
+        idx.restore(&state);
+        let log = match tail {
+            Some((gen, len)) => LogWriter::reopen(&persist::log_path(dir, gen), gen, len)?,
+            None => {
+                let (snaps, _) = persist::list_gens(dir)?;
+                LogWriter::create(dir, snaps.last().copied().unwrap_or(0), &idx.file_params())?
+            }
+        };
+        idx.log = Some(Mutex::new(log));
+        Ok(idx)
+    }
+
+    fn restore(&mut self, st: &GraphState) {
+        let cap = st.slots.len().max(1024);
+        let mut slots = Slots::with_capacity(self.dim, cap);
+        let mut labels = HashMap::new();
+        let mut free = Vec::new();
+        let mut tombs = 0;
+        for (i, s) in st.slots.iter().enumerate() {
+            let node = &mut slots.nodes[i];
+            match s {
+                None => free.push(i as u32),
+                Some(s) => {
+                    let r = i * self.dim;
+                    slots.vectors.get_mut()[r..r + self.dim].copy_from_slice(&s.vector);
+                    node.label.store(s.label, Ordering::Relaxed);
+                    *node.links.get_mut() = s.links.clone();
+                    if s.deleted {
+                        node.state.store(DELETED, Ordering::Relaxed);
+                        tombs += 1;
+                    } else {
+                        node.state.store(LIVE, Ordering::Relaxed);
+                        labels.insert(s.label, i as u32);
+                    }
+                }
+            }
+        }
+        slots.used.store(st.slots.len() as u32, Ordering::Relaxed);
+        free.reverse();
+        *self.slots.get_mut() = slots;
+        *self.labels.get_mut() = labels;
+        *self.free.get_mut() = free;
+        *self.entry.get_mut() = st.entry;
+        self.tombstones.store(tombs, Ordering::Relaxed);
+    }
+
+    /// The graph in plain form (for tests and condensation checks).
+    pub(crate) fn dump(&self) -> GraphState {
+        let slots = self.slots.read();
+        let used = slots.used.load(Ordering::Acquire) as usize;
+        let mut st = GraphState::new(self.file_params());
+        st.entry = *self.entry.read();
+        for i in 0..used {
+            let n = &slots.nodes[i];
+            let state = n.state.load(Ordering::Acquire);
+            st.slots.push((state != VACANT).then(|| SlotState {
+                label: n.label.load(Ordering::Relaxed),
+                deleted: state == DELETED,
+                vector: slots.vector(i as u32).to_vec(),
+                links: n.links.lock().clone(),
+            }));
+        }
+        st
+    }
+
+    pub fn space(&self) -> Space {
+        self.space
+    }
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+    /// Live (searchable) vectors.
+    pub fn len(&self) -> usize {
+        self.labels.read().len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn contains(&self, label: u32) -> bool {
+        self.labels.read().contains_key(&label)
+    }
+    pub fn set_ef_search(&self, ef: usize) {
+        self.ef_search.store(ef.max(1), Ordering::Relaxed);
+    }
+    pub fn ef_search(&self) -> usize {
+        self.ef_search.load(Ordering::Relaxed)
+    }
+    pub fn set_flat_cutoff(&self, n: usize) {
+        self.flat_cutoff.store(n, Ordering::Relaxed);
+    }
+
+    /// The stored (prepared) vector of `label`.
+    pub fn get_vector(&self, label: u32) -> Option<Vec<f32>> {
+        let slot = *self.labels.read().get(&label)?;
+        Some(self.slots.read().vector(slot).to_vec())
+    }
+
+    pub fn stats(&self) -> HnswStats {
+        let slots = self.slots.read();
+        let used = slots.used.load(Ordering::Acquire) as usize;
+        let link_bytes: usize = slots.nodes[..used]
+            .iter()
+            .map(|n| {
+                n.links
+                    .lock()
+                    .iter()
+                    .map(|l| l.capacity() * 4 + 24)
+                    .sum::<usize>()
+            })
+            .sum();
+        HnswStats {
+            live: self.len(),
+            tombstones: self.tombstones.load(Ordering::Relaxed),
+            slots: used,
+            free_slots: self.free.lock().len(),
+            memory_bytes: slots.cap * (self.dim * 4 + std::mem::size_of::<Node>()) + link_bytes,
+        }
+    }
+
+    fn log(&self, op: Op) -> Result<()> {
+        match &self.log {
+            Some(l) => l.lock().append(&op),
+            None => Ok(()),
+        }
+    }
+
+    fn random_level(&self, label: u32, salt: u64) -> u8 {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&label.to_le_bytes(), self.seed ^ salt);
+        let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        ((-u.ln() * self.ml) as u64).min(u64::from(MAX_LEVEL)) as u8
+    }
+
+    /// Reserves a free slot, growing the arrays if needed. Returns with a read lock.
+    fn reserve(&self) -> (parking_lot::RwLockReadGuard<'_, Slots>, u32) {
+        loop {
+            let g = self.slots.read();
+            if let Some(s) = self.free.lock().pop() {
+                return (g, s);
+            }
+            let cap = g.cap as u32;
+            if let Ok(s) = g
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    (u < cap).then_some(u + 1)
+                })
+            {
+                return (g, s);
+            }
+            drop(g);
+            let mut w = self.slots.write();
+            if w.used.load(Ordering::Acquire) as usize >= w.cap {
+                let cap = w.cap * 2;
+                w.grow(cap);
+            }
+        }
+    }
+
+    /// Inserts `v` under `label`; an existing vector for `label` is replaced
+    /// (delete + insert).
+    pub fn insert(&self, label: u32, v: &[f32]) -> Result<()> {
+        check_vector(self.dim, v)?;
+        let q = self.space.prepare(v);
+        self.delete(label)?;
+        let level = self.random_level(label, 0);
+        let (slots, slot) = self.reserve();
+        // SAFETY: `slot` was just reserved by this thread and is not linked anywhere.
+        unsafe { slots.write_vector(slot, &q) };
+        let node = &slots.nodes[slot as usize];
+        {
+            let mut links = node.links.lock();
+            *links = vec![Vec::new(); level as usize + 1];
+            node.label.store(label, Ordering::Relaxed);
+            self.log(Op::AddNode {
+                slot,
+                label,
+                level,
+                vector: q.clone(),
+            })?;
+            node.state.store(LIVE, Ordering::Release);
+        }
+        self.labels.write().insert(label, slot);
+
+        let top_guard = {
+            let e = *self.entry.read();
+            match e {
+                Some((_, top)) if level <= top => None,
+                _ => Some(self.top_lock.lock()),
+            }
+        };
+        let Some((ep, top)) = *self.entry.read() else {
+            let mut e = self.entry.write();
+            *e = Some((slot, level));
+            self.log(Op::SetEntry { slot, level })?;
+            drop(top_guard);
+            return Ok(());
+        };
+
+        let mut cur = Scored {
+            dist: self.space.distance(&q, slots.vector(ep)),
+            id: ep,
+        };
+        for lc in (level as usize + 1..=top as usize).rev() {
+            cur = self.greedy(&slots, &q, cur, lc);
+        }
+        let mut eps = vec![cur];
+        for lc in (0..=level.min(top) as usize).rev() {
+            let found = self.search_layer(&slots, &q, &eps, self.ef_construction, lc, &|_| true);
+            let live: Vec<Scored> = found
+                .iter()
+                .copied()
+                .filter(|s| {
+                    s.id != slot && slots.nodes[s.id as usize].state.load(Ordering::Acquire) == LIVE
+                })
+                .collect();
+            let neighbors = self.select(&slots, &live, self.m);
+            {
+                let mut links = node.links.lock();
+                links[lc] = neighbors.iter().map(|s| s.id).collect();
+                self.log(Op::SetLinks {
+                    slot,
+                    level: lc as u8,
+                    links: links[lc].clone(),
+                })?;
+            }
+            let cap = if lc == 0 { self.m0 } else { self.m };
+            for nb in &neighbors {
+                self.add_link(&slots, nb.id, slot, nb.dist, lc, cap)?;
+            }
+            if !found.is_empty() {
+                eps = found;
+            }
+        }
+        if level > top {
+            *self.entry.write() = Some((slot, level));
+            self.log(Op::SetEntry { slot, level })?;
+        }
+        drop(top_guard);
+        Ok(())
+    }
+
+    /// Adds `new` to `at`'s links on level `lc`, pruning with the heuristic when full.
+    fn add_link(
+        &self,
+        slots: &Slots,
+        at: u32,
+        new: u32,
+        dist: f32,
+        lc: usize,
+        cap: usize,
+    ) -> Result<()> {
+        let node = &slots.nodes[at as usize];
+        let mut links = node.links.lock();
+        if lc >= links.len() || links[lc].contains(&new) {
+            return Ok(());
+        }
+        if links[lc].len() < cap {
+            links[lc].push(new);
+        } else {
+            let base = slots.vector(at);
+            let mut cands: Vec<Scored> = links[lc]
+                .iter()
+                .map(|&id| Scored {
+                    dist: self.space.distance(base, slots.vector(id)),
+                    id,
+                })
+                .collect();
+            cands.push(Scored { dist, id: new });
+            cands.sort_unstable();
+            links[lc] = self
+                .select(slots, &cands, cap)
+                .iter()
+                .map(|s| s.id)
+                .collect();
+        }
+        self.log(Op::SetLinks {
+            slot: at,
+            level: lc as u8,
+            links: links[lc].clone(),
+        })
+    }
+
+    /// The neighbour-selection heuristic: keep a candidate only if it is closer to
+    /// the base than to every neighbour kept so far. `cands` is sorted ascending.
+    fn select(&self, slots: &Slots, cands: &[Scored], m: usize) -> Vec<Scored> {
+        let mut out: Vec<Scored> = Vec::with_capacity(m);
+        for c in cands {
+            if out.len() >= m {
+                break;
+            }
+            let v = slots.vector(c.id);
+            if out
+                .iter()
+                .all(|r| self.space.distance(v, slots.vector(r.id)) > c.dist)
+            {
+                out.push(*c);
+            }
+        }
+        out
+    }
+
+    fn copy_links(&self, slots: &Slots, slot: u32, lc: usize, buf: &mut Vec<u32>) {
+        buf.clear();
+        let links = slots.nodes[slot as usize].links.lock();
+        if let Some(l) = links.get(lc) {
+            buf.extend_from_slice(l);
+        }
+    }
+
+    fn greedy(&self, slots: &Slots, q: &[f32], mut cur: Scored, lc: usize) -> Scored {
+        let mut buf = Vec::with_capacity(self.m0);
+        loop {
+            let mut changed = false;
+            self.copy_links(slots, cur.id, lc, &mut buf);
+            for &n in &buf {
+                if slots.nodes[n as usize].state.load(Ordering::Acquire) == VACANT {
+                    continue;
+                }
+                let d = self.space.distance(q, slots.vector(n));
+                if d < cur.dist {
+                    cur = Scored { dist: d, id: n };
+                    changed = true;
+                }
+            }
+            if !changed {
+                return cur;
+            }
+        }
+    }
+
+    /// Best-first search on one level. Every non-vacant node is a stepping stone;
+    /// only live nodes that `accept` approves enter the results. Sorted ascending.
+    fn search_layer(
+        &self,
+        slots: &Slots,
+        q: &[f32],
+        eps: &[Scored],
+        ef: usize,
+        lc: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        VISITED.with(|v| {
+            let mut v = v.borrow_mut();
+            let used = slots.used.load(Ordering::Acquire) as usize;
+            if v.marks.len() < slots.cap.max(used) {
+                v.marks = vec![0; slots.cap];
+                v.epoch = 0;
+            }
+            v.epoch = v.epoch.wrapping_add(1);
+            if v.epoch == 0 {
+                v.marks.fill(0);
+                v.epoch = 1;
+            }
+            let epoch = v.epoch;
+            let ok = |id: u32| {
+                slots.nodes[id as usize].state.load(Ordering::Acquire) == LIVE
+                    && accept(slots.nodes[id as usize].label.load(Ordering::Relaxed))
+            };
+            let mut cands: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::new();
+            let mut results: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
+            for &e in eps {
+                if v.marks[e.id as usize] == epoch {
+                    continue;
+                }
+                v.marks[e.id as usize] = epoch;
+                cands.push(std::cmp::Reverse(e));
+                if ok(e.id) {
+                    results.push(e);
+                    if results.len() > ef {
+                        results.pop();
+                    }
+                }
+            }
+            let mut buf = Vec::with_capacity(self.m0);
+            while let Some(std::cmp::Reverse(c)) = cands.pop() {
+                if results.len() >= ef && c.dist > results.peek().unwrap().dist {
+                    break;
+                }
+                self.copy_links(slots, c.id, lc, &mut buf);
+                for &n in &buf {
+                    let mark = &mut v.marks[n as usize];
+                    if *mark == epoch {
+                        continue;
+                    }
+                    *mark = epoch;
+                    if slots.nodes[n as usize].state.load(Ordering::Acquire) == VACANT {
+                        continue;
+                    }
+                    let d = self.space.distance(q, slots.vector(n));
+                    if results.len() < ef || d < results.peek().unwrap().dist {
+                        let s = Scored { dist: d, id: n };
+                        cands.push(std::cmp::Reverse(s));
+                        if ok(n) {
+                            results.push(s);
+                            if results.len() > ef {
+                                results.pop();
+                            }
+                        }
+                    }
+                }
+            }
+            results.into_sorted_vec()
+        })
+    }
+
+    /// The `k` nearest live vectors to `q`, optionally only among labels in `allow`.
+    /// Returns min(k, matching vectors) results, nearest first.
+    pub fn search(
+        &self,
+        q: &[f32],
+        k: usize,
+        allow: Option<&RoaringBitmap>,
+    ) -> Result<Vec<Neighbor>> {
+        check_vector(self.dim, q)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let q = self.space.prepare(q);
+        if let Some(a) = allow {
+            if a.len() as usize <= self.flat_cutoff.load(Ordering::Relaxed) {
+                return Ok(self.flat_search(&q, k, Some(a)));
+            }
+        }
+        let slots = self.slots.read();
+        let Some((ep, top)) = *self.entry.read() else {
+            return Ok(Vec::new());
+        };
+        let ef = self.ef_search.load(Ordering::Relaxed).max(k);
+        let mut cur = Scored {
+            dist: self.space.distance(&q, slots.vector(ep)),
+            id: ep,
+        };
+        for lc in (1..=top as usize).rev() {
+            cur = self.greedy(&slots, &q, cur, lc);
+        }
+        let found = match allow {
+            Some(a) => self.search_layer(&slots, &q, &[cur], ef, 0, &|l| a.contains(l)),
+            None => self.search_layer(&slots, &q, &[cur], ef, 0, &|_| true),
+        };
+        let out: Vec<Neighbor> = found
+            .iter()
+            .take(k)
+            .map(|s| Neighbor {
+                label: slots.nodes[s.id as usize].label.load(Ordering::Relaxed),
+                distance: s.dist,
+            })
+            .collect();
+        drop(slots);
+        if out.len() < k {
+            // The walk can miss matches in a sparse region; never return fewer than
+            // exist.
+            let available = match allow {
+                Some(a) => {
+                    let labels = self.labels.read();
+                    a.iter().filter(|l| labels.contains_key(l)).take(k).count()
+                }
+                None => self.len().min(k),
+            };
+            if out.len() < available {
+                return Ok(self.flat_search(&q, k, allow));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Exact search over live vectors (all, or those in `allow`). `q` is prepared.
+    fn flat_search(&self, q: &[f32], k: usize, allow: Option<&RoaringBitmap>) -> Vec<Neighbor> {
+        let slots = self.slots.read();
+        let mut top = TopK::new(k);
+        match allow {
+            Some(a) => {
+                let labels = self.labels.read();
+                for l in a {
+                    if let Some(&s) = labels.get(&l) {
+                        top.push(self.space.distance(q, slots.vector(s)), l);
+                    }
+                }
+            }
+            None => {
+                let used = slots.used.load(Ordering::Acquire) as usize;
+                for (i, n) in slots.nodes[..used].iter().enumerate() {
+                    if n.state.load(Ordering::Acquire) == LIVE {
+                        top.push(
+                            self.space.distance(q, slots.vector(i as u32)),
+                            n.label.load(Ordering::Relaxed),
+                        );
+                    }
+                }
+            }
+        }
+        top.into_sorted()
+    }
+
+    /// Marks `label` deleted: searches skip it at once; [`Hnsw::repair`] later
+    /// reconnects its neighbours and reuses its slot. Returns whether it existed.
+    pub fn delete(&self, label: u32) -> Result<bool> {
+        let Some(slot) = self.labels.write().remove(&label) else {
+            return Ok(false);
+        };
+        let slots = self.slots.read();
+        let node = &slots.nodes[slot as usize];
+        let _links = node.links.lock();
+        node.state.store(DELETED, Ordering::Release);
+        self.tombstones.fetch_add(1, Ordering::Relaxed);
+        self.log(Op::Tombstone { slot })?;
+        Ok(true)
+    }
+
+    /// Tombstoned nodes waiting for repair.
+    pub fn tombstones(&self) -> usize {
+        self.tombstones.load(Ordering::Relaxed)
+    }
+
+    /// Reconnects the neighbours of deleted nodes (each takes the deleted node's
+    /// own neighbours as candidates, re-selected with the heuristic), moves the entry
+    /// point off deleted nodes, then frees their slots for reuse. Runs beside
+    /// searches and inserts.
+    pub fn repair(&self) -> Result<usize> {
+        let _m = self.maint.lock();
+        let slots = self.slots.read();
+        let used = slots.used.load(Ordering::Acquire) as usize;
+        let dead: RoaringBitmap = (0..used as u32)
+            .filter(|&i| slots.nodes[i as usize].state.load(Ordering::Acquire) == DELETED)
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        let mut buf = Vec::new();
+        let mut nb = Vec::new();
+        for i in 0..used as u32 {
+            if slots.nodes[i as usize].state.load(Ordering::Acquire) != LIVE {
+                continue;
+            }
+            let levels = slots.nodes[i as usize].links.lock().len();
+            for lc in 0..levels {
+                self.copy_links(&slots, i, lc, &mut buf);
+                if !buf.iter().any(|&x| dead.contains(x)) {
+                    continue;
+                }
+                let mut cands: Vec<u32> = Vec::new();
+                for &x in &buf {
+                    if dead.contains(x) {
+                        self.copy_links(&slots, x, lc, &mut nb);
+                        cands.extend(nb.iter().copied().filter(|&y| y != i && !dead.contains(y)));
+                    } else {
+                        cands.push(x);
+                    }
+                }
+                cands.sort_unstable();
+                cands.dedup();
+                let base = slots.vector(i);
+                let mut scored: Vec<Scored> = cands
+                    .into_iter()
+                    .filter(|&c| slots.nodes[c as usize].state.load(Ordering::Acquire) == LIVE)
+                    .map(|c| Scored {
+                        dist: self.space.distance(base, slots.vector(c)),
+                        id: c,
+                    })
+                    .collect();
+                scored.sort_unstable();
+                let cap = if lc == 0 { self.m0 } else { self.m };
+                let chosen: Vec<u32> = self
+                    .select(&slots, &scored, cap)
+                    .iter()
+                    .map(|s| s.id)
+                    .collect();
+                let mut links = slots.nodes[i as usize].links.lock();
+                if lc < links.len() {
+                    // Keep links added concurrently since we read the list.
+                    let mut merged = chosen;
+                    for &x in &links[lc] {
+                        if !dead.contains(x)
+                            && !buf.contains(&x)
+                            && merged.len() < cap
+                            && !merged.contains(&x)
+                        {
+                            merged.push(x);
+                        }
+                    }
+                    links[lc] = merged;
+                    self.log(Op::SetLinks {
+                        slot: i,
+                        level: lc as u8,
+                        links: links[lc].clone(),
+                    })?;
+                }
+            }
+        }
+        {
+            let _top = self.top_lock.lock();
+            let mut e = self.entry.write();
+            if e.is_some_and(|(s, _)| dead.contains(s)) {
+                let mut best: Option<(u32, u8)> = None;
+                for i in 0..used as u32 {
+                    let n = &slots.nodes[i as usize];
+                    if n.state.load(Ordering::Acquire) == LIVE {
+                        let lvl = (n.links.lock().len() - 1) as u8;
+                        if best.is_none_or(|(_, l)| lvl > l) {
+                            best = Some((i, lvl));
+                        }
+                    }
+                }
+                *e = best;
+                let (slot, level) = best.unwrap_or((NO_ENTRY, 0));
+                self.log(Op::SetEntry { slot, level })?;
+            }
+        }
+        drop(slots);
+        let slots = self.slots.write();
+        let mut freed = 0;
+        let mut free = self.free.lock();
+        for d in &dead {
+            let n = &slots.nodes[d as usize];
+            if n.state.load(Ordering::Acquire) == DELETED {
+                n.state.store(VACANT, Ordering::Release);
+                *n.links.lock() = Vec::new();
+                self.log(Op::Remove { slot: d })?;
+                free.push(d);
+                freed += 1;
+            }
+        }
+        self.tombstones.fetch_sub(freed, Ordering::Relaxed);
+        Ok(freed)
+    }
+
+    /// Inserts many vectors using `threads` threads.
+    pub fn insert_parallel(&self, items: &[(u32, &[f32])], threads: usize) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let err: Mutex<Option<IndexError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() || err.lock().is_some() {
+                        break;
+                    }
+                    if let Err(e) = self.insert(items[i].0, items[i].1) {
+                        *err.lock() = Some(e);
+                    }
+                });
+            }
+        });
+        match err.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every change so far durable (no-op for an in-memory index).
+    pub fn sync(&self) -> Result<()> {
+        match &self.log {
+            Some(l) => l.lock().sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes in the open commit log (buffered ones included).
+    pub fn log_len(&self) -> u64 {
+        self.log
+            .as_ref()
+            .and_then(|l| std::fs::metadata(&l.lock().path).ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// Closes the current commit log, starts a new one, and folds the old log into a
+    /// new snapshot. Searches and inserts continue meanwhile.
+    pub fn condense(&self) -> Result<()> {
+        self.condense_inner(None)
+    }
+
+    pub(crate) fn condense_inner(&self, crash_after: Option<u8>) -> Result<()> {
+        let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
+            return Ok(());
+        };
+        let _m = self.maint.lock();
+        let gen = {
+            let mut l = log.lock();
+            l.sync()?;
+            let gen = l.gen;
+            *l = LogWriter::create(dir, gen + 1, &self.file_params())?;
+            gen
+        };
+        persist::condense(dir, gen, self.file_params(), crash_after)
+    }
+
+    /// Starts a thread that repairs tombstones and condenses the commit log when it
+    /// outgrows `log_bytes`. It stops when the index is dropped.
+    pub fn spawn_maintenance(self: &Arc<Self>, log_bytes: u64) -> std::thread::JoinHandle<()> {
+        let weak: Weak<Hnsw> = Arc::downgrade(self);
+        std::thread::spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let Some(idx) = weak.upgrade() else { return };
+            if idx.tombstones() > 0 && idx.tombstones() * 20 >= idx.len().max(1) {
+                let _ = idx.repair();
+            }
+            if idx.log_len() > log_bytes {
+                let _ = idx.condense();
+            }
+        })
+    }
+}

@@ -1,0 +1,639 @@
+//! Persistence of the HNSW graph: an append-only commit log of graph changes and a
+//! checksummed snapshot that condensation writes from (snapshot + closed log).
+//!
+//! Files in the index directory (see `docs/format.md`):
+//! - `snapshot-G.hnsw`: the whole graph as of the start of log generation G.
+//! - `log-G.hnsw`: changes made after that snapshot, in order. Only the newest log
+//!   is open for appends; older logs were fsynced when they were closed.
+//!
+//! Load = newest valid snapshot + replay of every log with generation ≥ its own.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::distance::Space;
+use crate::error::{IndexError, Result};
+
+const LOG_MAGIC: &[u8; 8] = b"IDGHNSWL";
+const SNAP_MAGIC: &[u8; 8] = b"IDGHNSWS";
+const VERSION: u32 = 1;
+const LOG_HEADER_LEN: usize = 8 + 4 + 4 + 1 + 4 + 4;
+/// Buffered log bytes are written to the OS beyond this size.
+const LOG_BUFFER: usize = 1 << 20;
+
+pub(crate) const NO_ENTRY: u32 = u32::MAX;
+
+/// What is fixed for the life of an index and recorded in every file header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileParams {
+    pub dim: u32,
+    pub space: Space,
+    pub m: u32,
+    pub ef_construction: u32,
+}
+
+/// One change to the graph, as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Op {
+    AddNode {
+        slot: u32,
+        label: u32,
+        level: u8,
+        vector: Vec<f32>,
+    },
+    SetLinks {
+        slot: u32,
+        level: u8,
+        links: Vec<u32>,
+    },
+    SetEntry {
+        slot: u32,
+        level: u8,
+    },
+    Tombstone {
+        slot: u32,
+    },
+    Remove {
+        slot: u32,
+    },
+}
+
+const T_ADD: u8 = 1;
+const T_LINKS: u8 = 2;
+const T_ENTRY: u8 = 3;
+const T_TOMB: u8 = 4;
+const T_REMOVE: u8 = 5;
+
+impl Op {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 8]);
+        match self {
+            Op::AddNode {
+                slot,
+                label,
+                level,
+                vector,
+            } => {
+                out.push(T_ADD);
+                out.extend_from_slice(&slot.to_le_bytes());
+                out.extend_from_slice(&label.to_le_bytes());
+                out.push(*level);
+                for x in vector {
+                    out.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            Op::SetLinks { slot, level, links } => {
+                out.push(T_LINKS);
+                out.extend_from_slice(&slot.to_le_bytes());
+                out.push(*level);
+                out.extend_from_slice(&(links.len() as u16).to_le_bytes());
+                for l in links {
+                    out.extend_from_slice(&l.to_le_bytes());
+                }
+            }
+            Op::SetEntry { slot, level } => {
+                out.push(T_ENTRY);
+                out.extend_from_slice(&slot.to_le_bytes());
+                out.push(*level);
+            }
+            Op::Tombstone { slot } => {
+                out.push(T_TOMB);
+                out.extend_from_slice(&slot.to_le_bytes());
+            }
+            Op::Remove { slot } => {
+                out.push(T_REMOVE);
+                out.extend_from_slice(&slot.to_le_bytes());
+            }
+        }
+        let len = (out.len() - start - 8) as u32;
+        let crc = crc32c::crc32c(&out[start + 8..]);
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn decode(p: &[u8], dim: usize) -> Option<Op> {
+        let mut r = Cursor { b: p, pos: 0 };
+        let op = match r.u8()? {
+            T_ADD => Op::AddNode {
+                slot: r.u32()?,
+                label: r.u32()?,
+                level: r.u8()?,
+                vector: (0..dim).map(|_| r.f32()).collect::<Option<_>>()?,
+            },
+            T_LINKS => {
+                let slot = r.u32()?;
+                let level = r.u8()?;
+                let n = r.u16()?;
+                Op::SetLinks {
+                    slot,
+                    level,
+                    links: (0..n).map(|_| r.u32()).collect::<Option<_>>()?,
+                }
+            }
+            T_ENTRY => Op::SetEntry {
+                slot: r.u32()?,
+                level: r.u8()?,
+            },
+            T_TOMB => Op::Tombstone { slot: r.u32()? },
+            T_REMOVE => Op::Remove { slot: r.u32()? },
+            _ => return None,
+        };
+        (r.pos == p.len()).then_some(op)
+    }
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let s = self.b.get(self.pos..self.pos + N)?;
+        self.pos += N;
+        s.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take::<1>()?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take()?))
+    }
+    fn f32(&mut self) -> Option<f32> {
+        Some(f32::from_le_bytes(self.take()?))
+    }
+}
+
+/// One slot of the graph in plain form (for replay, snapshots and comparisons).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SlotState {
+    pub label: u32,
+    pub deleted: bool,
+    pub vector: Vec<f32>,
+    /// Links per level, 0 ..= the node's level.
+    pub links: Vec<Vec<u32>>,
+}
+
+/// The whole graph in plain form.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GraphState {
+    pub params: FileParams,
+    pub slots: Vec<Option<SlotState>>,
+    /// Entry point slot and level.
+    pub entry: Option<(u32, u8)>,
+}
+
+impl GraphState {
+    pub fn new(params: FileParams) -> Self {
+        GraphState {
+            params,
+            slots: Vec::new(),
+            entry: None,
+        }
+    }
+
+    /// Applies a logged change; `None` if it does not fit the state (a damaged log).
+    pub fn apply(&mut self, op: Op) -> Option<()> {
+        match op {
+            Op::AddNode {
+                slot,
+                label,
+                level,
+                vector,
+            } => {
+                let s = slot as usize;
+                if s > self.slots.len() + (1 << 20) {
+                    return None;
+                }
+                if self.slots.len() <= s {
+                    self.slots.resize(s + 1, None);
+                }
+                self.slots[s] = Some(SlotState {
+                    label,
+                    deleted: false,
+                    vector,
+                    links: vec![Vec::new(); level as usize + 1],
+                });
+            }
+            Op::SetLinks { slot, level, links } => {
+                let n = self.slots.get_mut(slot as usize)?.as_mut()?;
+                *n.links.get_mut(level as usize)? = links;
+            }
+            Op::SetEntry { slot, level } => {
+                self.entry = (slot != NO_ENTRY).then_some((slot, level));
+            }
+            Op::Tombstone { slot } => {
+                self.slots.get_mut(slot as usize)?.as_mut()?.deleted = true;
+            }
+            Op::Remove { slot } => {
+                *self.slots.get_mut(slot as usize)? = None;
+            }
+        }
+        Some(())
+    }
+}
+
+pub(crate) fn log_path(dir: &Path, gen: u64) -> PathBuf {
+    dir.join(format!("log-{gen:010}.hnsw"))
+}
+pub(crate) fn snapshot_path(dir: &Path, gen: u64) -> PathBuf {
+    dir.join(format!("snapshot-{gen:010}.hnsw"))
+}
+
+fn header(p: &FileParams, magic: &[u8; 8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(LOG_HEADER_LEN);
+    h.extend_from_slice(magic);
+    h.extend_from_slice(&VERSION.to_le_bytes());
+    h.extend_from_slice(&p.dim.to_le_bytes());
+    h.push(p.space as u8);
+    h.extend_from_slice(&p.m.to_le_bytes());
+    h.extend_from_slice(&p.ef_construction.to_le_bytes());
+    h
+}
+
+fn parse_header(buf: &[u8], magic: &[u8; 8], path: &Path) -> Result<FileParams> {
+    let mut r = Cursor { b: buf, pos: 0 };
+    let bad = || IndexError::corrupt(path, "bad or truncated header");
+    if r.take::<8>().ok_or_else(bad)? != *magic {
+        return Err(IndexError::corrupt(path, "bad magic"));
+    }
+    let v = r.u32().ok_or_else(bad)?;
+    if v != VERSION {
+        return Err(IndexError::corrupt(
+            path,
+            format!("format version {v} is not supported (this build reads {VERSION})"),
+        ));
+    }
+    Ok(FileParams {
+        dim: r.u32().ok_or_else(bad)?,
+        space: Space::from_u8(r.u8().ok_or_else(bad)?).ok_or_else(bad)?,
+        m: r.u32().ok_or_else(bad)?,
+        ef_construction: r.u32().ok_or_else(bad)?,
+    })
+}
+
+/// The open commit log. Appends are buffered; `sync` makes them durable.
+pub(crate) struct LogWriter {
+    file: File,
+    pub path: PathBuf,
+    pub gen: u64,
+    buf: Vec<u8>,
+    /// Every op appended, for tests that replay prefixes against a model.
+    #[cfg(test)]
+    pub recorded: Vec<Op>,
+}
+
+impl LogWriter {
+    pub fn create(dir: &Path, gen: u64, p: &FileParams) -> Result<LogWriter> {
+        let path = log_path(dir, gen);
+        let mut file = File::create(&path).map_err(IndexError::io("create commit log", &path))?;
+        file.write_all(&header(p, LOG_MAGIC))
+            .map_err(IndexError::io("write commit log", &path))?;
+        file.sync_data()
+            .map_err(IndexError::io("fsync commit log", &path))?;
+        sync_dir(dir)?;
+        Ok(LogWriter {
+            file,
+            path,
+            gen,
+            buf: Vec::with_capacity(LOG_BUFFER + 4096),
+            #[cfg(test)]
+            recorded: Vec::new(),
+        })
+    }
+
+    /// Opens an existing log for appending after its last whole record (a torn tail
+    /// is cut off first).
+    pub fn reopen(path: &Path, gen: u64, valid_len: u64) -> Result<LogWriter> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(IndexError::io("open commit log", path))?;
+        file.set_len(valid_len)
+            .map_err(IndexError::io("truncate torn commit log", path))?;
+        let mut file = file;
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::End(0))
+            .map_err(IndexError::io("seek commit log", path))?;
+        Ok(LogWriter {
+            file,
+            path: path.to_path_buf(),
+            gen,
+            buf: Vec::with_capacity(LOG_BUFFER + 4096),
+            #[cfg(test)]
+            recorded: Vec::new(),
+        })
+    }
+
+    pub fn append(&mut self, op: &Op) -> Result<()> {
+        op.encode(&mut self.buf);
+        #[cfg(test)]
+        self.recorded.push(op.clone());
+        if self.buf.len() >= LOG_BUFFER {
+            self.write_out()?;
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.file
+                .write_all(&self.buf)
+                .map_err(IndexError::io("write commit log", &self.path))?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        self.write_out()?;
+        self.file
+            .sync_data()
+            .map_err(IndexError::io("fsync commit log", &self.path))
+    }
+}
+
+/// The records of a log and how many of its bytes are whole records.
+pub(crate) struct LogContents {
+    pub params: FileParams,
+    pub ops: Vec<Op>,
+    pub valid_len: u64,
+    pub torn: bool,
+}
+
+pub(crate) fn read_log(path: &Path) -> Result<LogContents> {
+    let buf = std::fs::read(path).map_err(IndexError::io("read commit log", path))?;
+    let params = parse_header(&buf, LOG_MAGIC, path)?;
+    let dim = params.dim as usize;
+    let mut pos = LOG_HEADER_LEN;
+    let mut ops = Vec::new();
+    let mut torn = false;
+    while pos < buf.len() {
+        let rec = (|| {
+            let len = u32::from_le_bytes(buf.get(pos..pos + 4)?.try_into().ok()?) as usize;
+            let crc = u32::from_le_bytes(buf.get(pos + 4..pos + 8)?.try_into().ok()?);
+            let payload = buf.get(pos + 8..pos + 8 + len)?;
+            if crc32c::crc32c(payload) != crc {
+                return None;
+            }
+            Some((Op::decode(payload, dim)?, 8 + len))
+        })();
+        match rec {
+            Some((op, n)) => {
+                ops.push(op);
+                pos += n;
+            }
+            None => {
+                torn = true;
+                break;
+            }
+        }
+    }
+    Ok(LogContents {
+        params,
+        ops,
+        valid_len: pos as u64,
+        torn,
+    })
+}
+
+/// Writes `state` as snapshot `gen`: temporary name, fsync, rename, fsync directory.
+pub(crate) fn write_snapshot(dir: &Path, gen: u64, state: &GraphState) -> Result<()> {
+    let path = snapshot_path(dir, gen);
+    let tmp = path.with_extension("tmp");
+    let p = &state.params;
+    let mut out = header(p, SNAP_MAGIC);
+    out.extend_from_slice(&(state.slots.len() as u32).to_le_bytes());
+    let (es, el) = state.entry.unwrap_or((NO_ENTRY, 0));
+    out.extend_from_slice(&es.to_le_bytes());
+    out.push(el);
+    // Vectors: fixed-size rows, one per slot (zeros for a vacant slot).
+    let zero = vec![0f32; p.dim as usize];
+    for s in &state.slots {
+        let v = s.as_ref().map_or(&zero, |s| &s.vector);
+        for x in v {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    for s in &state.slots {
+        match s {
+            None => out.push(0),
+            Some(s) => {
+                out.push(if s.deleted { 2 } else { 1 });
+                out.extend_from_slice(&s.label.to_le_bytes());
+                out.push((s.links.len() - 1) as u8);
+                for l in &s.links {
+                    out.extend_from_slice(&(l.len() as u16).to_le_bytes());
+                    for x in l {
+                        out.extend_from_slice(&x.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let mut f = File::create(&tmp).map_err(IndexError::io("create snapshot", &tmp))?;
+    f.write_all(&out)
+        .map_err(IndexError::io("write snapshot", &tmp))?;
+    f.sync_data()
+        .map_err(IndexError::io("fsync snapshot", &tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(IndexError::io("rename snapshot", &path))?;
+    sync_dir(dir)
+}
+
+pub(crate) fn read_snapshot(path: &Path) -> Result<GraphState> {
+    let buf = std::fs::read(path).map_err(IndexError::io("read snapshot", path))?;
+    if buf.len() < LOG_HEADER_LEN + 4 {
+        return Err(IndexError::corrupt(path, "truncated"));
+    }
+    let (body, crc) = buf.split_at(buf.len() - 4);
+    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+        return Err(IndexError::corrupt(path, "checksum mismatch"));
+    }
+    let params = parse_header(body, SNAP_MAGIC, path)?;
+    let dim = params.dim as usize;
+    let parse = || -> Option<GraphState> {
+        let mut r = Cursor {
+            b: body,
+            pos: LOG_HEADER_LEN,
+        };
+        let n = r.u32()? as usize;
+        let es = r.u32()?;
+        let el = r.u8()?;
+        let vec_start = r.pos;
+        r.pos = vec_start.checked_add(n.checked_mul(dim * 4)?)?;
+        let mut slots = Vec::with_capacity(n);
+        for i in 0..n {
+            let tag = r.u8()?;
+            if tag == 0 {
+                slots.push(None);
+                continue;
+            }
+            let label = r.u32()?;
+            let level = r.u8()? as usize;
+            let mut links = Vec::with_capacity(level + 1);
+            for _ in 0..=level {
+                let k = r.u16()?;
+                links.push((0..k).map(|_| r.u32()).collect::<Option<Vec<_>>>()?);
+            }
+            let row = body.get(vec_start + i * dim * 4..vec_start + (i + 1) * dim * 4)?;
+            let vector = row
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            slots.push(Some(SlotState {
+                label,
+                deleted: tag == 2,
+                vector,
+                links,
+            }));
+        }
+        (r.pos == body.len()).then_some(GraphState {
+            params,
+            slots,
+            entry: (es != NO_ENTRY).then_some((es, el)),
+        })
+    };
+    parse().ok_or_else(|| IndexError::corrupt(path, "malformed body"))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(IndexError::io("fsync directory", dir))
+}
+
+/// Generations of the snapshot and log files in `dir`, sorted.
+pub(crate) fn list_gens(dir: &Path) -> Result<(Vec<u64>, Vec<u64>)> {
+    let mut snaps = Vec::new();
+    let mut logs = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(IndexError::io("list index directory", dir))? {
+        let e = e.map_err(IndexError::io("list index directory", dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".tmp") {
+            // An interrupted condensation; the files it would replace are still there.
+            let _ = std::fs::remove_file(e.path());
+            continue;
+        }
+        let Some(stem) = name.strip_suffix(".hnsw") else {
+            continue;
+        };
+        if let Some(g) = stem.strip_prefix("snapshot-").and_then(|g| g.parse().ok()) {
+            snaps.push(g);
+        } else if let Some(g) = stem.strip_prefix("log-").and_then(|g| g.parse().ok()) {
+            logs.push(g);
+        }
+    }
+    snaps.sort_unstable();
+    logs.sort_unstable();
+    Ok((snaps, logs))
+}
+
+/// Loads the newest snapshot and replays the logs after it.
+/// Returns the state, the newest log's generation and its valid length (to append
+/// after), or `None` for the log if there is none.
+pub(crate) fn load(dir: &Path, params: FileParams) -> Result<(GraphState, Option<(u64, u64)>)> {
+    let (snaps, logs) = list_gens(dir)?;
+    let (mut state, base) = match snaps.last() {
+        Some(&g) => (read_snapshot(&snapshot_path(dir, g))?, g),
+        None => (GraphState::new(params), 0),
+    };
+    check_params(&state.params, &params, &snapshot_path(dir, base))?;
+    let live: Vec<u64> = logs.iter().copied().filter(|&g| g >= base).collect();
+    let mut tail = None;
+    for (i, &g) in live.iter().enumerate() {
+        let path = log_path(dir, g);
+        let c = read_log(&path)?;
+        check_params(&c.params, &params, &path)?;
+        if c.torn && i + 1 < live.len() {
+            return Err(IndexError::corrupt(
+                &path,
+                "damaged record in a closed commit log; later logs depend on it",
+            ));
+        }
+        for op in c.ops {
+            state
+                .apply(op)
+                .ok_or_else(|| IndexError::corrupt(&path, "record does not fit the graph"))?;
+        }
+        tail = Some((g, c.valid_len));
+    }
+    // Files older than the snapshot were condensed into it.
+    for &g in logs.iter().filter(|&&g| g < base) {
+        let _ = std::fs::remove_file(log_path(dir, g));
+    }
+    for &g in snaps.iter().filter(|&&g| g < base) {
+        let _ = std::fs::remove_file(snapshot_path(dir, g));
+    }
+    Ok((state, tail))
+}
+
+fn check_params(on_disk: &FileParams, want: &FileParams, path: &Path) -> Result<()> {
+    if on_disk.dim != want.dim || on_disk.space != want.space {
+        return Err(IndexError::ParamsMismatch(format!(
+            "{} holds dimension {} / {}, asked for {} / {}",
+            path.display(),
+            on_disk.dim,
+            on_disk.space.name(),
+            want.dim,
+            want.space.name()
+        )));
+    }
+    Ok(())
+}
+
+/// Condenses snapshot(`gen`) + log(`gen`) into snapshot(`gen + 1`), then removes
+/// the inputs. The caller has already closed log `gen` and opened log `gen + 1`.
+/// `crash_after` stops part-way (for crash tests): 1 = after writing the temporary
+/// file, 2 = after the rename, before removing the inputs.
+pub(crate) fn condense(
+    dir: &Path,
+    gen: u64,
+    params: FileParams,
+    crash_after: Option<u8>,
+) -> Result<()> {
+    let snap = snapshot_path(dir, gen);
+    let mut state = if snap.exists() {
+        read_snapshot(&snap)?
+    } else {
+        GraphState::new(params)
+    };
+    let log = log_path(dir, gen);
+    if log.exists() {
+        let c = read_log(&log)?;
+        if c.torn {
+            return Err(IndexError::corrupt(
+                &log,
+                "closed commit log has a damaged record",
+            ));
+        }
+        for op in c.ops {
+            state
+                .apply(op)
+                .ok_or_else(|| IndexError::corrupt(&log, "record does not fit the graph"))?;
+        }
+    }
+    if crash_after == Some(1) {
+        // Leave a half-written temporary file behind, as a crash would.
+        std::fs::write(
+            snapshot_path(dir, gen + 1).with_extension("tmp"),
+            b"IDGHNSWS partial",
+        )
+        .map_err(IndexError::io("write snapshot", dir))?;
+        return Ok(());
+    }
+    write_snapshot(dir, gen + 1, &state)?;
+    if crash_after == Some(2) {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&snap);
+    Ok(())
+}
