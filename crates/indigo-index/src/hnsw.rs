@@ -158,7 +158,7 @@ pub struct Hnsw {
     labels: RwLock<HashMap<u32, u32>>,
     free: Mutex<Vec<u32>>,
     tombstones: AtomicUsize,
-    log: Option<Mutex<LogWriter>>,
+    pub(crate) log: Option<Mutex<LogWriter>>,
     dir: Option<PathBuf>,
     /// Serialises repair and condensation.
     maint: Mutex<()>,

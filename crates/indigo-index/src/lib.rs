@@ -42,3 +42,6 @@ pub(crate) fn check_vector(dim: usize, v: &[f32]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod crash_tests;

@@ -540,13 +540,39 @@ pub(crate) fn list_gens(dir: &Path) -> Result<(Vec<u64>, Vec<u64>)> {
 /// Returns the state, the newest log's generation and its valid length (to append
 /// after), or `None` for the log if there is none.
 pub(crate) fn load(dir: &Path, params: FileParams) -> Result<(GraphState, Option<(u64, u64)>)> {
+    let (state, tail) = load_upto(dir, params, u64::MAX)?;
     let (snaps, logs) = list_gens(dir)?;
-    let (mut state, base) = match snaps.last() {
+    // Files older than the newest snapshot were condensed into it.
+    if let Some(&base) = snaps.last() {
+        for &g in logs.iter().filter(|&&g| g < base) {
+            let _ = std::fs::remove_file(log_path(dir, g));
+        }
+        for &g in snaps.iter().filter(|&&g| g < base) {
+            let _ = std::fs::remove_file(snapshot_path(dir, g));
+        }
+    }
+    Ok((state, tail))
+}
+
+/// The state after every log with generation ≤ `max_gen`: the newest snapshot at or
+/// below it, plus the logs from its generation up to `max_gen`. A torn tail is
+/// allowed only in the newest of those logs.
+fn load_upto(
+    dir: &Path,
+    params: FileParams,
+    max_gen: u64,
+) -> Result<(GraphState, Option<(u64, u64)>)> {
+    let (snaps, logs) = list_gens(dir)?;
+    let (mut state, base) = match snaps.iter().rev().find(|&&g| g <= max_gen) {
         Some(&g) => (read_snapshot(&snapshot_path(dir, g))?, g),
         None => (GraphState::new(params), 0),
     };
     check_params(&state.params, &params, &snapshot_path(dir, base))?;
-    let live: Vec<u64> = logs.iter().copied().filter(|&g| g >= base).collect();
+    let live: Vec<u64> = logs
+        .iter()
+        .copied()
+        .filter(|&g| g >= base && g <= max_gen)
+        .collect();
     let mut tail = None;
     for (i, &g) in live.iter().enumerate() {
         let path = log_path(dir, g);
@@ -565,13 +591,6 @@ pub(crate) fn load(dir: &Path, params: FileParams) -> Result<(GraphState, Option
         }
         tail = Some((g, c.valid_len));
     }
-    // Files older than the snapshot were condensed into it.
-    for &g in logs.iter().filter(|&&g| g < base) {
-        let _ = std::fs::remove_file(log_path(dir, g));
-    }
-    for &g in snaps.iter().filter(|&&g| g < base) {
-        let _ = std::fs::remove_file(snapshot_path(dir, g));
-    }
     Ok((state, tail))
 }
 
@@ -589,37 +608,17 @@ fn check_params(on_disk: &FileParams, want: &FileParams, path: &Path) -> Result<
     Ok(())
 }
 
-/// Condenses snapshot(`gen`) + log(`gen`) into snapshot(`gen + 1`), then removes
-/// the inputs. The caller has already closed log `gen` and opened log `gen + 1`.
-/// `crash_after` stops part-way (for crash tests): 1 = after writing the temporary
-/// file, 2 = after the rename, before removing the inputs.
+/// Condenses every snapshot and log up to generation `gen` into snapshot
+/// `gen + 1`, then removes them. The caller has already closed log `gen` and opened
+/// log `gen + 1`. `crash_after` stops part-way (for crash tests): 1 = after writing
+/// a partial temporary file, 2 = after the rename, before removing the inputs.
 pub(crate) fn condense(
     dir: &Path,
     gen: u64,
     params: FileParams,
     crash_after: Option<u8>,
 ) -> Result<()> {
-    let snap = snapshot_path(dir, gen);
-    let mut state = if snap.exists() {
-        read_snapshot(&snap)?
-    } else {
-        GraphState::new(params)
-    };
-    let log = log_path(dir, gen);
-    if log.exists() {
-        let c = read_log(&log)?;
-        if c.torn {
-            return Err(IndexError::corrupt(
-                &log,
-                "closed commit log has a damaged record",
-            ));
-        }
-        for op in c.ops {
-            state
-                .apply(op)
-                .ok_or_else(|| IndexError::corrupt(&log, "record does not fit the graph"))?;
-        }
-    }
+    let (state, _) = load_upto(dir, params, gen)?;
     if crash_after == Some(1) {
         // Leave a half-written temporary file behind, as a crash would.
         std::fs::write(
@@ -633,7 +632,12 @@ pub(crate) fn condense(
     if crash_after == Some(2) {
         return Ok(());
     }
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&snap);
+    let (snaps, logs) = list_gens(dir)?;
+    for g in logs.into_iter().filter(|&g| g <= gen) {
+        let _ = std::fs::remove_file(log_path(dir, g));
+    }
+    for g in snaps.into_iter().filter(|&g| g <= gen) {
+        let _ = std::fs::remove_file(snapshot_path(dir, g));
+    }
     Ok(())
 }
