@@ -94,3 +94,137 @@ pub fn wordnet() -> io::Result<Dataset> {
         truth: read_ivecs(&d.join("groundtruth.ivecs"))?,
     })
 }
+
+/// Writes vectors in fvecs format.
+pub fn write_fvecs(path: &Path, v: &Vectors) -> io::Result<()> {
+    let mut out = Vec::with_capacity(v.data.len() * 4 + v.len() * 4);
+    for i in 0..v.len() {
+        out.extend_from_slice(&(v.dim as u32).to_le_bytes());
+        for x in v.row(i) {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    std::fs::write(path, out)
+}
+
+pub fn write_ivecs(path: &Path, rows: &[Vec<u32>]) -> io::Result<()> {
+    let mut out = Vec::new();
+    for r in rows {
+        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        for x in r {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    std::fs::write(path, out)
+}
+
+/// Reads a gzipped IDX image file (as in MNIST) into one f32 row per image.
+pub fn read_idx_images_gz(path: &Path) -> io::Result<Vectors> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: {e} (apt-get install dataset-fashion-mnist)",
+                path.display()
+            ),
+        )
+    })?;
+    let mut buf = Vec::new();
+    flate2::read::GzDecoder::new(f).read_to_end(&mut buf)?;
+    let be = |i: usize| u32::from_be_bytes(buf[i..i + 4].try_into().unwrap()) as usize;
+    if buf.len() < 16 || be(0) != 0x0803 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not an IDX image file", path.display()),
+        ));
+    }
+    let (n, rows, cols) = (be(4), be(8), be(12));
+    let dim = rows * cols;
+    if buf.len() < 16 + n * dim {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: truncated", path.display()),
+        ));
+    }
+    Ok(Vectors {
+        dim,
+        data: buf[16..16 + n * dim]
+            .iter()
+            .map(|&b| f32::from(b))
+            .collect(),
+    })
+}
+
+pub const FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// Exact top-`k` by squared L2 for each query, using `threads` threads.
+pub fn exact_l2_topk(base: &Vectors, queries: &Vectors, k: usize, threads: usize) -> Vec<Vec<u32>> {
+    use simsimd::SpatialSimilarity;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: std::sync::Mutex<Vec<Vec<u32>>> =
+        std::sync::Mutex::new(vec![Vec::new(); queries.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let qi = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if qi >= queries.len() {
+                    break;
+                }
+                let q = queries.row(qi);
+                let mut d: Vec<(f64, u32)> = (0..base.len())
+                    .map(|i| (f32::sqeuclidean(q, base.row(i)).unwrap(), i as u32))
+                    .collect();
+                d.select_nth_unstable_by(k, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                d.truncate(k);
+                d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                out.lock().unwrap()[qi] = d.into_iter().map(|x| x.1).collect();
+            });
+        }
+    });
+    out.into_inner().unwrap()
+}
+
+/// Fashion-MNIST (60k train as base, the first `nq` test images as queries, L2),
+/// with exact top-100 ground truth computed once and cached in `cache`.
+/// Returns the data set and the paths of its cached fvecs/ivecs files.
+pub fn fashion(cache: &Path, nq: usize) -> io::Result<(Dataset, [PathBuf; 3])> {
+    std::fs::create_dir_all(cache)?;
+    let paths = [
+        cache.join("fashion-base.fvecs"),
+        cache.join(format!("fashion-query-{nq}.fvecs")),
+        cache.join(format!("fashion-truth-{nq}.ivecs")),
+    ];
+    if paths.iter().all(|p| p.exists()) {
+        return Ok((
+            Dataset {
+                name: "fashion-mnist-784".into(),
+                base: read_fvecs(&paths[0])?,
+                queries: read_fvecs(&paths[1])?,
+                truth: read_ivecs(&paths[2])?,
+            },
+            paths,
+        ));
+    }
+    let dir = Path::new(FASHION_DIR);
+    let base = read_idx_images_gz(&dir.join("train-images-idx3-ubyte.gz"))?;
+    let mut queries = read_idx_images_gz(&dir.join("t10k-images-idx3-ubyte.gz"))?;
+    queries.data.truncate(nq.min(queries.len()) * queries.dim);
+    eprintln!(
+        "computing exact ground truth for {} Fashion-MNIST queries (cached afterwards) ...",
+        queries.len()
+    );
+    let truth = exact_l2_topk(&base, &queries, 100, 2);
+    write_fvecs(&paths[0], &base)?;
+    write_fvecs(&paths[1], &queries)?;
+    write_ivecs(&paths[2], &truth)?;
+    Ok((
+        Dataset {
+            name: "fashion-mnist-784".into(),
+            base,
+            queries,
+            truth,
+        },
+        paths,
+    ))
+}

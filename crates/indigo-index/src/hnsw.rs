@@ -18,7 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 
 use crate::distance::Space;
-use crate::persist::{self, FileParams, GraphState, LogWriter, Op, SlotState, NO_ENTRY};
+use crate::persist::{self, FileParams, GraphState, LogWriter, Op, NO_ENTRY};
 use crate::topk::{Scored, TopK};
 use crate::{check_vector, IndexError, Neighbor, Result};
 
@@ -268,6 +268,7 @@ impl Hnsw {
     }
 
     /// The graph in plain form (for tests and condensation checks).
+    #[cfg(test)]
     pub(crate) fn dump(&self) -> GraphState {
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire) as usize;
@@ -276,7 +277,7 @@ impl Hnsw {
         for i in 0..used {
             let n = &slots.nodes[i];
             let state = n.state.load(Ordering::Acquire);
-            st.slots.push((state != VACANT).then(|| SlotState {
+            st.slots.push((state != VACANT).then(|| persist::SlotState {
                 label: n.label.load(Ordering::Relaxed),
                 deleted: state == DELETED,
                 vector: slots.vector(i as u32).to_vec(),

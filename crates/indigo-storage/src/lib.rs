@@ -24,6 +24,7 @@ mod memtable;
 mod segment;
 mod wal;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -41,6 +42,9 @@ use fs::{FileSystem, StdFs, WritableFile};
 use manifest::{BucketMeta, Manifest, SegmentMeta};
 use memtable::{Entry, MemTable, Op};
 use segment::{ReadStats, Segment, SegmentIter, SegmentWriter};
+
+/// How many equal-level segments a background merge combines.
+const MERGE_FANOUT: usize = 4;
 
 /// How a bucket interprets its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -220,7 +224,10 @@ struct Writer {
 #[derive(Default)]
 struct Background {
     shutdown: bool,
-    work: bool,
+    /// Frozen memtables are waiting for the flush thread.
+    flush: bool,
+    /// New segments may have made a merge worthwhile.
+    merge: bool,
 }
 
 struct Inner {
@@ -230,8 +237,11 @@ struct Inner {
     next_file: AtomicU64,
     writer: Mutex<Writer>,
     view: RwLock<Arc<View>>,
-    /// The current manifest; holding it serialises flushes, merges and bucket creation.
+    /// The current manifest; holding it serialises changes to it (flush, bucket
+    /// creation, installing a merge). Never held while a merge writes its output.
     maint: Mutex<Manifest>,
+    /// Serialises merges, so the segments a merge reads stay in place until it installs.
+    merging: Mutex<()>,
     /// Highest batch sequence known durable.
     synced: Mutex<u64>,
     poisoned: Mutex<Option<String>>,
@@ -245,7 +255,7 @@ struct Inner {
 /// The LSM store. Cheap to share by reference across threads.
 pub struct Store {
     inner: Arc<Inner>,
-    worker: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 fn wal_name(no: u64) -> String {
@@ -398,6 +408,7 @@ impl Store {
                 version: Arc::new(version),
             })),
             maint: Mutex::new(manifest),
+            merging: Mutex::new(()),
             synced: Mutex::new(0),
             poisoned: Mutex::new(None),
             stats: ReadStats::default(),
@@ -409,18 +420,18 @@ impl Store {
         // to replay.
         while inner.flush_oldest()? {}
 
-        let worker = if inner.opts.background {
-            let w = inner.clone();
-            Some(
-                std::thread::Builder::new()
-                    .name("indigo-storage-bg".into())
-                    .spawn(move || w.background_loop())
-                    .map_err(StorageError::io("spawn background thread", dir))?,
-            )
-        } else {
-            None
-        };
-        Ok(Store { inner, worker })
+        let mut workers = Vec::new();
+        if inner.opts.background {
+            for (name, low_priority) in [("indigo-flush", false), ("indigo-merge", true)] {
+                let w = inner.clone();
+                let h = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || w.background_loop(low_priority))
+                    .map_err(StorageError::io("spawn background thread", dir))?;
+                workers.push(h);
+            }
+        }
+        Ok(Store { inner, workers })
     }
 
     /// Returns the bucket `name`, creating it (durably) if it does not exist.
@@ -503,9 +514,11 @@ impl Store {
                 }));
             }
             w.seq += 1;
-            let view = self.inner.view.read().clone();
-            view.active.apply(&batch.ops);
-            if view.active.approx_bytes() >= self.inner.opts.memtable_bytes {
+            // Only the active table: holding the whole view could leave this writer
+            // the last owner of a flushed table, paying for its deallocation.
+            let active = self.inner.view.read().active.clone();
+            active.apply(&batch.ops);
+            if active.approx_bytes() >= self.inner.opts.memtable_bytes {
                 self.inner.rotate(&mut w)?;
             }
             w.seq
@@ -554,10 +567,10 @@ impl Store {
             .copied()
             .collect();
         for id in ids {
-            let mut man = self.inner.maint.lock();
+            let _m = self.inner.merging.lock();
             let n = self.inner.view.read().version.segments[&id].len();
             if n > 1 {
-                self.inner.merge_range(&mut man, id, 0..n)?;
+                self.inner.merge_range(id, 0..n)?;
             }
         }
         Ok(())
@@ -663,7 +676,7 @@ impl Drop for Store {
             g.shutdown = true;
             self.inner.bg_cv.notify_all();
         }
-        if let Some(h) = self.worker.take() {
+        for h in self.workers.drain(..) {
             let _ = h.join();
         }
         // A clean close makes buffered writes durable; failure here is reported by
@@ -833,7 +846,7 @@ impl Inner {
         w.wal_no = no;
         if self.opts.background {
             let mut g = self.bg.lock();
-            g.work = true;
+            g.flush = true;
             self.bg_cv.notify_all();
         } else {
             while self.flush_oldest()? {}
@@ -850,17 +863,19 @@ impl Inner {
         };
         let r = (|| {
             let mut added: Vec<(u32, Arc<Segment>)> = Vec::new();
-            for (id, entries) in mem.drain_sorted() {
+            mem.for_each_bucket(|id, entries| {
                 let strategy = view.version.by_id[&id].strategy;
                 // With no older segment, this memtable is the bottom of the tree.
                 let bottom = view.version.segments[&id].is_empty();
                 let no = self.next_file.fetch_add(1, Ordering::SeqCst);
-                if let Some(seg) =
-                    self.write_segment(no, 0, strategy, entries.into_iter().map(Ok), bottom)?
-                {
+                let entries = entries
+                    .iter()
+                    .map(|(k, e)| Ok((Cow::Borrowed(k.as_slice()), Cow::Borrowed(e))));
+                if let Some(seg) = self.write_segment(no, 0, strategy, entries, bottom)? {
                     added.push((id, seg));
                 }
-            }
+                Ok::<(), StorageError>(())
+            })?;
             if !added.is_empty() {
                 self.fs
                     .sync_dir(&self.dir)
@@ -896,8 +911,10 @@ impl Inner {
         }
         self.remove_flushed_wals(man.wal_min);
         drop(man);
-        let _g = self.bg.lock();
+        let mut g = self.bg.lock();
+        g.merge = true;
         self.flushed_cv.notify_all();
+        self.bg_cv.notify_all();
         Ok(true)
     }
 
@@ -916,12 +933,12 @@ impl Inner {
 
     /// Writes sorted entries as segment `no` (temp name, fsync, rename). Returns `None`
     /// if nothing remained to write.
-    fn write_segment(
+    fn write_segment<'a>(
         &self,
         no: u64,
         level: u32,
         strategy: Strategy,
-        entries: impl Iterator<Item = Result<(Vec<u8>, Entry)>>,
+        entries: impl Iterator<Item = Result<(Cow<'a, [u8]>, Cow<'a, Entry>)>>,
         bottom: bool,
     ) -> Result<Option<Arc<Segment>>> {
         let path = self.dir.join(seg_name(no));
@@ -929,8 +946,9 @@ impl Inner {
         let mut w = SegmentWriter::create(&*self.fs, &tmp, strategy)?;
         for r in entries {
             let (k, e) = r?;
-            let e = if bottom { e.at_bottom() } else { Some(e) };
-            if let Some(e) = e {
+            if !bottom {
+                w.add(&k, &e)?;
+            } else if let Some(e) = e.at_bottom_ref() {
                 w.add(&k, &e)?;
             }
         }
@@ -954,35 +972,46 @@ impl Inner {
         )?)))
     }
 
-    /// Merges the newest adjacent pair of equal-level segments in some bucket.
+    /// Merges, in some bucket, the oldest run of [`MERGE_FANOUT`] adjacent segments
+    /// of equal level (or an older segment of lower level than its successor, which
+    /// only a crash-interrupted history can leave). Taking the oldest run keeps levels
+    /// non-increasing from oldest to newest, so no segment is stranded; a bucket then
+    /// holds at most `(MERGE_FANOUT - 1)` segments per level and every byte is
+    /// rewritten about log_fanout(flushes) times. The lowest-level (cheapest)
+    /// candidate over all buckets goes first.
     fn merge_once(&self) -> Result<bool> {
-        let mut man = self.maint.lock();
+        let _m = self.merging.lock();
         let view = self.view.read().clone();
-        let mut best: Option<(u32, usize, u32)> = None;
+        let mut best: Option<(u32, std::ops::Range<usize>, u32)> = None;
         for (&id, segs) in &view.version.segments {
-            for i in (0..segs.len().saturating_sub(1)).rev() {
-                if segs[i].level == segs[i + 1].level {
-                    if best.is_none_or(|(_, _, l)| segs[i].level < l) {
-                        best = Some((id, i, segs[i].level));
-                    }
-                    break;
+            let inversion = (0..segs.len().saturating_sub(1))
+                .find(|&i| segs[i].level < segs[i + 1].level)
+                .map(|i| i..i + 2);
+            let run = (0..(segs.len() + 1).saturating_sub(MERGE_FANOUT))
+                .find(|&i| {
+                    segs[i..i + MERGE_FANOUT]
+                        .iter()
+                        .all(|s| s.level == segs[i].level)
+                })
+                .map(|i| i..i + MERGE_FANOUT);
+            if let Some(r) = inversion.or(run) {
+                let level = segs[r.start].level;
+                if best.as_ref().is_none_or(|(_, _, l)| level < *l) {
+                    best = Some((id, r, level));
                 }
             }
         }
-        let Some((id, i, _)) = best else {
+        let Some((id, range, _)) = best else {
             return Ok(false);
         };
-        self.merge_range(&mut man, id, i..i + 2)?;
+        self.merge_range(id, range)?;
         Ok(true)
     }
 
-    /// Replaces segments `range` of bucket `id` by their merge. Caller holds `maint`.
-    fn merge_range(
-        &self,
-        man: &mut Manifest,
-        id: u32,
-        range: std::ops::Range<usize>,
-    ) -> Result<()> {
+    /// Replaces segments `range` of bucket `id` by their merge. The caller holds
+    /// `merging`; flushes go on meanwhile (they only append newer segments, so the
+    /// range stays where it is).
+    fn merge_range(&self, id: u32, range: std::ops::Range<usize>) -> Result<()> {
         let view = self.view.read().clone();
         let segs: Vec<Arc<Segment>> = view.version.segments[&id][range.clone()].to_vec();
         let strategy = view.version.by_id[&id].strategy;
@@ -993,20 +1022,25 @@ impl Inner {
             .map(|s| Box::new(s.iter(Bound::Unbounded, Bound::Unbounded)) as Box<_>)
             .collect();
         let no = self.next_file.fetch_add(1, Ordering::SeqCst);
-        let r = (|| {
-            let seg = self.write_segment(
-                no,
-                level,
-                strategy,
-                MergeIter::new(sources),
-                range.start == 0,
-            )?;
+        let written = (|| {
+            let merged =
+                MergeIter::new(sources).map(|r| r.map(|(k, e)| (Cow::Owned(k), Cow::Owned(e))));
+            let seg = self.write_segment(no, level, strategy, merged, range.start == 0)?;
             self.fs
                 .sync_dir(&self.dir)
                 .map_err(StorageError::io("fsync directory", &self.dir))?;
+            Ok(seg)
+        })()
+        .map_err(|e| self.poison(e))?;
+        let mut man = self.maint.lock();
+        let r = (|| {
             let mut next = man.clone();
             let b = next.buckets.iter_mut().find(|b| b.id == id).unwrap();
-            let replacement: Vec<SegmentMeta> = seg
+            debug_assert!(b.segments[range.clone()]
+                .iter()
+                .zip(&segs)
+                .all(|(m, s)| m.file_no == s.file_no));
+            let replacement: Vec<SegmentMeta> = written
                 .iter()
                 .map(|s| SegmentMeta {
                     file_no: s.file_no,
@@ -1016,41 +1050,51 @@ impl Inner {
             b.segments.splice(range.clone(), replacement);
             next.next_file = self.next_file.load(Ordering::SeqCst);
             next.store(&*self.fs, &self.dir)?;
-            Ok((next, seg))
+            Ok(next)
         })();
-        let (next, seg) = r.map_err(|e| self.poison(e))?;
-        *man = next;
+        *man = r.map_err(|e| self.poison(e))?;
         self.update_version(|v| {
             let list = v.segments.get_mut(&id).unwrap();
-            list.splice(range.clone(), seg);
+            list.splice(range.clone(), written);
         });
+        drop(man);
         for s in segs {
             s.mark_obsolete();
         }
         Ok(())
     }
 
-    fn background_loop(&self) {
+    /// The flush thread (`low_priority == false`) writes frozen memtables; the merge
+    /// thread runs at a lower CPU priority so merging yields to writers and flushes.
+    fn background_loop(&self, low_priority: bool) {
+        if low_priority {
+            lower_thread_priority();
+        }
         loop {
             {
                 let mut g = self.bg.lock();
-                if !g.shutdown && !g.work {
+                let pending = |g: &Background| if low_priority { g.merge } else { g.flush };
+                if !g.shutdown && !pending(&g) {
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
                 }
                 if g.shutdown {
                     return;
                 }
-                g.work = false;
+                if low_priority {
+                    g.merge = false;
+                } else {
+                    g.flush = false;
+                }
             }
             if self.poisoned.lock().is_some() {
                 continue;
             }
-            // Errors have poisoned the store; writers will see them.
-            while let Ok(true) = self.flush_oldest() {}
-            loop {
-                if self.bg.lock().shutdown || !self.view.read().frozen.is_empty() {
-                    break;
-                }
+            // Errors poison the store; writers see them.
+            if !low_priority {
+                while let Ok(true) = self.flush_oldest() {}
+                continue;
+            }
+            while !self.bg.lock().shutdown {
                 match self.merge_once() {
                     Ok(true) => continue,
                     _ => break,
@@ -1112,6 +1156,21 @@ impl Inner {
             Ok((k, e)) => e.at_bottom().map(|e| Ok((k, e))),
             Err(e) => Some(Err(e)),
         })
+    }
+}
+
+/// Puts the calling thread in Linux's SCHED_IDLE class, so merging uses only CPU
+/// time that writers, flushes and queries leave unused (as RocksDB lowers the
+/// priority of its compaction threads). Failure only costs fairness.
+fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; the param outlives the call.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+        }
     }
 }
 

@@ -31,6 +31,21 @@ impl Entry {
         }
     }
 
+    /// Borrowing form of [`Entry::at_bottom`]; copies only a set's additions.
+    pub fn at_bottom_ref(&self) -> Option<std::borrow::Cow<'_, Entry>> {
+        use std::borrow::Cow;
+        match self {
+            Entry::Tombstone => None,
+            Entry::Set { adds, .. } if adds.is_empty() => None,
+            Entry::Set { dels, .. } if dels.is_empty() => Some(Cow::Borrowed(self)),
+            Entry::Set { adds, .. } => Some(Cow::Owned(Entry::Set {
+                adds: adds.clone(),
+                dels: RoaringTreemap::new(),
+            })),
+            Entry::Value(_) => Some(Cow::Borrowed(self)),
+        }
+    }
+
     /// This entry as seen from the bottom of the tree, where nothing older exists:
     /// `None` if nothing remains (a tombstone, or an empty set).
     pub fn at_bottom(self) -> Option<Entry> {
@@ -88,9 +103,6 @@ impl Op {
         }
     }
 }
-
-/// A bucket's entries in key order.
-pub(crate) type SortedEntries = Vec<(Vec<u8>, Entry)>;
 
 #[derive(Default)]
 struct MemInner {
@@ -185,9 +197,12 @@ impl MemTable {
         }
     }
 
-    /// The buckets that hold entries, with their sorted contents; used by flush once the
-    /// table is frozen.
-    pub fn drain_sorted(&self) -> Vec<(u32, SortedEntries)> {
+    /// Calls `f` with each non-empty bucket's sorted entries, in bucket-id order,
+    /// without copying them; used by flush once the table is frozen.
+    pub fn for_each_bucket<E>(
+        &self,
+        mut f: impl FnMut(u32, &BTreeMap<Vec<u8>, Entry>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let g = self.inner.read();
         let mut ids: Vec<u32> = g
             .buckets
@@ -196,12 +211,10 @@ impl MemTable {
             .map(|(&id, _)| id)
             .collect();
         ids.sort_unstable();
-        ids.into_iter()
-            .map(|id| {
-                let m = &g.buckets[&id];
-                (id, m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            })
-            .collect()
+        for id in ids {
+            f(id, &g.buckets[&id])?;
+        }
+        Ok(())
     }
 }
 

@@ -59,10 +59,10 @@ struct Model {
     sets: BTreeMap<Vec<u8>, BTreeSet<u64>>,
 }
 
-fn open(fs: &FaultFs) -> Store {
+fn open(fs: &FaultFs, background: bool) -> Store {
     let opts = Options {
         memtable_bytes: 512,
-        background: false,
+        background,
         max_frozen: 2,
     };
     Store::open_with_fs(Arc::new(fs.clone()), Path::new("/db"), opts).unwrap()
@@ -100,71 +100,83 @@ fn check(store: &Store, m: &Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(200))]
+    #![proptest_config(ProptestConfig::with_cases(150))]
     #[test]
     fn store_matches_btreemap_model(steps in prop::collection::vec(step(), 1..60)) {
-        let fs = FaultFs::new();
-        let mut store = open(&fs);
-        let mut m = Model::default();
-        for s in steps {
-            match s {
-                Step::Batch(ws) => {
-                    let kv = store.bucket("kv", Kind::Replace).unwrap();
-                    let sets = store.bucket("sets", Kind::Set).unwrap();
-                    let mut wb = WriteBatch::new();
-                    for w in ws {
-                        match w {
-                            W::Put(key, v) => {
-                                wb.put(&kv, k(key), vec![v; 1 + v as usize % 40]);
-                                m.kv.insert(k(key), vec![v; 1 + v as usize % 40]);
-                            }
-                            W::Delete(key) => {
-                                wb.delete(&kv, k(key));
-                                m.kv.remove(&k(key));
-                            }
-                            W::Add(key, id) => {
-                                wb.set_add(&sets, k(key), u64::from(id));
-                                m.sets.entry(k(key)).or_default().insert(u64::from(id));
-                            }
-                            W::Remove(key, id) => {
-                                wb.set_remove(&sets, k(key), u64::from(id));
-                                m.sets.entry(k(key)).or_default().remove(&u64::from(id));
-                            }
+        run(steps, false)?;
+    }
+
+    /// The same with flush and merge threads running beside the test's own calls.
+    #[test]
+    fn store_with_background_threads_matches_btreemap_model(steps in prop::collection::vec(step(), 1..60)) {
+        run(steps, true)?;
+    }
+}
+
+fn run(steps: Vec<Step>, background: bool) -> Result<(), TestCaseError> {
+    let fs = FaultFs::new();
+    let mut store = open(&fs, background);
+    let mut m = Model::default();
+    for s in steps {
+        match s {
+            Step::Batch(ws) => {
+                let kv = store.bucket("kv", Kind::Replace).unwrap();
+                let sets = store.bucket("sets", Kind::Set).unwrap();
+                let mut wb = WriteBatch::new();
+                for w in ws {
+                    match w {
+                        W::Put(key, v) => {
+                            wb.put(&kv, k(key), vec![v; 1 + v as usize % 40]);
+                            m.kv.insert(k(key), vec![v; 1 + v as usize % 40]);
+                        }
+                        W::Delete(key) => {
+                            wb.delete(&kv, k(key));
+                            m.kv.remove(&k(key));
+                        }
+                        W::Add(key, id) => {
+                            wb.set_add(&sets, k(key), u64::from(id));
+                            m.sets.entry(k(key)).or_default().insert(u64::from(id));
+                        }
+                        W::Remove(key, id) => {
+                            wb.set_remove(&sets, k(key), u64::from(id));
+                            m.sets.entry(k(key)).or_default().remove(&u64::from(id));
                         }
                     }
-                    store.write(&wb, WriteOptions::default()).unwrap();
                 }
-                Step::Flush => store.flush().unwrap(),
-                Step::Merge => { store.merge_step().unwrap(); }
-                Step::Compact => store.compact().unwrap(),
-                Step::Reopen => {
-                    drop(store);
-                    store = open(&fs);
-                }
-                Step::SyncAndCrash => {
-                    store.sync().unwrap();
-                    // Leak nothing: dropping would sync again, which is harmless.
-                    drop(store);
-                    fs.crash(|n| n);
-                    store = open(&fs);
-                }
-                Step::Scan(a, b) => {
-                    let kv = store.bucket("kv", Kind::Replace).unwrap();
-                    let got = store
-                        .scan(&kv, Bound::Included(&k(a)[..]), Bound::Excluded(&k(b)[..]))
-                        .unwrap();
-                    let want: Vec<_> = m
-                        .kv
-                        .range(k(a)..k(b))
+                store.write(&wb, WriteOptions::default()).unwrap();
+            }
+            Step::Flush => store.flush().unwrap(),
+            Step::Merge => {
+                store.merge_step().unwrap();
+            }
+            Step::Compact => store.compact().unwrap(),
+            Step::Reopen => {
+                drop(store);
+                store = open(&fs, background);
+            }
+            Step::SyncAndCrash => {
+                store.sync().unwrap();
+                // Leak nothing: dropping would sync again, which is harmless.
+                drop(store);
+                fs.crash(|n| n);
+                store = open(&fs, background);
+            }
+            Step::Scan(a, b) => {
+                let kv = store.bucket("kv", Kind::Replace).unwrap();
+                let got = store
+                    .scan(&kv, Bound::Included(&k(a)[..]), Bound::Excluded(&k(b)[..]))
+                    .unwrap();
+                let want: Vec<_> =
+                    m.kv.range(k(a)..k(b))
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect();
-                    prop_assert_eq!(got, want);
-                }
+                prop_assert_eq!(got, want);
             }
         }
-        check(&store, &m);
-        drop(store);
-        let store = open(&fs);
-        check(&store, &m);
     }
+    check(&store, &m);
+    drop(store);
+    let store = open(&fs, background);
+    check(&store, &m);
+    Ok(())
 }

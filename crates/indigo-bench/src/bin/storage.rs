@@ -26,6 +26,9 @@ struct Args {
     /// Where to put the data (a fresh temporary directory inside it).
     #[arg(long, default_value = "target/bench-data")]
     dir: String,
+    /// Engines to run, in order (the first is the one ratios are taken of).
+    #[arg(long, default_value = "indigo,sqlite,fjall")]
+    engines: String,
 }
 
 const VALUE_LEN: usize = 100;
@@ -54,7 +57,8 @@ trait Engine {
     fn scan_count(&mut self, lo: &[u8], hi: &[u8]) -> usize;
     /// Reclaims the space of deleted data (merge / vacuum / major compaction).
     fn reclaim(&mut self);
-    fn bloom_report(&self) -> Option<String> {
+    /// (bloom negatives, segment probes, block reads, segments) so far.
+    fn bloom(&self) -> Option<(u64, u64, u64, usize)> {
         None
     }
 }
@@ -89,19 +93,22 @@ impl Engine for Indigo {
         self.store.get(&self.bucket, key).unwrap()
     }
     fn scan_count(&mut self, lo: &[u8], hi: &[u8]) -> usize {
-        self.store
+        let rows = self
+            .store
             .scan(&self.bucket, Bound::Included(lo), Bound::Excluded(hi))
-            .unwrap()
-            .len()
+            .unwrap();
+        rows.iter().filter(|(_, v)| !v.is_empty()).count()
     }
     fn reclaim(&mut self) {
         self.store.compact().unwrap();
     }
-    fn bloom_report(&self) -> Option<String> {
+    fn bloom(&self) -> Option<(u64, u64, u64, usize)> {
         let s = self.store.stats();
-        Some(format!(
-            "{} segments; {} of {} segment probes answered by bloom filters",
-            s.segments, s.bloom_negatives, s.segment_probes
+        Some((
+            s.bloom_negatives,
+            s.segment_probes,
+            s.block_reads,
+            s.segments,
         ))
     }
 }
@@ -198,10 +205,12 @@ impl Engine for Fjall {
         self.part.get(key).unwrap().map(|v| v.to_vec())
     }
     fn scan_count(&mut self, lo: &[u8], hi: &[u8]) -> usize {
-        self.part
-            .range(lo.to_vec()..hi.to_vec())
-            .map(|r| r.unwrap())
-            .count()
+        let mut n = 0;
+        for r in self.part.range(lo.to_vec()..hi.to_vec()) {
+            let (_, v) = r.unwrap();
+            n += usize::from(!v.is_empty());
+        }
+        n
     }
     fn reclaim(&mut self) {
         self.part.rotate_memtable_and_wait().unwrap();
@@ -214,6 +223,8 @@ impl Engine for Fjall {
 struct Figures {
     insert_rate: f64,
     drift: f64,
+    /// Insert rate (records/s) in each tenth of the run.
+    deciles: Vec<f64>,
     hit_p50: Duration,
     hit_p99: Duration,
     miss_p50: Duration,
@@ -254,6 +265,11 @@ fn run(engine: &mut dyn Engine, dir: &Path, args: &Args) -> Figures {
     let first: Duration = times[..tenth].iter().sum();
     let last: Duration = times[times.len() - tenth..].iter().sum();
     f.drift = first.as_secs_f64() / last.as_secs_f64();
+    f.deciles = times
+        .chunks(tenth)
+        .take(10)
+        .map(|c| (c.len() as u64 * args.batch) as f64 / c.iter().sum::<Duration>().as_secs_f64())
+        .collect();
     f.bytes_full = dir_bytes(dir);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
@@ -262,8 +278,14 @@ fn run(engine: &mut dyn Engine, dir: &Path, args: &Args) -> Figures {
     let mut misses = Vec::new();
     let pb = progress(args.reads, &format!("{} reads", engine.name()));
     let t0 = Instant::now();
+    let mut before_misses = None;
+    // First the hits, then the misses, so the bloom counters of the miss phase can
+    // be read on their own.
     for r in 0..args.reads {
-        let hit = r % 2 == 0;
+        let hit = r < args.reads / 2;
+        if !hit && before_misses.is_none() {
+            before_misses = Some(engine.bloom());
+        }
         let i = if hit {
             rng.gen_range(0..n)
         } else {
@@ -295,7 +317,15 @@ fn run(engine: &mut dyn Engine, dir: &Path, args: &Args) -> Figures {
     f.hit_p99 = quantile(&mut hits, 0.99);
     f.miss_p50 = quantile(&mut misses, 0.5);
     f.miss_p99 = quantile(&mut misses, 0.99);
-    f.note = engine.bloom_report();
+    if let (Some(Some(b)), Some(a)) = (before_misses, engine.bloom()) {
+        let (neg, probes, blocks) = (a.0 - b.0, a.1 - b.1, a.2 - b.2);
+        f.note = Some(format!(
+            "{} segments; misses: {neg} of {probes} segment probes ({:.2}%) answered by the bloom filter, {blocks} block reads for {} missing keys",
+            a.3,
+            100.0 * neg as f64 / probes.max(1) as f64,
+            args.reads - args.reads / 2
+        ));
+    }
 
     // A key range holding about 10k of the uniformly spread keys.
     let lo = u128::from_be_bytes(key(7));
@@ -325,7 +355,7 @@ fn main() {
     let args = Args::parse();
     std::fs::create_dir_all(&args.dir).unwrap();
     let mut results = Vec::new();
-    for name in ["indigo", "sqlite", "fjall"] {
+    for name in args.engines.split(',').map(str::trim) {
         let tmp = tempfile::tempdir_in(&args.dir).unwrap();
         let dir = tmp.path().to_path_buf();
         let mut engine: Box<dyn Engine> = match name {
@@ -362,14 +392,18 @@ fn main() {
         args.keys, VALUE_LEN, args.batch
     );
     let cols: Vec<&str> = results.iter().map(|(n, _)| *n).collect();
+    let ratio_names: Vec<String> = cols[1..]
+        .iter()
+        .map(|c| format!("{}/{c}", cols[0]))
+        .collect();
     let mut cols_hdr = cols.clone();
-    cols_hdr.extend(["indigo/sqlite", "indigo/fjall"]);
+    cols_hdr.extend(ratio_names.iter().map(String::as_str));
     header("figure", &cols_hdr);
     let get =
         |f: &dyn Fn(&Figures) -> f64| -> Vec<f64> { results.iter().map(|(_, r)| f(r)).collect() };
     let ratio_row = |label: &str, v: Vec<f64>, fmt: &dyn Fn(f64) -> String, higher_better: bool| {
         let mut c: Vec<String> = v.iter().map(|x| fmt(*x)).collect();
-        for peer in [1, 2] {
+        for peer in 1..v.len() {
             let r = if higher_better {
                 v[0] / v[peer]
             } else {
@@ -447,6 +481,15 @@ fn main() {
         &|x| mib(x as u64),
         false,
     );
+    println!("\ninsert rate by tenth of the run (records/s, writer time only):");
+    for (n, f) in &results {
+        let d: Vec<String> = f
+            .deciles
+            .iter()
+            .map(|x| format!("{:.0}k", x / 1e3))
+            .collect();
+        println!("- {n}: {}", d.join(" "));
+    }
     for (n, f) in &results {
         if let Some(note) = &f.note {
             println!("\n{n}: {note}");
