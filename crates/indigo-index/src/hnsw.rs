@@ -57,45 +57,53 @@ impl HnswParams {
     }
 }
 
-struct Node {
-    state: AtomicU8,
-    label: AtomicU32,
-    links: Mutex<Vec<Vec<u32>>>,
+/// A node's lock-protected part: its level and its links above level 0. The mutex
+/// is also the node's write lock for its level-0 links.
+#[derive(Default)]
+struct NodeMeta {
+    level: u8,
+    /// `upper[l - 1]` holds the links on level `l`.
+    upper: Vec<Vec<u32>>,
 }
 
-impl Node {
-    fn vacant() -> Node {
-        Node {
-            state: AtomicU8::new(VACANT),
-            label: AtomicU32::new(0),
-            links: Mutex::new(Vec::new()),
-        }
-    }
-}
-
-/// Fixed-capacity slot arrays. Vector rows are written once, by the thread that
-/// reserved the slot, before the node is linked anywhere; readers reach a row only
-/// through links published under a node mutex (which orders the write before the
-/// read), so rows are never read while being written.
+/// Fixed-capacity slot arrays, laid out for the search loop: state bytes, labels
+/// and level-0 link lists are dense arrays read without locks (as hnswlib does);
+/// vectors are contiguous rows.
+///
+/// Level-0 lists are `[count, id, id, ...]` of atomics, written only under the
+/// node's mutex. A reader racing a writer may see a mix of the old and new list;
+/// every id in either is a valid slot, so a search at worst takes a slightly
+/// different path. Vector rows are written once, by the thread that reserved the
+/// slot, before the node is linked anywhere; readers reach a row only through a link
+/// published after that write (a release store of the count, or a mutex), so a row
+/// is never read while being written.
 struct Slots {
     dim: usize,
     cap: usize,
+    m0: usize,
     used: AtomicU32,
     vectors: UnsafeCell<Vec<f32>>,
-    nodes: Vec<Node>,
+    state: Vec<AtomicU8>,
+    labels: Vec<AtomicU32>,
+    links0: Vec<AtomicU32>,
+    meta: Vec<Mutex<NodeMeta>>,
 }
 
 // SAFETY: see the type's comment: each row has one writer, before publication.
 unsafe impl Sync for Slots {}
 
 impl Slots {
-    fn with_capacity(dim: usize, cap: usize) -> Slots {
+    fn with_capacity(dim: usize, m0: usize, cap: usize) -> Slots {
         Slots {
             dim,
             cap,
+            m0,
             used: AtomicU32::new(0),
             vectors: UnsafeCell::new(vec![0.0; cap * dim]),
-            nodes: (0..cap).map(|_| Node::vacant()).collect(),
+            state: (0..cap).map(|_| AtomicU8::new(VACANT)).collect(),
+            labels: (0..cap).map(|_| AtomicU32::new(0)).collect(),
+            links0: (0..cap * (m0 + 1)).map(|_| AtomicU32::new(0)).collect(),
+            meta: (0..cap).map(|_| Mutex::new(NodeMeta::default())).collect(),
         }
     }
 
@@ -112,21 +120,116 @@ impl Slots {
         (&mut *self.vectors.get())[s..s + self.dim].copy_from_slice(v);
     }
 
+    #[inline]
+    fn state(&self, slot: u32) -> u8 {
+        self.state[slot as usize].load(Ordering::Acquire)
+    }
+
+    #[inline]
+    fn label(&self, slot: u32) -> u32 {
+        self.labels[slot as usize].load(Ordering::Relaxed)
+    }
+
+    /// Hints the CPU to start loading `slot`'s vector.
+    #[inline]
+    fn prefetch(&self, slot: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let s = slot as usize * self.dim;
+            // SAFETY: prefetch never faults; the address is inside the allocation.
+            unsafe {
+                let p = (*self.vectors.get()).as_ptr().add(s) as *const i8;
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+            }
+        }
+    }
+
+    /// Appends `slot`'s links on level `lc` to `buf` (level 0 without locking).
+    #[inline]
+    fn read_links(&self, slot: u32, lc: usize, buf: &mut Vec<u32>) {
+        buf.clear();
+        if lc == 0 {
+            let base = slot as usize * (self.m0 + 1);
+            let n = (self.links0[base].load(Ordering::Acquire) as usize).min(self.m0);
+            buf.extend(
+                self.links0[base + 1..base + 1 + n]
+                    .iter()
+                    .map(|a| a.load(Ordering::Relaxed)),
+            );
+        } else {
+            let meta = self.meta[slot as usize].lock();
+            if let Some(l) = meta.upper.get(lc - 1) {
+                buf.extend_from_slice(l);
+            }
+        }
+    }
+
+    /// `slot`'s links on level `lc`; the caller holds the node's lock (`meta`).
+    fn links_locked(&self, meta: &NodeMeta, slot: u32, lc: usize) -> Vec<u32> {
+        let mut v = Vec::new();
+        if lc == 0 {
+            let base = slot as usize * (self.m0 + 1);
+            let n = (self.links0[base].load(Ordering::Relaxed) as usize).min(self.m0);
+            v.extend(
+                self.links0[base + 1..base + 1 + n]
+                    .iter()
+                    .map(|a| a.load(Ordering::Relaxed)),
+            );
+        } else if let Some(l) = meta.upper.get(lc - 1) {
+            v.extend_from_slice(l);
+        }
+        v
+    }
+
+    /// Replaces `slot`'s links on level `lc`; the caller holds the node's lock.
+    fn set_links_locked(&self, meta: &mut NodeMeta, slot: u32, lc: usize, links: &[u32]) {
+        if lc == 0 {
+            let base = slot as usize * (self.m0 + 1);
+            let n = links.len().min(self.m0);
+            for (a, &id) in self.links0[base + 1..base + 1 + n].iter().zip(links) {
+                a.store(id, Ordering::Relaxed);
+            }
+            self.links0[base].store(n as u32, Ordering::Release);
+        } else if let Some(l) = meta.upper.get_mut(lc - 1) {
+            l.clear();
+            l.extend_from_slice(links);
+        }
+    }
+
     fn grow(&mut self, cap: usize) {
         self.vectors.get_mut().resize(cap * self.dim, 0.0);
-        self.nodes.extend((self.cap..cap).map(|_| Node::vacant()));
+        self.state
+            .extend((self.cap..cap).map(|_| AtomicU8::new(VACANT)));
+        self.labels
+            .extend((self.cap..cap).map(|_| AtomicU32::new(0)));
+        self.links0
+            .extend((self.cap * (self.m0 + 1)..cap * (self.m0 + 1)).map(|_| AtomicU32::new(0)));
+        self.meta
+            .extend((self.cap..cap).map(|_| Mutex::new(NodeMeta::default())));
         self.cap = cap;
     }
 }
 
-/// Per-thread visited marks, reset in O(1) by bumping an epoch.
-struct Visited {
+/// Per-thread search scratch: visited marks (reset in O(1) by bumping an epoch)
+/// and the heaps, kept between searches to avoid allocating.
+struct Scratch {
     marks: Vec<u32>,
     epoch: u32,
+    cands: BinaryHeap<std::cmp::Reverse<Scored>>,
+    results: BinaryHeap<Scored>,
+    buf: Vec<u32>,
 }
 
 thread_local! {
-    static VISITED: RefCell<Visited> = const { RefCell::new(Visited { marks: Vec::new(), epoch: 0 }) };
+    static SCRATCH: RefCell<Scratch> = const {
+        RefCell::new(Scratch {
+            marks: Vec::new(),
+            epoch: 0,
+            cands: BinaryHeap::new(),
+            results: BinaryHeap::new(),
+            buf: Vec::new(),
+        })
+    };
 }
 
 /// Counters describing the index.
@@ -193,7 +296,7 @@ impl Hnsw {
             seed: p.seed,
             ef_search: AtomicUsize::new(p.ef_search.max(1)),
             flat_cutoff: AtomicUsize::new(p.flat_cutoff),
-            slots: RwLock::new(Slots::with_capacity(p.dim, 1024)),
+            slots: RwLock::new(Slots::with_capacity(p.dim, 2 * m, 1024)),
             entry: RwLock::new(None),
             top_lock: Mutex::new(()),
             labels: RwLock::new(HashMap::new()),
@@ -235,27 +338,32 @@ impl Hnsw {
 
     fn restore(&mut self, st: &GraphState) {
         let cap = st.slots.len().max(1024);
-        let mut slots = Slots::with_capacity(self.dim, cap);
+        let mut slots = Slots::with_capacity(self.dim, self.m0, cap);
         let mut labels = HashMap::new();
         let mut free = Vec::new();
         let mut tombs = 0;
         for (i, s) in st.slots.iter().enumerate() {
-            let node = &mut slots.nodes[i];
-            match s {
-                None => free.push(i as u32),
-                Some(s) => {
-                    let r = i * self.dim;
-                    slots.vectors.get_mut()[r..r + self.dim].copy_from_slice(&s.vector);
-                    node.label.store(s.label, Ordering::Relaxed);
-                    *node.links.get_mut() = s.links.clone();
-                    if s.deleted {
-                        node.state.store(DELETED, Ordering::Relaxed);
-                        tombs += 1;
-                    } else {
-                        node.state.store(LIVE, Ordering::Relaxed);
-                        labels.insert(s.label, i as u32);
-                    }
-                }
+            let Some(s) = s else {
+                free.push(i as u32);
+                continue;
+            };
+            let r = i * self.dim;
+            slots.vectors.get_mut()[r..r + self.dim].copy_from_slice(&s.vector);
+            slots.labels[i].store(s.label, Ordering::Relaxed);
+            let mut meta = NodeMeta {
+                level: (s.links.len() - 1) as u8,
+                upper: vec![Vec::new(); s.links.len() - 1],
+            };
+            for (lc, l) in s.links.iter().enumerate() {
+                slots.set_links_locked(&mut meta, i as u32, lc, l);
+            }
+            *slots.meta[i].get_mut() = meta;
+            if s.deleted {
+                slots.state[i].store(DELETED, Ordering::Relaxed);
+                tombs += 1;
+            } else {
+                slots.state[i].store(LIVE, Ordering::Relaxed);
+                labels.insert(s.label, i as u32);
             }
         }
         slots.used.store(st.slots.len() as u32, Ordering::Relaxed);
@@ -274,14 +382,18 @@ impl Hnsw {
         let used = slots.used.load(Ordering::Acquire) as usize;
         let mut st = GraphState::new(self.file_params());
         st.entry = *self.entry.read();
-        for i in 0..used {
-            let n = &slots.nodes[i];
-            let state = n.state.load(Ordering::Acquire);
-            st.slots.push((state != VACANT).then(|| persist::SlotState {
-                label: n.label.load(Ordering::Relaxed),
-                deleted: state == DELETED,
-                vector: slots.vector(i as u32).to_vec(),
-                links: n.links.lock().clone(),
+        for i in 0..used as u32 {
+            let state = slots.state(i);
+            st.slots.push((state != VACANT).then(|| {
+                let meta = slots.meta[i as usize].lock();
+                persist::SlotState {
+                    label: slots.label(i),
+                    deleted: state == DELETED,
+                    vector: slots.vector(i).to_vec(),
+                    links: (0..=meta.level as usize)
+                        .map(|lc| slots.links_locked(&meta, i, lc))
+                        .collect(),
+                }
             }));
         }
         st
@@ -322,22 +434,24 @@ impl Hnsw {
     pub fn stats(&self) -> HnswStats {
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire) as usize;
-        let link_bytes: usize = slots.nodes[..used]
+        let upper_bytes: usize = slots.meta[..used]
             .iter()
-            .map(|n| {
-                n.links
-                    .lock()
+            .map(|m| {
+                m.lock()
+                    .upper
                     .iter()
                     .map(|l| l.capacity() * 4 + 24)
                     .sum::<usize>()
             })
             .sum();
+        let per_slot =
+            self.dim * 4 + (self.m0 + 1) * 4 + 1 + 4 + std::mem::size_of::<Mutex<NodeMeta>>();
         HnswStats {
             live: self.len(),
             tombstones: self.tombstones.load(Ordering::Relaxed),
             slots: used,
             free_slots: self.free.lock().len(),
-            memory_bytes: slots.cap * (self.dim * 4 + std::mem::size_of::<Node>()) + link_bytes,
+            memory_bytes: slots.cap * per_slot + upper_bytes,
         }
     }
 
@@ -389,18 +503,21 @@ impl Hnsw {
         let (slots, slot) = self.reserve();
         // SAFETY: `slot` was just reserved by this thread and is not linked anywhere.
         unsafe { slots.write_vector(slot, &q) };
-        let node = &slots.nodes[slot as usize];
         {
-            let mut links = node.links.lock();
-            *links = vec![Vec::new(); level as usize + 1];
-            node.label.store(label, Ordering::Relaxed);
+            let mut meta = slots.meta[slot as usize].lock();
+            *meta = NodeMeta {
+                level,
+                upper: vec![Vec::new(); level as usize],
+            };
+            slots.set_links_locked(&mut meta, slot, 0, &[]);
+            slots.labels[slot as usize].store(label, Ordering::Relaxed);
             self.log(Op::AddNode {
                 slot,
                 label,
                 level,
                 vector: q.clone(),
             })?;
-            node.state.store(LIVE, Ordering::Release);
+            slots.state[slot as usize].store(LIVE, Ordering::Release);
         }
         self.labels.write().insert(label, slot);
 
@@ -428,22 +545,21 @@ impl Hnsw {
         }
         let mut eps = vec![cur];
         for lc in (0..=level.min(top) as usize).rev() {
-            let found = self.search_layer(&slots, &q, &eps, self.ef_construction, lc, &|_| true);
+            let found = self.search_layer(&slots, &q, &eps, self.ef_construction, lc, |_| true);
             let live: Vec<Scored> = found
                 .iter()
                 .copied()
-                .filter(|s| {
-                    s.id != slot && slots.nodes[s.id as usize].state.load(Ordering::Acquire) == LIVE
-                })
+                .filter(|s| s.id != slot && slots.state(s.id) == LIVE)
                 .collect();
             let neighbors = self.select(&slots, &live, self.m);
+            let ids: Vec<u32> = neighbors.iter().map(|s| s.id).collect();
             {
-                let mut links = node.links.lock();
-                links[lc] = neighbors.iter().map(|s| s.id).collect();
+                let mut meta = slots.meta[slot as usize].lock();
+                slots.set_links_locked(&mut meta, slot, lc, &ids);
                 self.log(Op::SetLinks {
                     slot,
                     level: lc as u8,
-                    links: links[lc].clone(),
+                    links: ids,
                 })?;
             }
             let cap = if lc == 0 { self.m0 } else { self.m };
@@ -472,16 +588,19 @@ impl Hnsw {
         lc: usize,
         cap: usize,
     ) -> Result<()> {
-        let node = &slots.nodes[at as usize];
-        let mut links = node.links.lock();
-        if lc >= links.len() || links[lc].contains(&new) {
+        let mut meta = slots.meta[at as usize].lock();
+        if lc > meta.level as usize {
             return Ok(());
         }
-        if links[lc].len() < cap {
-            links[lc].push(new);
+        let mut links = slots.links_locked(&meta, at, lc);
+        if links.contains(&new) {
+            return Ok(());
+        }
+        if links.len() < cap {
+            links.push(new);
         } else {
             let base = slots.vector(at);
-            let mut cands: Vec<Scored> = links[lc]
+            let mut cands: Vec<Scored> = links
                 .iter()
                 .map(|&id| Scored {
                     dist: self.space.distance(base, slots.vector(id)),
@@ -490,16 +609,17 @@ impl Hnsw {
                 .collect();
             cands.push(Scored { dist, id: new });
             cands.sort_unstable();
-            links[lc] = self
+            links = self
                 .select(slots, &cands, cap)
                 .iter()
                 .map(|s| s.id)
                 .collect();
         }
+        slots.set_links_locked(&mut meta, at, lc, &links);
         self.log(Op::SetLinks {
             slot: at,
             level: lc as u8,
-            links: links[lc].clone(),
+            links,
         })
     }
 
@@ -522,21 +642,13 @@ impl Hnsw {
         out
     }
 
-    fn copy_links(&self, slots: &Slots, slot: u32, lc: usize, buf: &mut Vec<u32>) {
-        buf.clear();
-        let links = slots.nodes[slot as usize].links.lock();
-        if let Some(l) = links.get(lc) {
-            buf.extend_from_slice(l);
-        }
-    }
-
     fn greedy(&self, slots: &Slots, q: &[f32], mut cur: Scored, lc: usize) -> Scored {
         let mut buf = Vec::with_capacity(self.m0);
         loop {
             let mut changed = false;
-            self.copy_links(slots, cur.id, lc, &mut buf);
+            slots.read_links(cur.id, lc, &mut buf);
             for &n in &buf {
-                if slots.nodes[n as usize].state.load(Ordering::Acquire) == VACANT {
+                if slots.state(n) == VACANT {
                     continue;
                 }
                 let d = self.space.distance(q, slots.vector(n));
@@ -552,40 +664,44 @@ impl Hnsw {
     }
 
     /// Best-first search on one level. Every non-vacant node is a stepping stone;
-    /// only live nodes that `accept` approves enter the results. Sorted ascending.
-    fn search_layer(
+    /// only live nodes whose label `accept` approves enter the results. Sorted
+    /// ascending.
+    fn search_layer<F: Fn(u32) -> bool>(
         &self,
         slots: &Slots,
         q: &[f32],
         eps: &[Scored],
         ef: usize,
         lc: usize,
-        accept: &dyn Fn(u32) -> bool,
+        accept: F,
     ) -> Vec<Scored> {
-        VISITED.with(|v| {
-            let mut v = v.borrow_mut();
-            let used = slots.used.load(Ordering::Acquire) as usize;
-            if v.marks.len() < slots.cap.max(used) {
-                v.marks = vec![0; slots.cap];
-                v.epoch = 0;
+        SCRATCH.with(|sc| {
+            let sc = &mut *sc.borrow_mut();
+            if sc.marks.len() < slots.cap {
+                sc.marks = vec![0; slots.cap];
+                sc.epoch = 0;
             }
-            v.epoch = v.epoch.wrapping_add(1);
-            if v.epoch == 0 {
-                v.marks.fill(0);
-                v.epoch = 1;
+            sc.epoch = sc.epoch.wrapping_add(1);
+            if sc.epoch == 0 {
+                sc.marks.fill(0);
+                sc.epoch = 1;
             }
-            let epoch = v.epoch;
-            let ok = |id: u32| {
-                slots.nodes[id as usize].state.load(Ordering::Acquire) == LIVE
-                    && accept(slots.nodes[id as usize].label.load(Ordering::Relaxed))
-            };
-            let mut cands: BinaryHeap<std::cmp::Reverse<Scored>> = BinaryHeap::new();
-            let mut results: BinaryHeap<Scored> = BinaryHeap::with_capacity(ef + 1);
+            let epoch = sc.epoch;
+            let ok = |id: u32| slots.state(id) == LIVE && accept(slots.label(id));
+            let Scratch {
+                marks,
+                cands,
+                results,
+                buf,
+                ..
+            } = sc;
+            cands.clear();
+            results.clear();
             for &e in eps {
-                if v.marks[e.id as usize] == epoch {
+                if marks[e.id as usize] == epoch {
                     continue;
                 }
-                v.marks[e.id as usize] = epoch;
+                marks[e.id as usize] = epoch;
                 cands.push(std::cmp::Reverse(e));
                 if ok(e.id) {
                     results.push(e);
@@ -594,19 +710,23 @@ impl Hnsw {
                     }
                 }
             }
-            let mut buf = Vec::with_capacity(self.m0);
             while let Some(std::cmp::Reverse(c)) = cands.pop() {
                 if results.len() >= ef && c.dist > results.peek().unwrap().dist {
                     break;
                 }
-                self.copy_links(slots, c.id, lc, &mut buf);
-                for &n in &buf {
-                    let mark = &mut v.marks[n as usize];
-                    if *mark == epoch {
-                        continue;
-                    }
-                    *mark = epoch;
-                    if slots.nodes[n as usize].state.load(Ordering::Acquire) == VACANT {
+                slots.read_links(c.id, lc, buf);
+                // Mark and prefetch first, so the vector loads overlap.
+                buf.retain(|&n| {
+                    let m = &mut marks[n as usize];
+                    let fresh = *m != epoch;
+                    *m = epoch;
+                    fresh
+                });
+                for &n in buf.iter() {
+                    slots.prefetch(n);
+                }
+                for &n in buf.iter() {
+                    if slots.state(n) == VACANT {
                         continue;
                     }
                     let d = self.space.distance(q, slots.vector(n));
@@ -622,7 +742,9 @@ impl Hnsw {
                     }
                 }
             }
-            results.into_sorted_vec()
+            let mut out: Vec<Scored> = results.drain().collect();
+            out.sort_unstable();
+            out
         })
     }
 
@@ -657,14 +779,14 @@ impl Hnsw {
             cur = self.greedy(&slots, &q, cur, lc);
         }
         let found = match allow {
-            Some(a) => self.search_layer(&slots, &q, &[cur], ef, 0, &|l| a.contains(l)),
-            None => self.search_layer(&slots, &q, &[cur], ef, 0, &|_| true),
+            Some(a) => self.search_layer(&slots, &q, &[cur], ef, 0, |l| a.contains(l)),
+            None => self.search_layer(&slots, &q, &[cur], ef, 0, |_| true),
         };
         let out: Vec<Neighbor> = found
             .iter()
             .take(k)
             .map(|s| Neighbor {
-                label: slots.nodes[s.id as usize].label.load(Ordering::Relaxed),
+                label: slots.label(s.id),
                 distance: s.dist,
             })
             .collect();
@@ -700,13 +822,10 @@ impl Hnsw {
                 }
             }
             None => {
-                let used = slots.used.load(Ordering::Acquire) as usize;
-                for (i, n) in slots.nodes[..used].iter().enumerate() {
-                    if n.state.load(Ordering::Acquire) == LIVE {
-                        top.push(
-                            self.space.distance(q, slots.vector(i as u32)),
-                            n.label.load(Ordering::Relaxed),
-                        );
+                let used = slots.used.load(Ordering::Acquire);
+                for i in 0..used {
+                    if slots.state(i) == LIVE {
+                        top.push(self.space.distance(q, slots.vector(i)), slots.label(i));
                     }
                 }
             }
@@ -721,9 +840,8 @@ impl Hnsw {
             return Ok(false);
         };
         let slots = self.slots.read();
-        let node = &slots.nodes[slot as usize];
-        let _links = node.links.lock();
-        node.state.store(DELETED, Ordering::Release);
+        let _meta = slots.meta[slot as usize].lock();
+        slots.state[slot as usize].store(DELETED, Ordering::Release);
         self.tombstones.fetch_add(1, Ordering::Relaxed);
         self.log(Op::Tombstone { slot })?;
         Ok(true)
@@ -741,29 +859,27 @@ impl Hnsw {
     pub fn repair(&self) -> Result<usize> {
         let _m = self.maint.lock();
         let slots = self.slots.read();
-        let used = slots.used.load(Ordering::Acquire) as usize;
-        let dead: RoaringBitmap = (0..used as u32)
-            .filter(|&i| slots.nodes[i as usize].state.load(Ordering::Acquire) == DELETED)
-            .collect();
+        let used = slots.used.load(Ordering::Acquire);
+        let dead: RoaringBitmap = (0..used).filter(|&i| slots.state(i) == DELETED).collect();
         if dead.is_empty() {
             return Ok(0);
         }
         let mut buf = Vec::new();
         let mut nb = Vec::new();
-        for i in 0..used as u32 {
-            if slots.nodes[i as usize].state.load(Ordering::Acquire) != LIVE {
+        for i in 0..used {
+            if slots.state(i) != LIVE {
                 continue;
             }
-            let levels = slots.nodes[i as usize].links.lock().len();
+            let levels = slots.meta[i as usize].lock().level as usize + 1;
             for lc in 0..levels {
-                self.copy_links(&slots, i, lc, &mut buf);
+                slots.read_links(i, lc, &mut buf);
                 if !buf.iter().any(|&x| dead.contains(x)) {
                     continue;
                 }
                 let mut cands: Vec<u32> = Vec::new();
                 for &x in &buf {
                     if dead.contains(x) {
-                        self.copy_links(&slots, x, lc, &mut nb);
+                        slots.read_links(x, lc, &mut nb);
                         cands.extend(nb.iter().copied().filter(|&y| y != i && !dead.contains(y)));
                     } else {
                         cands.push(x);
@@ -774,7 +890,7 @@ impl Hnsw {
                 let base = slots.vector(i);
                 let mut scored: Vec<Scored> = cands
                     .into_iter()
-                    .filter(|&c| slots.nodes[c as usize].state.load(Ordering::Acquire) == LIVE)
+                    .filter(|&c| slots.state(c) == LIVE)
                     .map(|c| Scored {
                         dist: self.space.distance(base, slots.vector(c)),
                         id: c,
@@ -782,31 +898,28 @@ impl Hnsw {
                     .collect();
                 scored.sort_unstable();
                 let cap = if lc == 0 { self.m0 } else { self.m };
-                let chosen: Vec<u32> = self
+                let mut chosen: Vec<u32> = self
                     .select(&slots, &scored, cap)
                     .iter()
                     .map(|s| s.id)
                     .collect();
-                let mut links = slots.nodes[i as usize].links.lock();
-                if lc < links.len() {
-                    // Keep links added concurrently since we read the list.
-                    let mut merged = chosen;
-                    for &x in &links[lc] {
-                        if !dead.contains(x)
-                            && !buf.contains(&x)
-                            && merged.len() < cap
-                            && !merged.contains(&x)
-                        {
-                            merged.push(x);
-                        }
+                let mut meta = slots.meta[i as usize].lock();
+                // Keep links added concurrently since we read the list.
+                for x in slots.links_locked(&meta, i, lc) {
+                    if !dead.contains(x)
+                        && !buf.contains(&x)
+                        && chosen.len() < cap
+                        && !chosen.contains(&x)
+                    {
+                        chosen.push(x);
                     }
-                    links[lc] = merged;
-                    self.log(Op::SetLinks {
-                        slot: i,
-                        level: lc as u8,
-                        links: links[lc].clone(),
-                    })?;
                 }
+                slots.set_links_locked(&mut meta, i, lc, &chosen);
+                self.log(Op::SetLinks {
+                    slot: i,
+                    level: lc as u8,
+                    links: chosen,
+                })?;
             }
         }
         {
@@ -814,10 +927,9 @@ impl Hnsw {
             let mut e = self.entry.write();
             if e.is_some_and(|(s, _)| dead.contains(s)) {
                 let mut best: Option<(u32, u8)> = None;
-                for i in 0..used as u32 {
-                    let n = &slots.nodes[i as usize];
-                    if n.state.load(Ordering::Acquire) == LIVE {
-                        let lvl = (n.links.lock().len() - 1) as u8;
+                for i in 0..used {
+                    if slots.state(i) == LIVE {
+                        let lvl = slots.meta[i as usize].lock().level;
                         if best.is_none_or(|(_, l)| lvl > l) {
                             best = Some((i, lvl));
                         }
@@ -833,10 +945,11 @@ impl Hnsw {
         let mut freed = 0;
         let mut free = self.free.lock();
         for d in &dead {
-            let n = &slots.nodes[d as usize];
-            if n.state.load(Ordering::Acquire) == DELETED {
-                n.state.store(VACANT, Ordering::Release);
-                *n.links.lock() = Vec::new();
+            if slots.state(d) == DELETED {
+                let mut meta = slots.meta[d as usize].lock();
+                slots.state[d as usize].store(VACANT, Ordering::Release);
+                slots.set_links_locked(&mut meta, d, 0, &[]);
+                *meta = NodeMeta::default();
                 self.log(Op::Remove { slot: d })?;
                 free.push(d);
                 freed += 1;
