@@ -79,10 +79,13 @@ struct NodeMeta {
 /// is never read while being written.
 struct Slots {
     dim: usize,
+    /// Row stride in 64-byte blocks: rows start on cache-line boundaries, so a
+    /// vector spans the fewest lines and SIMD loads never straddle two.
+    stride: usize,
     cap: usize,
     m0: usize,
     used: AtomicU32,
-    vectors: UnsafeCell<Vec<f32>>,
+    vectors: UnsafeCell<Vec<Line>>,
     state: Vec<AtomicU8>,
     labels: Vec<AtomicU32>,
     links0: Vec<AtomicU32>,
@@ -92,14 +95,21 @@ struct Slots {
 // SAFETY: see the type's comment: each row has one writer, before publication.
 unsafe impl Sync for Slots {}
 
+/// One cache line of vector data.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
 impl Slots {
     fn with_capacity(dim: usize, m0: usize, cap: usize) -> Slots {
+        let stride = dim.div_ceil(16);
         Slots {
             dim,
+            stride,
             cap,
             m0,
             used: AtomicU32::new(0),
-            vectors: UnsafeCell::new(vec![0.0; cap * dim]),
+            vectors: UnsafeCell::new(vec![Line([0.0; 16]); cap * stride]),
             state: (0..cap).map(|_| AtomicU8::new(VACANT)).collect(),
             labels: (0..cap).map(|_| AtomicU32::new(0)).collect(),
             links0: (0..cap * (m0 + 1)).map(|_| AtomicU32::new(0)).collect(),
@@ -108,16 +118,26 @@ impl Slots {
     }
 
     #[inline]
+    fn row_ptr(&self, slot: u32) -> *mut f32 {
+        debug_assert!((slot as usize) < self.cap);
+        // SAFETY: slot < cap, so the row lies inside the allocation.
+        unsafe {
+            (*self.vectors.get())
+                .as_mut_ptr()
+                .add(slot as usize * self.stride) as *mut f32
+        }
+    }
+
+    #[inline]
     fn vector(&self, slot: u32) -> &[f32] {
-        let s = slot as usize * self.dim;
-        // SAFETY: rows of reachable slots are not written concurrently (see above).
-        unsafe { &(&*self.vectors.get())[s..s + self.dim] }
+        // SAFETY: the row is in bounds and initialised; rows of reachable slots are
+        // not written concurrently (see above).
+        unsafe { std::slice::from_raw_parts(self.row_ptr(slot), self.dim) }
     }
 
     /// SAFETY: the caller reserved `slot` and has not published it yet.
     unsafe fn write_vector(&self, slot: u32, v: &[f32]) {
-        let s = slot as usize * self.dim;
-        (&mut *self.vectors.get())[s..s + self.dim].copy_from_slice(v);
+        std::slice::from_raw_parts_mut(self.row_ptr(slot), self.dim).copy_from_slice(v);
     }
 
     #[inline]
@@ -130,18 +150,24 @@ impl Slots {
         self.labels[slot as usize].load(Ordering::Relaxed)
     }
 
-    /// Hints the CPU to start loading `slot`'s vector.
+    /// Hints the CPU to start loading the first `lines` cache lines of `slot`'s
+    /// vector (capped at the row length).
     #[inline]
-    fn prefetch(&self, slot: u32) {
+    fn prefetch(&self, slot: u32, lines: usize) {
         #[cfg(target_arch = "x86_64")]
         {
-            let s = slot as usize * self.dim;
-            // SAFETY: prefetch never faults; the address is inside the allocation.
-            unsafe {
-                let p = (*self.vectors.get()).as_ptr().add(s) as *const i8;
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+            let p = self.row_ptr(slot) as *const i8;
+            for l in 0..lines.min(self.stride) {
+                // SAFETY: prefetch never faults, and the address is inside the row.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        p.add(64 * l),
+                    );
+                }
             }
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (slot, lines);
     }
 
     /// Appends `slot`'s links on level `lc` to `buf` (level 0 without locking).
@@ -197,7 +223,9 @@ impl Slots {
     }
 
     fn grow(&mut self, cap: usize) {
-        self.vectors.get_mut().resize(cap * self.dim, 0.0);
+        self.vectors
+            .get_mut()
+            .resize(cap * self.stride, Line([0.0; 16]));
         self.state
             .extend((self.cap..cap).map(|_| AtomicU8::new(VACANT)));
         self.labels
@@ -296,7 +324,7 @@ impl Hnsw {
             seed: p.seed,
             ef_search: AtomicUsize::new(p.ef_search.max(1)),
             flat_cutoff: AtomicUsize::new(p.flat_cutoff),
-            slots: RwLock::new(Slots::with_capacity(p.dim, 2 * m, 1024)),
+            slots: RwLock::new(Slots::with_capacity(p.dim, 2 * m, 64)),
             entry: RwLock::new(None),
             top_lock: Mutex::new(()),
             labels: RwLock::new(HashMap::new()),
@@ -337,7 +365,7 @@ impl Hnsw {
     }
 
     fn restore(&mut self, st: &GraphState) {
-        let cap = st.slots.len().max(1024);
+        let cap = st.slots.len().max(64);
         let mut slots = Slots::with_capacity(self.dim, self.m0, cap);
         let mut labels = HashMap::new();
         let mut free = Vec::new();
@@ -347,8 +375,8 @@ impl Hnsw {
                 free.push(i as u32);
                 continue;
             };
-            let r = i * self.dim;
-            slots.vectors.get_mut()[r..r + self.dim].copy_from_slice(&s.vector);
+            // SAFETY: the slot is in bounds and nothing else can see `slots` yet.
+            unsafe { slots.write_vector(i as u32, &s.vector) };
             slots.labels[i].store(s.label, Ordering::Relaxed);
             let mut meta = NodeMeta {
                 level: (s.links.len() - 1) as u8,
@@ -469,7 +497,7 @@ impl Hnsw {
     }
 
     /// Reserves a free slot, growing the arrays if needed. Returns with a read lock.
-    fn reserve(&self) -> (parking_lot::RwLockReadGuard<'_, Slots>, u32) {
+    fn reserve_slot(&self) -> (parking_lot::RwLockReadGuard<'_, Slots>, u32) {
         loop {
             let g = self.slots.read();
             if let Some(s) = self.free.lock().pop() {
@@ -500,7 +528,7 @@ impl Hnsw {
         let q = self.space.prepare(v);
         self.delete(label)?;
         let level = self.random_level(label, 0);
-        let (slots, slot) = self.reserve();
+        let (slots, slot) = self.reserve_slot();
         // SAFETY: `slot` was just reserved by this thread and is not linked anywhere.
         unsafe { slots.write_vector(slot, &q) };
         {
@@ -722,10 +750,15 @@ impl Hnsw {
                     *m = epoch;
                     fresh
                 });
-                for &n in buf.iter() {
-                    slots.prefetch(n);
+                // Pipelined: while one distance is computed, the next whole row loads.
+                for &n in buf.iter().take(2) {
+                    slots.prefetch(n, usize::MAX);
                 }
-                for &n in buf.iter() {
+                for j in 0..buf.len() {
+                    let n = buf[j];
+                    if let Some(&next) = buf.get(j + 2) {
+                        slots.prefetch(next, usize::MAX);
+                    }
                     if slots.state(n) == VACANT {
                         continue;
                     }
@@ -959,8 +992,19 @@ impl Hnsw {
         Ok(freed)
     }
 
+    /// Makes room for `additional` more vectors at once, instead of growing by
+    /// doubling (which copies and over-allocates).
+    pub fn reserve(&self, additional: usize) {
+        let mut w = self.slots.write();
+        let want = w.used.load(Ordering::Acquire) as usize + additional;
+        if want > w.cap {
+            w.grow(want);
+        }
+    }
+
     /// Inserts many vectors using `threads` threads.
     pub fn insert_parallel(&self, items: &[(u32, &[f32])], threads: usize) -> Result<()> {
+        self.reserve(items.len().saturating_sub(self.free.lock().len()));
         let next = AtomicUsize::new(0);
         let err: Mutex<Option<IndexError>> = Mutex::new(None);
         std::thread::scope(|s| {

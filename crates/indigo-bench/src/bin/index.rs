@@ -55,12 +55,16 @@ struct LibResult {
 }
 
 impl LibResult {
-    /// QPS at the smallest ef reaching `target` recall (no interpolation).
+    /// QPS at `target` recall, interpolated linearly between the two points of the
+    /// ef sweep that bracket it (the first point if it already reaches the target).
     fn qps_at(&self, target: f64) -> Option<f64> {
-        self.curve
-            .iter()
-            .find(|p| p.recall >= target)
-            .map(|p| p.qps)
+        let i = self.curve.iter().position(|p| p.recall >= target)?;
+        if i == 0 {
+            return Some(self.curve[0].qps);
+        }
+        let (a, b) = (&self.curve[i - 1], &self.curve[i]);
+        let t = (target - a.recall) / (b.recall - a.recall);
+        Some(a.qps + (b.qps - a.qps) * t)
     }
 }
 
@@ -199,7 +203,7 @@ fn report(ds: &Dataset, space: Space, results: &[LibResult], args: &Args) {
                 _ => "-".into(),
             });
         }
-        row(&format!("QPS (1 thread) at recall@10 ≥ {target:.2}"), &c);
+        row(&format!("QPS (1 thread) at recall@10 = {target:.2}"), &c);
     }
     let mut c: Vec<String> = results
         .iter()
