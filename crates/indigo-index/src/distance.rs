@@ -43,11 +43,18 @@ impl Space {
     /// What the index stores for `v`: cosine vectors are normalised once so that a
     /// query costs one dot product per candidate.
     pub fn prepare(self, v: &[f32]) -> Vec<f32> {
-        let mut out = v.to_vec();
+        self.prepare_cow(v).into_owned()
+    }
+
+    /// [`Space::prepare`] without copying when nothing changes (l2, ip).
+    pub fn prepare_cow(self, v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
         if self == Space::Cosine {
+            let mut out = v.to_vec();
             normalize(&mut out);
+            std::borrow::Cow::Owned(out)
+        } else {
+            std::borrow::Cow::Borrowed(v)
         }
-        out
     }
 
     /// Distance between two prepared vectors.

@@ -170,6 +170,27 @@ impl Slots {
         let _ = (slot, lines);
     }
 
+    /// Hints the CPU to load `slot`'s level-0 link list, which a search is likely to
+    /// read soon.
+    #[inline]
+    fn prefetch_links(&self, slot: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let base = slot as usize * (self.m0 + 1);
+            let p = self.links0[base..].as_ptr() as *const i8;
+            // SAFETY: prefetch never faults, even past the array (hence wrapping_add
+            // for the second line of a short list).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p);
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    p.wrapping_add(64),
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
+    }
+
     /// Appends `slot`'s links on level `lc` to `buf` (level 0 without locking).
     #[inline]
     fn read_links(&self, slot: u32, lc: usize, buf: &mut Vec<u32>) {
@@ -675,7 +696,14 @@ impl Hnsw {
         loop {
             let mut changed = false;
             slots.read_links(cur.id, lc, &mut buf);
-            for &n in &buf {
+            if let Some(&first) = buf.first() {
+                slots.prefetch(first, usize::MAX);
+            }
+            for j in 0..buf.len() {
+                let n = buf[j];
+                if let Some(&next) = buf.get(j + 1) {
+                    slots.prefetch(next, usize::MAX);
+                }
                 if slots.state(n) == VACANT {
                     continue;
                 }
@@ -765,6 +793,7 @@ impl Hnsw {
                     let d = self.space.distance(q, slots.vector(n));
                     if results.len() < ef || d < results.peek().unwrap().dist {
                         let s = Scored { dist: d, id: n };
+                        slots.prefetch_links(n);
                         cands.push(std::cmp::Reverse(s));
                         if ok(n) {
                             results.push(s);
@@ -793,7 +822,7 @@ impl Hnsw {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let q = self.space.prepare(q);
+        let q = self.space.prepare_cow(q);
         if let Some(a) = allow {
             if a.len() as usize <= self.flat_cutoff.load(Ordering::Relaxed) {
                 return Ok(self.flat_search(&q, k, Some(a)));

@@ -34,6 +34,13 @@ struct Args {
     python: PathBuf,
     #[arg(long, default_value = "bench/cache")]
     cache: PathBuf,
+    /// Each QPS figure is the best of this many passes over the queries (for every
+    /// library alike), as ann-benchmarks does, to damp machine noise.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Measure Indigo alone (for quick before/after comparisons).
+    #[arg(long)]
+    no_peers: bool,
     /// Write the curves as JSON here (for plots).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -95,17 +102,21 @@ fn run_indigo(ds: &Dataset, space: Space, args: &Args, efs: &[usize]) -> LibResu
     let pb = progress(efs.len() as u64, &format!("indigo search {}", ds.name));
     for &ef in efs {
         idx.set_ef_search(ef);
-        let t = Instant::now();
-        let got: Vec<Vec<u32>> = (0..ds.queries.len())
-            .map(|i| {
-                idx.search(ds.queries.row(i), 10, None)
-                    .unwrap()
-                    .iter()
-                    .map(|n| n.label)
-                    .collect()
-            })
-            .collect();
-        let dt = t.elapsed().as_secs_f64();
+        let mut got: Vec<Vec<u32>> = Vec::new();
+        let mut dt = f64::INFINITY;
+        for _ in 0..args.repeat.max(1) {
+            let t = Instant::now();
+            got = (0..ds.queries.len())
+                .map(|i| {
+                    idx.search(ds.queries.row(i), 10, None)
+                        .unwrap()
+                        .iter()
+                        .map(|n| n.label)
+                        .collect()
+                })
+                .collect();
+            dt = dt.min(t.elapsed().as_secs_f64());
+        }
         curve.push(Point {
             ef,
             recall: recall(&got, &ds.truth),
@@ -140,6 +151,7 @@ fn run_peers(files: &[PathBuf; 3], space: Space, args: &Args, efs: &[usize]) -> 
         .arg(args.ef_construction.to_string())
         .arg(args.threads.to_string())
         .arg(efs_s.join(","))
+        .arg(args.repeat.to_string())
         .env("OMP_NUM_THREADS", args.threads.to_string())
         .output()
         .expect("run peer script");
@@ -308,7 +320,9 @@ fn main() {
         eprintln!("{}: indigo ...", ds.name);
         let mut results = vec![run_indigo(&ds, space, &args, &efs)];
         eprintln!("{}: peers ...", ds.name);
-        results.extend(run_peers(&files, space, &args, &efs));
+        if !args.no_peers {
+            results.extend(run_peers(&files, space, &args, &efs));
+        }
         report(&ds, space, &results, &args);
         let curves: Vec<serde_json::Value> = results
             .iter()
