@@ -180,3 +180,36 @@ fn opening_with_another_dimension_is_refused() {
         Err(crate::IndexError::ParamsMismatch(_))
     ));
 }
+
+#[test]
+fn background_maintenance_repairs_and_condenses() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = std::sync::Arc::new(Hnsw::open(dir.path(), params()).unwrap());
+    let handle = idx.spawn_maintenance(4 << 10);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    for i in 0..400u32 {
+        let v: Vec<f32> = (0..8).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        idx.insert(i, &v).unwrap();
+    }
+    for i in (0..400).step_by(5) {
+        idx.delete(i).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (snaps, _) = persist::list_gens(dir.path()).unwrap();
+        if idx.tombstones() == 0 && !snaps.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "maintenance did not run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(idx.stats().free_slots, 80, "deleted slots freed for reuse");
+    idx.sync().unwrap();
+    let want = idx.dump();
+    drop(idx);
+    handle.join().unwrap(); // stops once the index is gone
+    assert_eq!(Hnsw::open(dir.path(), params()).unwrap().dump(), want);
+}

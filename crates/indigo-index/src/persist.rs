@@ -283,6 +283,8 @@ pub(crate) struct LogWriter {
     pub path: PathBuf,
     pub gen: u64,
     buf: Vec<u8>,
+    /// Bytes already handed to the OS.
+    written: u64,
     /// Every op appended, for tests that replay prefixes against a model.
     #[cfg(test)]
     pub recorded: Vec<Op>,
@@ -302,6 +304,7 @@ impl LogWriter {
             path,
             gen,
             buf: Vec::with_capacity(LOG_BUFFER + 4096),
+            written: LOG_HEADER_LEN as u64,
             #[cfg(test)]
             recorded: Vec::new(),
         })
@@ -325,6 +328,7 @@ impl LogWriter {
             path: path.to_path_buf(),
             gen,
             buf: Vec::with_capacity(LOG_BUFFER + 4096),
+            written: valid_len,
             #[cfg(test)]
             recorded: Vec::new(),
         })
@@ -345,9 +349,15 @@ impl LogWriter {
             self.file
                 .write_all(&self.buf)
                 .map_err(IndexError::io("write commit log", &self.path))?;
+            self.written += self.buf.len() as u64;
             self.buf.clear();
         }
         Ok(())
+    }
+
+    /// The log's length, buffered bytes included.
+    pub fn len(&self) -> u64 {
+        self.written + self.buf.len() as u64
     }
 
     pub fn sync(&mut self) -> Result<()> {

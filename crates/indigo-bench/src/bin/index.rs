@@ -241,6 +241,66 @@ fn report(ds: &Dataset, space: Space, results: &[LibResult], args: &Args) {
     }
 }
 
+/// Filtered search: QPS of the exact scan over the allow-list against the graph walk,
+/// by selectivity, to choose `flat_cutoff` (the allow-list size below which the scan
+/// wins). Prints the table and returns the measured crossover size.
+fn filtered_sweep(ds: &Dataset, space: Space, args: &Args) -> Option<usize> {
+    use indigo_index::RoaringBitmap;
+    let mut p = HnswParams::new(space, ds.base.dim);
+    p.max_neighbors = args.m;
+    p.ef_construction = args.ef_construction;
+    p.ef_search = 64;
+    let idx = Hnsw::new(p);
+    let items: Vec<(u32, &[f32])> = (0..ds.base.len())
+        .map(|i| (i as u32, ds.base.row(i)))
+        .collect();
+    idx.insert_parallel(&items, args.threads).unwrap();
+    let n = ds.base.len() as u32;
+    println!(
+        "\n### Filtered search on {} (ef_search=64, k=10): exact scan of the allow-list vs graph walk\n",
+        ds.name
+    );
+    header(
+        "selectivity (allow-list size)",
+        &["scan QPS", "graph QPS", "faster"],
+    );
+    let mut crossover = None;
+    for pct in [0.5f64, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0] {
+        // A pseudo-random subset, so the allowed vectors are spread over the graph.
+        let allow: RoaringBitmap = (0..n)
+            .filter(|&i| {
+                (xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes()) % 10_000) < (pct * 100.0) as u64
+            })
+            .collect();
+        let mut qps = [0.0f64; 2];
+        for (slot, cutoff) in [usize::MAX, 0].into_iter().enumerate() {
+            idx.set_flat_cutoff(cutoff);
+            let mut best = f64::INFINITY;
+            for _ in 0..args.repeat.max(1) {
+                let t = Instant::now();
+                for i in 0..ds.queries.len().min(300) {
+                    std::hint::black_box(idx.search(ds.queries.row(i), 10, Some(&allow)).unwrap());
+                }
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            qps[slot] = ds.queries.len().min(300) as f64 / best;
+        }
+        let scan_wins = qps[0] >= qps[1];
+        if !scan_wins && crossover.is_none() {
+            crossover = Some(allow.len() as usize);
+        }
+        row(
+            &format!("{pct}% ({})", allow.len()),
+            &[
+                format!("{:.0}", qps[0]),
+                format!("{:.0}", qps[1]),
+                (if scan_wins { "scan" } else { "graph" }).to_string(),
+            ],
+        );
+    }
+    crossover
+}
+
 /// Single-thread sequential read bandwidth (bytes/s) over a buffer far larger than
 /// the caches: the best of a plain summing loop and a SIMD (simsimd) read of each
 /// 4 KiB piece, so the reference is what one core can actually pull from memory.
@@ -336,6 +396,11 @@ fn main() {
         all.insert(ds.name.clone(), serde_json::Value::Array(curves));
         if bw_ds.is_none() || space == Space::L2 {
             bw_ds = Some((ds, space));
+        }
+    }
+    if let Some((ds, space)) = &bw_ds {
+        if let Some(c) = filtered_sweep(ds, *space, &args) {
+            println!("\nThe graph walk first beats the scan at an allow-list of {c} vectors.");
         }
     }
     if let Some((ds, space)) = bw_ds {
