@@ -5,6 +5,10 @@
 //!
 //! cargo run --release -p indigo-bench --bin index -- [--datasets wordnet,fashion]
 
+/// The same allocator as the storage benchmark and Indigo's binaries.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;

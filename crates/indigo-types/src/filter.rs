@@ -1,0 +1,421 @@
+//! The `where` and `where_document` filter languages, parsed into a typed AST with
+//! Chroma's semantics, and their reference evaluation on one record.
+//!
+//! Semantics (`../shared/reference/chroma-api.md`):
+//! - `$ne` and `$nin` match records that lack the key; `$eq`, `$in` and the range
+//!   operators need it.
+//! - Ints and floats compare as numbers; other types compare only with their own.
+//! - `$contains` / `$not_contains` on metadata test membership in a list value.
+//! - `$contains` on a record without a document is false; `$not_contains` is true
+//!   (likewise `$regex` / `$not_regex`).
+
+use serde_json::Value;
+
+use crate::metadata::{same_kind, MetaValue, Metadata, Scalar};
+use crate::{invalid, InvalidArgument};
+
+/// Filters nest at most this deep; deeper requests are refused before evaluation.
+pub const MAX_DEPTH: usize = 32;
+
+/// A metadata (or `#document`) predicate.
+#[derive(Debug, Clone)]
+pub enum Where {
+    And(Vec<Where>),
+    Or(Vec<Where>),
+    Field {
+        key: String,
+        op: FieldOp,
+    },
+    /// `{"#document": {...}}` inside `where`.
+    Document(DocFilter),
+}
+
+#[derive(Debug, Clone)]
+pub enum FieldOp {
+    Eq(Scalar),
+    Ne(Scalar),
+    Gt(Scalar),
+    Gte(Scalar),
+    Lt(Scalar),
+    Lte(Scalar),
+    In(Vec<Scalar>),
+    Nin(Vec<Scalar>),
+    Contains(Scalar),
+    NotContains(Scalar),
+}
+
+/// A predicate on the document text.
+#[derive(Debug, Clone)]
+pub enum DocFilter {
+    And(Vec<DocFilter>),
+    Or(Vec<DocFilter>),
+    Contains(String),
+    NotContains(String),
+    Regex(regex::Regex),
+    NotRegex(regex::Regex),
+}
+
+fn single_entry<'a>(v: &'a Value, what: &str) -> Result<(&'a String, &'a Value), InvalidArgument> {
+    match v {
+        Value::Object(m) if m.len() == 1 => Ok(m.iter().next().unwrap()),
+        Value::Object(m) if m.is_empty() => invalid(format!("{what} must not be empty")),
+        Value::Object(_) => invalid(format!(
+            "{what} must have exactly one key; combine conditions with $and or $or"
+        )),
+        _ => invalid(format!("{what} must be an object, got {v}")),
+    }
+}
+
+fn list<'a>(v: &'a Value, op: &str) -> Result<&'a Vec<Value>, InvalidArgument> {
+    match v {
+        Value::Array(items) if !items.is_empty() => Ok(items),
+        Value::Array(_) => invalid(format!("{op} needs a non-empty list")),
+        _ => invalid(format!("{op} needs a list, got {v}")),
+    }
+}
+
+fn scalar(v: &Value, op: &str, key: &str) -> Result<Scalar, InvalidArgument> {
+    Scalar::from_json(v).ok_or_else(|| {
+        InvalidArgument(format!(
+            "{op} on {key:?} needs a string, number or bool, got {v}"
+        ))
+    })
+}
+
+fn number(v: &Value, op: &str, key: &str) -> Result<Scalar, InvalidArgument> {
+    match Scalar::from_json(v) {
+        Some(s) if s.as_number().is_some() => Ok(s),
+        _ => invalid(format!("{op} on {key:?} needs a number, got {v}")),
+    }
+}
+
+impl Where {
+    /// Parses a `where` object.
+    pub fn parse(v: &Value) -> Result<Where, InvalidArgument> {
+        Self::parse_at(v, 0)
+    }
+
+    fn parse_at(v: &Value, depth: usize) -> Result<Where, InvalidArgument> {
+        if depth > MAX_DEPTH {
+            return invalid(format!("where is nested deeper than {MAX_DEPTH} levels"));
+        }
+        let (k, val) = single_entry(v, "where")?;
+        match k.as_str() {
+            "$and" | "$or" => {
+                let parts = list(val, k)?
+                    .iter()
+                    .map(|p| Self::parse_at(p, depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if k == "$and" {
+                    Where::And(parts)
+                } else {
+                    Where::Or(parts)
+                })
+            }
+            "#document" => Ok(Where::Document(DocFilter::parse_at(val, depth + 1)?)),
+            key if key.starts_with('$') => invalid(format!("unknown operator {key} in where")),
+            key => Ok(Where::Field {
+                key: key.to_string(),
+                op: FieldOp::parse(key, val)?,
+            }),
+        }
+    }
+
+    /// Whether a record with this metadata and document matches.
+    pub fn matches(&self, meta: Option<&Metadata>, doc: Option<&str>) -> bool {
+        match self {
+            Where::And(ps) => ps.iter().all(|p| p.matches(meta, doc)),
+            Where::Or(ps) => ps.iter().any(|p| p.matches(meta, doc)),
+            Where::Document(d) => d.matches(doc),
+            Where::Field { key, op } => op.matches(meta.and_then(|m| m.get(key))),
+        }
+    }
+}
+
+impl FieldOp {
+    fn parse(key: &str, v: &Value) -> Result<FieldOp, InvalidArgument> {
+        if let Some(s) = Scalar::from_json(v) {
+            return Ok(FieldOp::Eq(s));
+        }
+        let (op, arg) = single_entry(v, &format!("the condition on {key:?}"))?;
+        Ok(match op.as_str() {
+            "$eq" => FieldOp::Eq(scalar(arg, op, key)?),
+            "$ne" => FieldOp::Ne(scalar(arg, op, key)?),
+            "$gt" => FieldOp::Gt(number(arg, op, key)?),
+            "$gte" => FieldOp::Gte(number(arg, op, key)?),
+            "$lt" => FieldOp::Lt(number(arg, op, key)?),
+            "$lte" => FieldOp::Lte(number(arg, op, key)?),
+            "$in" | "$nin" => {
+                let items = list(arg, op)?
+                    .iter()
+                    .map(|x| scalar(x, op, key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !same_kind(&items) {
+                    return invalid(format!("{op} on {key:?} needs values of one type"));
+                }
+                if op == "$in" {
+                    FieldOp::In(items)
+                } else {
+                    FieldOp::Nin(items)
+                }
+            }
+            "$contains" => FieldOp::Contains(scalar(arg, op, key)?),
+            "$not_contains" => FieldOp::NotContains(scalar(arg, op, key)?),
+            other => return invalid(format!("unknown operator {other} on {key:?}")),
+        })
+    }
+
+    /// Whether a record whose value for the key is `value` (`None`: no such key)
+    /// matches.
+    pub fn matches(&self, value: Option<&MetaValue>) -> bool {
+        let scalar = match value {
+            Some(MetaValue::Scalar(s)) => Some(s),
+            _ => None,
+        };
+        let list = match value {
+            Some(MetaValue::List(l)) => Some(l),
+            _ => None,
+        };
+        let cmp = |x: &Scalar, f: fn(std::cmp::Ordering) -> bool| {
+            scalar.and_then(|s| s.compare(x)).is_some_and(f)
+        };
+        match self {
+            FieldOp::Eq(x) => scalar.is_some_and(|s| s.equals(x)),
+            FieldOp::Ne(x) => !scalar.is_some_and(|s| s.equals(x)),
+            FieldOp::Gt(x) => cmp(x, |o| o.is_gt()),
+            FieldOp::Gte(x) => cmp(x, |o| o.is_ge()),
+            FieldOp::Lt(x) => cmp(x, |o| o.is_lt()),
+            FieldOp::Lte(x) => cmp(x, |o| o.is_le()),
+            FieldOp::In(xs) => scalar.is_some_and(|s| xs.iter().any(|x| s.equals(x))),
+            FieldOp::Nin(xs) => !scalar.is_some_and(|s| xs.iter().any(|x| s.equals(x))),
+            FieldOp::Contains(x) => list.is_some_and(|l| l.iter().any(|s| s.equals(x))),
+            FieldOp::NotContains(x) => !list.is_some_and(|l| l.iter().any(|s| s.equals(x))),
+        }
+    }
+}
+
+impl DocFilter {
+    /// Parses a `where_document` object.
+    pub fn parse(v: &Value) -> Result<DocFilter, InvalidArgument> {
+        Self::parse_at(v, 0)
+    }
+
+    fn parse_at(v: &Value, depth: usize) -> Result<DocFilter, InvalidArgument> {
+        if depth > MAX_DEPTH {
+            return invalid(format!(
+                "where_document is nested deeper than {MAX_DEPTH} levels"
+            ));
+        }
+        let (op, arg) = single_entry(v, "where_document")?;
+        let text = |op: &str| match arg {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            _ => invalid(format!(
+                "{op} in where_document needs a non-empty string, got {arg}"
+            )),
+        };
+        let re = |op: &str| {
+            let pattern = text(op)?;
+            regex::Regex::new(&pattern)
+                .map_err(|e| InvalidArgument(format!("{op}: invalid regular expression: {e}")))
+        };
+        Ok(match op.as_str() {
+            "$and" | "$or" => {
+                let parts = list(arg, op)?
+                    .iter()
+                    .map(|p| Self::parse_at(p, depth + 1))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if op == "$and" {
+                    DocFilter::And(parts)
+                } else {
+                    DocFilter::Or(parts)
+                }
+            }
+            "$contains" => DocFilter::Contains(text(op)?),
+            "$not_contains" => DocFilter::NotContains(text(op)?),
+            "$regex" => DocFilter::Regex(re(op)?),
+            "$not_regex" => DocFilter::NotRegex(re(op)?),
+            other => return invalid(format!("unknown operator {other} in where_document")),
+        })
+    }
+
+    /// Whether a record with this document (`None`: no document) matches.
+    pub fn matches(&self, doc: Option<&str>) -> bool {
+        match self {
+            DocFilter::And(ps) => ps.iter().all(|p| p.matches(doc)),
+            DocFilter::Or(ps) => ps.iter().any(|p| p.matches(doc)),
+            DocFilter::Contains(s) => doc.is_some_and(|d| d.contains(s.as_str())),
+            DocFilter::NotContains(s) => !doc.is_some_and(|d| d.contains(s.as_str())),
+            DocFilter::Regex(r) => doc.is_some_and(|d| r.is_match(d)),
+            DocFilter::NotRegex(r) => !doc.is_some_and(|d| r.is_match(d)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn meta(v: Value) -> Metadata {
+        crate::metadata::metadata_from_json(&v, false)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap()))
+            .collect()
+    }
+
+    /// (filter, metadata, document, expected) — one row per semantic rule.
+    #[test]
+    fn where_semantics_table() {
+        let cases: &[(Value, Value, Option<&str>, bool)] = &[
+            (json!({"a": 1}), json!({"a": 1}), None, true),
+            (json!({"a": 1}), json!({"a": 1.0}), None, true),
+            (json!({"a": {"$eq": "x"}}), json!({"a": "x"}), None, true),
+            (json!({"a": {"$eq": 1}}), json!({"a": true}), None, false),
+            (json!({"a": {"$eq": 1}}), json!({"b": 1}), None, false),
+            (json!({"a": {"$ne": 1}}), json!({"b": 1}), None, true),
+            (json!({"a": {"$ne": 1}}), json!({"a": 2}), None, true),
+            (json!({"a": {"$ne": 1}}), json!({"a": 1.0}), None, false),
+            (json!({"a": {"$ne": "1"}}), json!({"a": 1}), None, true),
+            (json!({"a": {"$gt": 1}}), json!({"a": 1.5}), None, true),
+            (json!({"a": {"$gt": 1}}), json!({"a": 1}), None, false),
+            (json!({"a": {"$gte": 1}}), json!({"a": 1}), None, true),
+            (json!({"a": {"$lt": 1}}), json!({"b": 0}), None, false),
+            (json!({"a": {"$lt": 1}}), json!({"a": "0"}), None, false),
+            (json!({"a": {"$lte": 2.5}}), json!({"a": 2}), None, true),
+            (json!({"a": {"$in": [1, 2]}}), json!({"a": 2.0}), None, true),
+            (json!({"a": {"$in": ["x"]}}), json!({"b": "x"}), None, false),
+            (json!({"a": {"$nin": ["x"]}}), json!({"b": "x"}), None, true),
+            (
+                json!({"a": {"$nin": ["x"]}}),
+                json!({"a": "x"}),
+                None,
+                false,
+            ),
+            (
+                json!({"t": {"$contains": "red"}}),
+                json!({"t": ["red", "blue"]}),
+                None,
+                true,
+            ),
+            (
+                json!({"t": {"$contains": "red"}}),
+                json!({"t": ["blue"]}),
+                None,
+                false,
+            ),
+            (
+                json!({"t": {"$contains": 2}}),
+                json!({"t": [1.0, 2.0]}),
+                None,
+                true,
+            ),
+            (
+                json!({"t": {"$not_contains": "red"}}),
+                json!({}),
+                None,
+                true,
+            ),
+            (
+                json!({"t": {"$not_contains": "red"}}),
+                json!({"t": ["red"]}),
+                None,
+                false,
+            ),
+            (
+                json!({"$and": [{"a": 1}, {"b": 2}]}),
+                json!({"a": 1, "b": 2}),
+                None,
+                true,
+            ),
+            (
+                json!({"$and": [{"a": 1}, {"b": 2}]}),
+                json!({"a": 1}),
+                None,
+                false,
+            ),
+            (
+                json!({"$or": [{"a": 1}, {"b": 2}]}),
+                json!({"b": 2}),
+                None,
+                true,
+            ),
+            (
+                json!({"#document": {"$contains": "cat"}}),
+                json!({}),
+                Some("a cat"),
+                true,
+            ),
+            (
+                json!({"#document": {"$contains": "cat"}}),
+                json!({}),
+                None,
+                false,
+            ),
+            (
+                json!({"#document": {"$not_contains": "cat"}}),
+                json!({}),
+                None,
+                true,
+            ),
+        ];
+        for (f, m, d, want) in cases {
+            let w = Where::parse(f).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let m = meta(m.clone());
+            assert_eq!(w.matches(Some(&m), *d), *want, "{f} on {m:?} / {d:?}");
+        }
+        // A record with no metadata at all behaves as one lacking every key.
+        assert!(Where::parse(&json!({"a": {"$ne": 1}}))
+            .unwrap()
+            .matches(None, None));
+        assert!(!Where::parse(&json!({"a": 1})).unwrap().matches(None, None));
+    }
+
+    #[test]
+    fn where_document_semantics() {
+        let d = |v: Value| DocFilter::parse(&v).unwrap();
+        assert!(d(json!({"$contains": "fox"})).matches(Some("the quick fox")));
+        assert!(
+            !d(json!({"$contains": "Fox"})).matches(Some("the quick fox")),
+            "case-sensitive"
+        );
+        assert!(d(json!({"$regex": "^the \\w+"})).matches(Some("the quick fox")));
+        assert!(!d(json!({"$regex": "x"})).matches(None));
+        assert!(d(json!({"$not_regex": "x"})).matches(None));
+        assert!(
+            d(json!({"$and": [{"$contains": "a"}, {"$not_contains": "z"}]})).matches(Some("abc"))
+        );
+        assert!(d(json!({"$or": [{"$contains": "z"}, {"$contains": "b"}]})).matches(Some("abc")));
+    }
+
+    #[test]
+    fn bad_filters_are_rejected_with_a_reason() {
+        for (f, fragment) in [
+            (json!({}), "must not be empty"),
+            (json!({"a": 1, "b": 2}), "exactly one key"),
+            (json!({"a": {"$gt": "x"}}), "needs a number"),
+            (json!({"a": {"$in": []}}), "non-empty list"),
+            (json!({"a": {"$in": [1, "x"]}}), "one type"),
+            (json!({"a": {"$bogus": 1}}), "unknown operator"),
+            (json!({"$not": [{"a": 1}]}), "unknown operator"),
+            (json!({"a": null}), "object"),
+            (json!({"$and": {"a": 1}}), "needs a list"),
+        ] {
+            let e = Where::parse(&f).expect_err(&f.to_string());
+            assert!(e.0.contains(fragment), "{f}: {e}");
+        }
+        for (f, fragment) in [
+            (json!({"$contains": ""}), "non-empty string"),
+            (json!({"$regex": "("}), "invalid regular expression"),
+            (json!({"$near": "x"}), "unknown operator"),
+        ] {
+            let e = DocFilter::parse(&f).expect_err(&f.to_string());
+            assert!(e.0.contains(fragment), "{f}: {e}");
+        }
+        let mut deep = json!({"a": 1});
+        for _ in 0..40 {
+            deep = json!({"$and": [deep]});
+        }
+        assert!(Where::parse(&deep).unwrap_err().0.contains("nested deeper"));
+    }
+}
