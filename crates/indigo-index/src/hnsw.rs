@@ -271,6 +271,32 @@ struct Scratch {
     buf: Vec<u32>,
 }
 
+impl Scratch {
+    /// Starts a search over `cap` slots: clears the heaps and returns a fresh epoch
+    /// (a slot is visited when its mark equals it).
+    fn begin(&mut self, cap: usize) -> u32 {
+        if self.marks.len() < cap {
+            self.marks = vec![0; cap];
+            self.epoch = 0;
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+        self.cands.clear();
+        self.results.clear();
+        self.epoch
+    }
+}
+
+/// The heap's contents, nearest first; the heap keeps its capacity.
+fn take_sorted(results: &mut BinaryHeap<Scored>) -> Vec<Scored> {
+    let mut out: Vec<Scored> = results.drain().collect();
+    out.sort_unstable();
+    out
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch {
@@ -735,16 +761,7 @@ impl Hnsw {
     ) -> Vec<Scored> {
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
-            if sc.marks.len() < slots.cap {
-                sc.marks = vec![0; slots.cap];
-                sc.epoch = 0;
-            }
-            sc.epoch = sc.epoch.wrapping_add(1);
-            if sc.epoch == 0 {
-                sc.marks.fill(0);
-                sc.epoch = 1;
-            }
-            let epoch = sc.epoch;
+            let epoch = sc.begin(slots.cap);
             let ok = |id: u32| slots.state(id) == LIVE && accept(slots.label(id));
             let Scratch {
                 marks,
@@ -753,8 +770,6 @@ impl Hnsw {
                 buf,
                 ..
             } = sc;
-            cands.clear();
-            results.clear();
             for &e in eps {
                 if marks[e.id as usize] == epoch {
                     continue;
@@ -806,9 +821,7 @@ impl Hnsw {
                     }
                 }
             }
-            let mut out: Vec<Scored> = results.drain().collect();
-            out.sort_unstable();
-            out
+            take_sorted(results)
         })
     }
 
@@ -827,16 +840,7 @@ impl Hnsw {
     ) -> Vec<Scored> {
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
-            if sc.marks.len() < slots.cap {
-                sc.marks = vec![0; slots.cap];
-                sc.epoch = 0;
-            }
-            sc.epoch = sc.epoch.wrapping_add(1);
-            if sc.epoch == 0 {
-                sc.marks.fill(0);
-                sc.epoch = 1;
-            }
-            let epoch = sc.epoch;
+            let epoch = sc.begin(slots.cap);
             let ok = |id: u32| slots.state(id) == LIVE && allow.contains(slots.label(id));
             let Scratch {
                 marks,
@@ -845,8 +849,6 @@ impl Hnsw {
                 buf,
                 ..
             } = sc;
-            cands.clear();
-            results.clear();
             let mut hop = Vec::with_capacity(self.m0);
             let budget = self.m0;
             let mut picked: Vec<u32> = Vec::with_capacity(budget);
@@ -907,9 +909,7 @@ impl Hnsw {
                     }
                 }
             }
-            let mut out: Vec<Scored> = results.drain().collect();
-            out.sort_unstable();
-            out
+            take_sorted(results)
         })
     }
 
