@@ -523,12 +523,14 @@ impl Hnsw {
             .sum();
         let per_slot =
             self.dim * 4 + (self.m0 + 1) * 4 + 1 + 4 + std::mem::size_of::<Mutex<NodeMeta>>();
+        // The label map: 8 bytes an entry plus about one control byte (hashbrown).
+        let label_bytes = self.labels.read().capacity() * 9;
         HnswStats {
             live: self.len(),
             tombstones: self.tombstones.load(Ordering::Relaxed),
             slots: used,
             free_slots: self.free.lock().len(),
-            memory_bytes: slots.cap * per_slot + upper_bytes,
+            memory_bytes: slots.cap * per_slot + upper_bytes + label_bytes,
         }
     }
 
