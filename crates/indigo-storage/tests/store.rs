@@ -177,10 +177,10 @@ fn background_merging_bounds_the_segment_count() {
         s.write(&wb, WriteOptions::default()).unwrap();
     }
     s.flush().unwrap();
-    for _ in 0..100 {
-        if s.stats().segments <= 12 {
-            break;
-        }
+    // Merging runs at idle priority, so on a machine busy with other tests it may
+    // wait a while for CPU; the bound is on the outcome, not the speed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s.stats().segments > 12 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let segs = s.stats().segments;
