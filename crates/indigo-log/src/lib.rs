@@ -1,0 +1,522 @@
+//! Indigo's write-ahead log: every write request becomes one record, durable before
+//! the request is acknowledged. Records carry a per-collection offset (1, 2, 3, …),
+//! so consumers (the compactor, the executor's tail merge) track progress per
+//! collection, and the log drops records only below what every consumer has
+//! checkpointed ([`Log::truncate`], called with the minimum of the checkpoints the
+//! system database keeps).
+//!
+//! Invariants:
+//! - `append` returns only after its record is fsynced; concurrent appenders share
+//!   one fsync (group commit: the first waiter writes and syncs everything queued).
+//! - Reads see exactly the acknowledged records, in offset order, with no gaps.
+//! - After any I/O failure the log refuses appends until reopened, since what is on
+//!   disk may then differ from what was acknowledged.
+//!
+//! [`Log`] is a trait so the distributed mode can keep the log in object storage;
+//! [`FileLog`] is the local implementation on the storage engine's file-system seam.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indigo_storage::fs::{FileSystem, StdFs, WritableFile};
+use parking_lot::{Condvar, Mutex};
+
+/// A collection's id (a UUID's 16 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CollectionId(pub [u8; 16]);
+
+/// A record's position in its collection's log; 0 means "before the first record".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct LogOffset(pub u64);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRecord {
+    pub collection: CollectionId,
+    pub offset: LogOffset,
+    pub payload: Arc<[u8]>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("log I/O error during {op} on {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt log file {path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    /// An earlier write or fsync failed; reopen the log to recover from disk.
+    #[error("log refuses writes after an earlier I/O failure ({0}); reopen it to recover")]
+    Poisoned(String),
+}
+
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+/// What every log implementation offers.
+pub trait Log: Send + Sync {
+    /// Appends one record for `collection` and returns its offset once durable.
+    fn append(&self, collection: CollectionId, payload: &[u8]) -> Result<LogOffset>;
+    /// Records of `collection` after offset `after`, oldest first, at most `limit`.
+    fn read(
+        &self,
+        collection: CollectionId,
+        after: LogOffset,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>>;
+    /// The newest acknowledged offset of `collection` (0 if none).
+    fn head(&self, collection: CollectionId) -> LogOffset;
+    /// Every consumer has `collection`'s records up to `upto`: the log may drop them.
+    fn truncate(&self, collection: CollectionId, upto: LogOffset) -> Result<()>;
+}
+
+const MAGIC: &[u8; 6] = b"IDGLOG";
+/// Reserved id of the record that opens every file and lists each collection's head
+/// at that point, so offsets continue even after all of a collection's records
+/// were truncated with the files that held them.
+const HEADS: CollectionId = CollectionId([0xff; 16]);
+const VERSION: u16 = 1;
+const HEADER_LEN: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Start a new file past this size, so truncated prefixes can be deleted.
+    pub file_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            file_bytes: 64 << 20,
+        }
+    }
+}
+
+fn file_name(no: u64) -> String {
+    format!("{no:010}.ilog")
+}
+
+fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..6].copy_from_slice(MAGIC);
+    h[6..].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// `[u32 len][u32 crc32c(body)][body = collection 16 B, offset u64, payload]`.
+fn encode(out: &mut Vec<u8>, c: CollectionId, off: u64, payload: &[u8]) {
+    let len = (16 + 8 + payload.len()) as u32;
+    let start = out.len();
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&c.0);
+    out.extend_from_slice(&off.to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[start + 8..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn heads_record(collections: &HashMap<CollectionId, Collection>) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(collections.len() * 24);
+    for (c, col) in collections {
+        payload.extend_from_slice(&c.0);
+        payload.extend_from_slice(&col.head.to_le_bytes());
+    }
+    let mut out = header().to_vec();
+    encode(&mut out, HEADS, 0, &payload);
+    out
+}
+
+#[derive(Default)]
+struct Collection {
+    /// Highest offset handed out, durable or still in a group commit.
+    assigned: u64,
+    head: u64,
+    truncated: u64,
+    /// Acknowledged records above `truncated`, oldest first.
+    records: VecDeque<(u64, u64, Arc<[u8]>)>,
+}
+
+struct Queued {
+    collection: CollectionId,
+    offset: u64,
+    payload: Arc<[u8]>,
+}
+
+struct State {
+    collections: HashMap<CollectionId, Collection>,
+    /// Encoded records waiting for the next group commit, and what they are.
+    buf: Vec<u8>,
+    queued: Vec<Queued>,
+    /// Sequence numbers: every append gets one; `durable` covers those synced.
+    next_seq: u64,
+    durable: u64,
+    leader: bool,
+    poisoned: Option<String>,
+    file: Arc<dyn WritableFile>,
+    file_no: u64,
+    file_len: u64,
+    /// For each file: the highest offset it holds per collection (to know when
+    /// every record in it is truncated).
+    files: BTreeMap<u64, HashMap<CollectionId, u64>>,
+}
+
+/// The local log: numbered files in a directory.
+pub struct FileLog {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    opts: LogOptions,
+    state: Mutex<State>,
+    synced: Condvar,
+}
+
+impl FileLog {
+    pub fn open(dir: impl AsRef<Path>) -> Result<FileLog> {
+        Self::open_with_fs(Arc::new(StdFs), dir.as_ref(), LogOptions::default())
+    }
+
+    /// Opens the log in `dir`, replaying every file; a torn tail (a crash mid-write)
+    /// is cut at the last whole record.
+    pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, opts: LogOptions) -> Result<FileLog> {
+        let io = |op: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| LogError::Io {
+                op,
+                path: p,
+                source,
+            }
+        };
+        fs.create_dir_all(dir)
+            .map_err(io("create log directory", dir))?;
+        let mut nos: Vec<u64> = fs
+            .list(dir)
+            .map_err(io("list log directory", dir))?
+            .iter()
+            .filter_map(|n| n.strip_suffix(".ilog")?.parse().ok())
+            .collect();
+        nos.sort_unstable();
+        let mut collections: HashMap<CollectionId, Collection> = HashMap::new();
+        let mut files = BTreeMap::new();
+        for (i, &no) in nos.iter().enumerate() {
+            let path = dir.join(file_name(no));
+            let data = fs.read_all(&path).map_err(io("read log file", &path))?;
+            let mut maxes = HashMap::new();
+            let valid = replay(&data, &path, |c, off, payload| {
+                if c == HEADS {
+                    for e in payload.chunks_exact(24) {
+                        let c = CollectionId(e[..16].try_into().unwrap());
+                        let h = u64::from_le_bytes(e[16..].try_into().unwrap());
+                        let col = collections.entry(c).or_default();
+                        if col.head < h {
+                            col.head = h;
+                            col.assigned = h;
+                            col.truncated = col.truncated.max(h);
+                            col.records.retain(|r| r.0 > h);
+                        }
+                    }
+                    return Ok(());
+                }
+                let col = collections.entry(c).or_default();
+                if col.head == 0 && off > 1 {
+                    // Its earlier records were truncated with the files that held them.
+                    col.truncated = off - 1;
+                    col.head = off - 1;
+                }
+                if off != col.head + 1 {
+                    return Err(format!("collection offset {off} follows {}", col.head));
+                }
+                col.head = off;
+                col.assigned = off;
+                col.records.push_back((off, no, payload.into()));
+                maxes.insert(c, off);
+                Ok(())
+            })?;
+            if valid < data.len() {
+                if i + 1 < nos.len() {
+                    return Err(LogError::Corrupt {
+                        path,
+                        detail: "damaged record in a log file that is not the newest".into(),
+                    });
+                }
+                // Keep only the whole records, so later appends follow them.
+                let tmp = dir.join(format!("{}.tmp", file_name(no)));
+                let f = fs.create(&tmp).map_err(io("create log file", &tmp))?;
+                f.append(&data[..valid])
+                    .map_err(io("write log file", &tmp))?;
+                f.sync().map_err(io("fsync log file", &tmp))?;
+                fs.rename(&tmp, &path)
+                    .map_err(io("rename log file", &path))?;
+                fs.sync_dir(dir).map_err(io("fsync log directory", dir))?;
+            }
+            files.insert(no, maxes);
+        }
+        for name in fs.list(dir).map_err(io("list log directory", dir))? {
+            if name.ends_with(".tmp") {
+                let p = dir.join(&name);
+                fs.remove(&p).map_err(io("remove temporary file", &p))?;
+            }
+        }
+        let file_no = nos.last().map_or(1, |n| n + 1);
+        let path = dir.join(file_name(file_no));
+        let file = fs.create(&path).map_err(io("create log file", &path))?;
+        let first = heads_record(&collections);
+        file.append(&first).map_err(io("write log file", &path))?;
+        file.sync().map_err(io("fsync log file", &path))?;
+        fs.sync_dir(dir).map_err(io("fsync log directory", dir))?;
+        files.insert(file_no, HashMap::new());
+        Ok(FileLog {
+            fs,
+            dir: dir.to_path_buf(),
+            opts,
+            state: Mutex::new(State {
+                collections,
+                buf: Vec::new(),
+                queued: Vec::new(),
+                next_seq: 0,
+                durable: 0,
+                leader: false,
+                poisoned: None,
+                file,
+                file_no,
+                file_len: first.len() as u64,
+                files,
+            }),
+            synced: Condvar::new(),
+        })
+    }
+
+    /// Files currently on disk (for tests of truncation).
+    pub fn file_count(&self) -> usize {
+        self.state.lock().files.len()
+    }
+
+    /// Writes and fsyncs what is queued; called by the leader without the lock.
+    fn commit(&self, file: &Arc<dyn WritableFile>, no: u64, buf: &[u8]) -> Result<()> {
+        let path = self.dir.join(file_name(no));
+        file.append(buf).map_err(|source| LogError::Io {
+            op: "append to log",
+            path: path.clone(),
+            source,
+        })?;
+        file.sync().map_err(|source| LogError::Io {
+            op: "fsync log",
+            path,
+            source,
+        })
+    }
+
+    /// Starts a new file once the current one is large (called by the leader).
+    fn rotate(&self, st: &mut State) -> Result<()> {
+        let no = st.file_no + 1;
+        let path = self.dir.join(file_name(no));
+        let first = heads_record(&st.collections);
+        let f = (|| {
+            let f = self.fs.create(&path)?;
+            f.append(&first)?;
+            f.sync()?;
+            self.fs.sync_dir(&self.dir)?;
+            Ok(f)
+        })()
+        .map_err(|source| LogError::Io {
+            op: "create log file",
+            path,
+            source,
+        })?;
+        st.file = f;
+        st.file_no = no;
+        st.file_len = first.len() as u64;
+        st.files.insert(no, HashMap::new());
+        Ok(())
+    }
+}
+
+/// Calls `f` for each whole record; returns the length of the valid prefix.
+fn replay(
+    data: &[u8],
+    path: &Path,
+    mut f: impl FnMut(CollectionId, u64, &[u8]) -> std::result::Result<(), String>,
+) -> Result<usize> {
+    if data.len() < HEADER_LEN {
+        // Created, but the header never reached the disk: nothing in it was acknowledged.
+        return Ok(0);
+    }
+    if &data[..6] != MAGIC {
+        return Err(LogError::Corrupt {
+            path: path.into(),
+            detail: "not a log file (bad magic)".into(),
+        });
+    }
+    let v = u16::from_le_bytes([data[6], data[7]]);
+    if v != VERSION {
+        return Err(LogError::Corrupt {
+            path: path.into(),
+            detail: format!("log version {v} is not supported (this build reads {VERSION})"),
+        });
+    }
+    let mut pos = HEADER_LEN;
+    while pos + 8 <= data.len() {
+        let len = u32::from_le_bytes(data[pos..pos + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(data[pos + 4..pos + 8].try_into().unwrap());
+        let Some(body) = data.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
+        if len < 24 || crc32c::crc32c(body) != crc {
+            break;
+        }
+        let c = CollectionId(body[..16].try_into().unwrap());
+        let off = u64::from_le_bytes(body[16..24].try_into().unwrap());
+        f(c, off, &body[24..]).map_err(|detail| LogError::Corrupt {
+            path: path.into(),
+            detail,
+        })?;
+        pos += 8 + len;
+    }
+    Ok(pos)
+}
+
+impl Log for FileLog {
+    fn append(&self, collection: CollectionId, payload: &[u8]) -> Result<LogOffset> {
+        assert!(
+            collection != HEADS,
+            "collection id ff…ff is reserved by the log"
+        );
+        let mut st = self.state.lock();
+        if let Some(why) = &st.poisoned {
+            return Err(LogError::Poisoned(why.clone()));
+        }
+        let offset = {
+            let c = st.collections.entry(collection).or_default();
+            c.assigned += 1;
+            c.assigned
+        };
+        encode(&mut st.buf, collection, offset, payload);
+        st.queued.push(Queued {
+            collection,
+            offset,
+            payload: payload.into(),
+        });
+        st.next_seq += 1;
+        let my_seq = st.next_seq;
+        loop {
+            if st.durable >= my_seq {
+                return Ok(LogOffset(offset));
+            }
+            if let Some(why) = &st.poisoned {
+                return Err(LogError::Poisoned(why.clone()));
+            }
+            if st.leader {
+                self.synced.wait(&mut st);
+                continue;
+            }
+            // Lead a group commit of everything queued so far.
+            st.leader = true;
+            if st.file_len > self.opts.file_bytes {
+                if let Err(e) = self.rotate(&mut st) {
+                    st.poisoned = Some(e.to_string());
+                    st.leader = false;
+                    self.synced.notify_all();
+                    return Err(e);
+                }
+            }
+            let buf = std::mem::take(&mut st.buf);
+            let queued = std::mem::take(&mut st.queued);
+            let upto = st.next_seq;
+            let (file, no) = (st.file.clone(), st.file_no);
+            drop(st);
+            let r = self.commit(&file, no, &buf);
+            st = self.state.lock();
+            st.leader = false;
+            match r {
+                Ok(()) => {
+                    st.file_len += buf.len() as u64;
+                    for q in queued {
+                        let col = st.collections.entry(q.collection).or_default();
+                        debug_assert_eq!(q.offset, col.head + 1);
+                        col.head = q.offset;
+                        col.records.push_back((q.offset, no, q.payload));
+                        let maxes = st.files.get_mut(&no).expect("current file is tracked");
+                        maxes.insert(q.collection, q.offset);
+                    }
+                    st.durable = upto;
+                    self.synced.notify_all();
+                }
+                Err(e) => {
+                    st.poisoned = Some(e.to_string());
+                    self.synced.notify_all();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        collection: CollectionId,
+        after: LogOffset,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let st = self.state.lock();
+        let Some(c) = st.collections.get(&collection) else {
+            return Ok(Vec::new());
+        };
+        // Offsets are dense, so the position of `after` follows from the first one.
+        let first = c.records.front().map_or(0, |r| r.0);
+        let skip = (after.0 + 1).saturating_sub(first) as usize;
+        Ok(c.records
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|(off, _, p)| LogRecord {
+                collection,
+                offset: LogOffset(*off),
+                payload: p.clone(),
+            })
+            .collect())
+    }
+
+    fn head(&self, collection: CollectionId) -> LogOffset {
+        LogOffset(
+            self.state
+                .lock()
+                .collections
+                .get(&collection)
+                .map_or(0, |c| c.head),
+        )
+    }
+
+    fn truncate(&self, collection: CollectionId, upto: LogOffset) -> Result<()> {
+        let mut st = self.state.lock();
+        if let Some(c) = st.collections.get_mut(&collection) {
+            c.truncated = c.truncated.max(upto.0.min(c.head));
+            while c.records.front().is_some_and(|r| r.0 <= c.truncated) {
+                c.records.pop_front();
+            }
+        }
+        // A closed file goes once every record in it is truncated.
+        let current = st.file_no;
+        let dead: Vec<u64> = st
+            .files
+            .iter()
+            .filter(|(&no, maxes)| {
+                no != current
+                    && maxes.iter().all(|(c, &max)| {
+                        st.collections.get(c).is_none_or(|col| max <= col.truncated)
+                    })
+            })
+            .map(|(&no, _)| no)
+            .collect();
+        for no in dead {
+            let path = self.dir.join(file_name(no));
+            self.fs.remove(&path).map_err(|source| LogError::Io {
+                op: "remove truncated log file",
+                path,
+                source,
+            })?;
+            st.files.remove(&no);
+        }
+        Ok(())
+    }
+}
