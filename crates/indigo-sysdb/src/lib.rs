@@ -1,0 +1,588 @@
+//! Indigo's system database: the catalogue of tenants, databases and collections,
+//! the index versions the compactor registers, and each consumer's log checkpoint.
+//!
+//! Invariants:
+//! - Names are unique where Chroma's are: a tenant's database names, a database's
+//!   collection names. Every change is one SQLite transaction.
+//! - The schema is versioned: migrations run in order, once, inside a transaction;
+//!   a database written by a newer build is refused rather than guessed at.
+//! - The default tenant and database exist, as the official clients expect.
+//!
+//! [`SysDb`] is a trait so the distributed mode can keep the catalogue in PostgreSQL;
+//! [`SqliteSysDb`] is the local implementation.
+
+use std::path::Path;
+
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde_json::Value;
+
+pub const DEFAULT_TENANT: &str = "default_tenant";
+pub const DEFAULT_DATABASE: &str = "default_database";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SysDbError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("system database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("system database {path} has schema version {found}; this build knows up to {known}: upgrade Indigo")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+}
+
+pub type Result<T, E = SysDbError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Database {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collection {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub database: String,
+    pub metadata: Option<Value>,
+    pub configuration: Value,
+    /// Fixed by the first write; `None` until then.
+    pub dimension: Option<u32>,
+    /// Bumped by every change to name, metadata or configuration.
+    pub version: i64,
+}
+
+/// What a new collection is created with.
+#[derive(Debug, Clone)]
+pub struct NewCollection<'a> {
+    pub tenant: &'a str,
+    pub database: &'a str,
+    pub name: &'a str,
+    pub metadata: Option<Value>,
+    pub configuration: Value,
+    /// Return the existing collection of that name instead of failing.
+    pub get_or_create: bool,
+}
+
+/// Changes to a collection; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct CollectionUpdate {
+    pub name: Option<String>,
+    pub metadata: Option<Value>,
+    pub configuration: Option<Value>,
+}
+
+/// An index version registered by the compactor: what it built, up to which log
+/// offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexVersion {
+    pub collection: String,
+    pub version: i64,
+    pub log_offset: u64,
+    /// Where the version's files are (a path or an object-store prefix) and any
+    /// other facts the compactor keeps, as JSON.
+    pub location: Value,
+}
+
+pub trait SysDb: Send + Sync {
+    fn create_tenant(&self, name: &str) -> Result<()>;
+    fn tenant_exists(&self, name: &str) -> Result<bool>;
+    fn create_database(&self, tenant: &str, name: &str) -> Result<Database>;
+    fn get_database(&self, tenant: &str, name: &str) -> Result<Database>;
+    fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>>;
+    fn delete_database(&self, tenant: &str, name: &str) -> Result<()>;
+    /// Creates a collection; with `get_or_create`, returns an existing one instead
+    /// (second value: whether it was created).
+    fn create_collection(&self, c: NewCollection<'_>) -> Result<(Collection, bool)>;
+    fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
+    fn get_collection_by_id(&self, id: &str) -> Result<Collection>;
+    fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Collection>>;
+    fn count_collections(&self, tenant: &str, database: &str) -> Result<u64>;
+    fn update_collection(&self, id: &str, u: CollectionUpdate) -> Result<Collection>;
+    /// Fixes the dimension if unset; errors if it is set to another value.
+    fn set_dimension(&self, id: &str, dim: u32) -> Result<()>;
+    fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
+    fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()>;
+    /// A consumer's checkpoint (0 if it has none).
+    fn checkpoint(&self, consumer: &str, collection: &str) -> Result<u64>;
+    fn register_index_version(&self, v: &IndexVersion) -> Result<()>;
+    fn latest_index_version(&self, collection: &str) -> Result<Option<IndexVersion>>;
+}
+
+/// Schema migrations, applied in order; `schema_version` counts those applied.
+const MIGRATIONS: &[&str] = &["CREATE TABLE tenants (name TEXT PRIMARY KEY);
+     CREATE TABLE databases (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        tenant TEXT NOT NULL REFERENCES tenants(name) ON DELETE CASCADE,
+        UNIQUE (tenant, name));
+     CREATE TABLE collections (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        database_id TEXT NOT NULL REFERENCES databases(id) ON DELETE CASCADE,
+        metadata TEXT,
+        configuration TEXT NOT NULL,
+        dimension INTEGER,
+        version INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (database_id, name));
+     CREATE TABLE checkpoints (
+        consumer TEXT NOT NULL,
+        collection_id TEXT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        log_offset INTEGER NOT NULL,
+        PRIMARY KEY (consumer, collection_id));
+     CREATE TABLE index_versions (
+        collection_id TEXT NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+        version INTEGER NOT NULL,
+        log_offset INTEGER NOT NULL,
+        location TEXT NOT NULL,
+        PRIMARY KEY (collection_id, version));"];
+
+pub struct SqliteSysDb {
+    conn: Mutex<Connection>,
+}
+
+fn json_text(v: &Value) -> String {
+    v.to_string()
+}
+
+impl SqliteSysDb {
+    /// Opens (or creates) the catalogue at `path`, migrating it to this build's schema.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteSysDb> {
+        let path = path.as_ref();
+        let conn = Connection::open(path)?;
+        Self::init(conn, &path.display().to_string())
+    }
+
+    /// An in-memory catalogue (for tests).
+    pub fn in_memory() -> Result<SqliteSysDb> {
+        Self::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    fn init(mut conn: Connection, path: &str) -> Result<SqliteSysDb> {
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+        let found: i64 = tx
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let known = MIGRATIONS.len() as i64;
+        if found > known {
+            return Err(SysDbError::TooNew {
+                path: path.to_string(),
+                found,
+                known,
+            });
+        }
+        for m in &MIGRATIONS[found as usize..] {
+            tx.execute_batch(m)?;
+        }
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [known])?;
+        tx.execute(
+            "INSERT OR IGNORE INTO tenants (name) VALUES (?1)",
+            [DEFAULT_TENANT],
+        )?;
+        let has_default: bool = tx
+            .query_row(
+                "SELECT 1 FROM databases WHERE tenant = ?1 AND name = ?2",
+                [DEFAULT_TENANT, DEFAULT_DATABASE],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if !has_default {
+            tx.execute(
+                "INSERT INTO databases (id, name, tenant) VALUES (?1, ?2, ?3)",
+                params![
+                    uuid::Uuid::new_v4().to_string(),
+                    DEFAULT_DATABASE,
+                    DEFAULT_TENANT
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(SqliteSysDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn database_id(conn: &Connection, tenant: &str, name: &str) -> Result<String> {
+        conn.query_row(
+            "SELECT id FROM databases WHERE tenant = ?1 AND name = ?2",
+            [tenant, name],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| SysDbError::NotFound(format!("database {name:?} of tenant {tenant:?}")))
+    }
+
+    fn row_to_collection(r: &rusqlite::Row<'_>) -> rusqlite::Result<Collection> {
+        let metadata: Option<String> = r.get(3)?;
+        let configuration: String = r.get(4)?;
+        Ok(Collection {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            tenant: r.get(7)?,
+            database: r.get(6)?,
+            metadata: metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            configuration: serde_json::from_str(&configuration).unwrap_or(Value::Null),
+            dimension: r.get(5)?,
+            version: r.get(2)?,
+        })
+    }
+
+    const COLLECTION_SELECT: &'static str =
+        "SELECT c.id, c.name, c.version, c.metadata, c.configuration, c.dimension, d.name, d.tenant
+         FROM collections c JOIN databases d ON c.database_id = d.id";
+
+    fn collection_where(
+        conn: &Connection,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Option<Collection>> {
+        let sql = format!("{} WHERE {clause}", Self::COLLECTION_SELECT);
+        Ok(conn
+            .query_row(&sql, args, Self::row_to_collection)
+            .optional()?)
+    }
+}
+
+fn check_name(kind: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 512 {
+        return Err(SysDbError::InvalidArgument(format!(
+            "{kind} name must be 1 to 512 characters, got {} characters",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+impl SysDb for SqliteSysDb {
+    fn create_tenant(&self, name: &str) -> Result<()> {
+        check_name("tenant", name)?;
+        let conn = self.conn.lock();
+        let n = conn.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?1)", [name])?;
+        if n == 0 {
+            return Err(SysDbError::AlreadyExists(format!("tenant {name:?}")));
+        }
+        Ok(())
+    }
+
+    fn tenant_exists(&self, name: &str) -> Result<bool> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row("SELECT 1 FROM tenants WHERE name = ?1", [name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        check_name("database", name)?;
+        let conn = self.conn.lock();
+        if conn
+            .query_row(
+                "SELECT 1 FROM tenants WHERE name = ?1",
+                [tenant],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_none()
+        {
+            return Err(SysDbError::NotFound(format!("tenant {tenant:?}")));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO databases (id, name, tenant) VALUES (?1, ?2, ?3)",
+            params![id, name, tenant],
+        )?;
+        if n == 0 {
+            return Err(SysDbError::AlreadyExists(format!(
+                "database {name:?} of tenant {tenant:?}"
+            )));
+        }
+        Ok(Database {
+            id,
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+        })
+    }
+
+    fn get_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        let conn = self.conn.lock();
+        Ok(Database {
+            id: Self::database_id(&conn, tenant, name)?,
+            name: name.to_string(),
+            tenant: tenant.to_string(),
+        })
+    }
+
+    fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare(
+            "SELECT id, name, tenant FROM databases WHERE tenant = ?1 ORDER BY rowid LIMIT ?2 OFFSET ?3",
+        )?;
+        let limit = limit.map_or(-1, i64::from);
+        let rows = st.query_map(params![tenant, limit, offset], |r| {
+            Ok(Database {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                tenant: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn delete_database(&self, tenant: &str, name: &str) -> Result<()> {
+        let conn = self.conn.lock();
+        let n = conn.execute(
+            "DELETE FROM databases WHERE tenant = ?1 AND name = ?2",
+            [tenant, name],
+        )?;
+        if n == 0 {
+            return Err(SysDbError::NotFound(format!(
+                "database {name:?} of tenant {tenant:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_collection(&self, c: NewCollection<'_>) -> Result<(Collection, bool)> {
+        check_name("collection", c.name)?;
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let db = Self::database_id(&tx, c.tenant, c.database)?;
+        if let Some(existing) =
+            Self::collection_where(&tx, "c.database_id = ?1 AND c.name = ?2", &[&db, &c.name])?
+        {
+            if c.get_or_create {
+                return Ok((existing, false));
+            }
+            return Err(SysDbError::AlreadyExists(format!(
+                "collection {:?}",
+                c.name
+            )));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        tx.execute(
+            "INSERT INTO collections (id, name, database_id, metadata, configuration) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, c.name, db, c.metadata.as_ref().map(json_text), json_text(&c.configuration)],
+        )?;
+        let created = Self::collection_where(&tx, "c.id = ?1", &[&id])?.expect("just inserted");
+        tx.commit()?;
+        Ok((created, true))
+    }
+
+    fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
+        let conn = self.conn.lock();
+        Self::collection_where(
+            &conn,
+            "d.tenant = ?1 AND d.name = ?2 AND c.name = ?3",
+            &[&tenant, &database, &name],
+        )?
+        .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))
+    }
+
+    fn get_collection_by_id(&self, id: &str) -> Result<Collection> {
+        let conn = self.conn.lock();
+        Self::collection_where(&conn, "c.id = ?1", &[&id])?
+            .ok_or_else(|| SysDbError::NotFound(format!("collection with id {id:?}")))
+    }
+
+    fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Collection>> {
+        let conn = self.conn.lock();
+        Self::database_id(&conn, tenant, database)?;
+        let sql = format!(
+            "{} WHERE d.tenant = ?1 AND d.name = ?2 ORDER BY c.rowid LIMIT ?3 OFFSET ?4",
+            Self::COLLECTION_SELECT
+        );
+        let mut st = conn.prepare(&sql)?;
+        let limit = limit.map_or(-1, i64::from);
+        let rows = st.query_map(
+            params![tenant, database, limit, offset],
+            Self::row_to_collection,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
+        let conn = self.conn.lock();
+        let db = Self::database_id(&conn, tenant, database)?;
+        let n: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM collections WHERE database_id = ?1",
+            [db],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    fn update_collection(&self, id: &str, u: CollectionUpdate) -> Result<Collection> {
+        if let Some(n) = &u.name {
+            check_name("collection", n)?;
+        }
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let cur = Self::collection_where(&tx, "c.id = ?1", &[&id])?
+            .ok_or_else(|| SysDbError::NotFound(format!("collection with id {id:?}")))?;
+        if let Some(n) = &u.name {
+            if *n != cur.name {
+                let db = Self::database_id(&tx, &cur.tenant, &cur.database)?;
+                if Self::collection_where(&tx, "c.database_id = ?1 AND c.name = ?2", &[&db, n])?
+                    .is_some()
+                {
+                    return Err(SysDbError::AlreadyExists(format!("collection {n:?}")));
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE collections SET name = ?2, metadata = ?3, configuration = ?4, version = version + 1 WHERE id = ?1",
+            params![
+                id,
+                u.name.as_deref().unwrap_or(&cur.name),
+                u.metadata.as_ref().or(cur.metadata.as_ref()).map(json_text),
+                json_text(u.configuration.as_ref().unwrap_or(&cur.configuration)),
+            ],
+        )?;
+        let out = Self::collection_where(&tx, "c.id = ?1", &[&id])?.expect("exists");
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn set_dimension(&self, id: &str, dim: u32) -> Result<()> {
+        let conn = self.conn.lock();
+        let cur: Option<Option<u32>> = conn
+            .query_row(
+                "SELECT dimension FROM collections WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match cur {
+            None => Err(SysDbError::NotFound(format!("collection with id {id:?}"))),
+            Some(Some(d)) if d != dim => Err(SysDbError::InvalidArgument(format!(
+                "collection expecting embedding with dimension of {d}, got {dim}"
+            ))),
+            Some(Some(_)) => Ok(()),
+            Some(None) => {
+                conn.execute(
+                    "UPDATE collections SET dimension = ?2 WHERE id = ?1 AND dimension IS NULL",
+                    params![id, dim],
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let c = Self::collection_where(
+            &tx,
+            "d.tenant = ?1 AND d.name = ?2 AND c.name = ?3",
+            &[&tenant, &database, &name],
+        )?
+        .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))?;
+        tx.execute("DELETE FROM collections WHERE id = ?1", [&c.id])?;
+        tx.commit()?;
+        Ok(c)
+    }
+
+    fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO checkpoints (consumer, collection_id, log_offset) VALUES (?1, ?2, ?3)
+             ON CONFLICT (consumer, collection_id) DO UPDATE SET log_offset = MAX(log_offset, excluded.log_offset)",
+            params![consumer, collection, offset as i64],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                SysDbError::NotFound(format!("collection with id {collection:?}"))
+            }
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    fn checkpoint(&self, consumer: &str, collection: &str) -> Result<u64> {
+        let conn = self.conn.lock();
+        let v: Option<i64> = conn
+            .query_row(
+                "SELECT log_offset FROM checkpoints WHERE consumer = ?1 AND collection_id = ?2",
+                [consumer, collection],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(v.unwrap_or(0) as u64)
+    }
+
+    fn register_index_version(&self, v: &IndexVersion) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.execute(
+            "INSERT INTO index_versions (collection_id, version, log_offset, location) VALUES (?1, ?2, ?3, ?4)",
+            params![v.collection, v.version, v.log_offset as i64, json_text(&v.location)],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                SysDbError::AlreadyExists(format!(
+                    "index version {} of collection {:?} (or the collection is gone)",
+                    v.version, v.collection
+                ))
+            }
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    fn latest_index_version(&self, collection: &str) -> Result<Option<IndexVersion>> {
+        let conn = self.conn.lock();
+        Ok(conn
+            .query_row(
+                "SELECT version, log_offset, location FROM index_versions WHERE collection_id = ?1 ORDER BY version DESC LIMIT 1",
+                [collection],
+                |r| {
+                    let loc: String = r.get(2)?;
+                    Ok(IndexVersion {
+                        collection: collection.to_string(),
+                        version: r.get(0)?,
+                        log_offset: r.get::<_, i64>(1)? as u64,
+                        location: serde_json::from_str(&loc).unwrap_or(Value::Null),
+                    })
+                },
+            )
+            .optional()?)
+    }
+}
