@@ -689,10 +689,15 @@ impl Drop for Store {
 type EntryIter = Box<dyn Iterator<Item = Result<(Vec<u8>, Entry)>> + Send>;
 
 /// K-way merge of sorted sources, newest source first; yields each key once with
-/// its entries folded oldest to newest.
+/// its entries folded oldest to newest. A min-heap over the sources' current keys
+/// keeps each step at O(log sources), and keys move rather than being copied.
 struct MergeIter {
     sources: Vec<EntryIter>,
-    heads: Vec<Option<(Vec<u8>, Entry)>>,
+    /// The entry under each source's current key (the key itself is in `heap`).
+    heads: Vec<Option<Entry>>,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(Vec<u8>, usize)>>,
+    /// Sources holding the current key (reused between steps).
+    group: Vec<usize>,
     started: bool,
     failed: bool,
 }
@@ -703,14 +708,56 @@ impl MergeIter {
         MergeIter {
             sources,
             heads: (0..n).map(|_| None).collect(),
+            heap: std::collections::BinaryHeap::with_capacity(n),
+            group: Vec::with_capacity(n),
             started: false,
             failed: false,
         }
     }
 
+    /// Moves source `i` to its next entry.
     fn advance(&mut self, i: usize) -> Result<()> {
-        self.heads[i] = self.sources[i].next().transpose()?;
+        if let Some((k, e)) = self.sources[i].next().transpose()? {
+            self.heads[i] = Some(e);
+            self.heap.push(std::cmp::Reverse((k, i)));
+        }
         Ok(())
+    }
+
+    fn step(&mut self) -> Result<Option<(Vec<u8>, Entry)>> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.sources.len() {
+                self.advance(i)?;
+            }
+        }
+        let Some(std::cmp::Reverse((key, first))) = self.heap.pop() else {
+            return Ok(None);
+        };
+        let mut group = std::mem::take(&mut self.group);
+        group.clear();
+        group.push(first);
+        while self
+            .heap
+            .peek()
+            .is_some_and(|std::cmp::Reverse((k, _))| *k == key)
+        {
+            group.push(self.heap.pop().unwrap().0 .1);
+        }
+        // Oldest source (highest index) first, so newer entries fold on top.
+        group.sort_unstable_by(|a, b| b.cmp(a));
+        let mut acc: Option<Entry> = None;
+        for &i in &group {
+            let e = self.heads[i].take().expect("a queued source has a head");
+            acc = Some(match acc {
+                None => e,
+                Some(older) => older.compose(e),
+            });
+        }
+        let advanced = group.iter().try_for_each(|&i| self.advance(i));
+        self.group = group;
+        advanced?;
+        Ok(Some((key, acc.expect("group is not empty"))))
     }
 }
 
@@ -721,32 +768,14 @@ impl Iterator for MergeIter {
         if self.failed {
             return None;
         }
-        if !self.started {
-            self.started = true;
-            for i in 0..self.sources.len() {
-                if let Err(e) = self.advance(i) {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+        match self.step() {
+            Ok(Some(kv)) => Some(Ok(kv)),
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
             }
         }
-        let min = self.heads.iter().flatten().map(|(k, _)| k).min()?.clone();
-        let mut acc: Option<Entry> = None;
-        // Oldest source last in the list: fold from the end.
-        for i in (0..self.heads.len()).rev() {
-            if self.heads[i].as_ref().is_some_and(|(k, _)| *k == min) {
-                let (_, e) = self.heads[i].take().unwrap();
-                acc = Some(match acc {
-                    None => e,
-                    Some(older) => older.compose(e),
-                });
-                if let Err(e) = self.advance(i) {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        Some(Ok((min, acc.expect("min key came from some head"))))
     }
 }
 
