@@ -24,7 +24,6 @@ mod memtable;
 mod segment;
 mod wal;
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -40,7 +39,7 @@ pub use roaring::RoaringTreemap;
 
 use fs::{FileSystem, StdFs, WritableFile};
 use manifest::{BucketMeta, Manifest, SegmentMeta};
-use memtable::{Entry, MemTable, Op};
+use memtable::{AsEntryRef, Entry, MemTable, Op};
 use segment::{ReadStats, Segment, SegmentIter, SegmentWriter};
 
 /// How many equal-level segments a background merge combines.
@@ -897,9 +896,7 @@ impl Inner {
                 // With no older segment, this memtable is the bottom of the tree.
                 let bottom = view.version.segments[&id].is_empty();
                 let no = self.next_file.fetch_add(1, Ordering::SeqCst);
-                let entries = entries
-                    .iter()
-                    .map(|(k, e)| Ok((Cow::Borrowed(k.as_slice()), Cow::Borrowed(e))));
+                let entries = entries.iter().map(|(k, e)| Ok((*k, e)));
                 if let Some(seg) = self.write_segment(no, 0, strategy, entries, bottom)? {
                     added.push((id, seg));
                 }
@@ -962,23 +959,25 @@ impl Inner {
 
     /// Writes sorted entries as segment `no` (temp name, fsync, rename). Returns `None`
     /// if nothing remained to write.
-    fn write_segment<'a>(
+    fn write_segment<K: AsRef<[u8]>, E: AsEntryRef>(
         &self,
         no: u64,
         level: u32,
         strategy: Strategy,
-        entries: impl Iterator<Item = Result<(Cow<'a, [u8]>, Cow<'a, Entry>)>>,
+        entries: impl Iterator<Item = Result<(K, E)>>,
         bottom: bool,
     ) -> Result<Option<Arc<Segment>>> {
         let path = self.dir.join(seg_name(no));
         let tmp = self.dir.join(format!("{}.tmp", seg_name(no)));
         let mut w = SegmentWriter::create(&*self.fs, &tmp, strategy)?;
+        let empty = RoaringTreemap::new();
         for r in entries {
             let (k, e) = r?;
+            let e = e.entry_ref();
             if !bottom {
-                w.add(&k, &e)?;
-            } else if let Some(e) = e.at_bottom_ref() {
-                w.add(&k, &e)?;
+                w.add(k.as_ref(), e)?;
+            } else if let Some(e) = e.at_bottom(&empty) {
+                w.add(k.as_ref(), e)?;
             }
         }
         if w.is_empty() {
@@ -1052,8 +1051,7 @@ impl Inner {
             .collect();
         let no = self.next_file.fetch_add(1, Ordering::SeqCst);
         let written = (|| {
-            let merged =
-                MergeIter::new(sources).map(|r| r.map(|(k, e)| (Cow::Owned(k), Cow::Owned(e))));
+            let merged = MergeIter::new(sources);
             let seg = self.write_segment(no, level, strategy, merged, range.start == 0)?;
             self.fs
                 .sync_dir(&self.dir)

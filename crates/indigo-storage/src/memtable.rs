@@ -31,21 +31,6 @@ impl Entry {
         }
     }
 
-    /// Borrowing form of [`Entry::at_bottom`]; copies only a set's additions.
-    pub fn at_bottom_ref(&self) -> Option<std::borrow::Cow<'_, Entry>> {
-        use std::borrow::Cow;
-        match self {
-            Entry::Tombstone => None,
-            Entry::Set { adds, .. } if adds.is_empty() => None,
-            Entry::Set { dels, .. } if dels.is_empty() => Some(Cow::Borrowed(self)),
-            Entry::Set { adds, .. } => Some(Cow::Owned(Entry::Set {
-                adds: adds.clone(),
-                dels: RoaringTreemap::new(),
-            })),
-            Entry::Value(_) => Some(Cow::Borrowed(self)),
-        }
-    }
-
     /// This entry as seen from the bottom of the tree, where nothing older exists:
     /// `None` if nothing remains (a tombstone, or an empty set).
     pub fn at_bottom(self) -> Option<Entry> {
@@ -60,11 +45,57 @@ impl Entry {
         }
     }
 
-    fn approx_size(&self) -> usize {
+    pub(crate) fn approx_size(&self) -> usize {
         match self {
             Entry::Value(v) => v.len(),
             Entry::Tombstone => 0,
             Entry::Set { adds, dels } => 8 * (adds.len() + dels.len()) as usize,
+        }
+    }
+}
+
+/// A borrowed view of an entry, so segments can be written straight from a
+/// memtable's arena or a merge's owned entries.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EntryRef<'a> {
+    Value(&'a [u8]),
+    Tombstone,
+    Set {
+        adds: &'a RoaringTreemap,
+        dels: &'a RoaringTreemap,
+    },
+}
+
+/// Anything a segment can be written from.
+pub(crate) trait AsEntryRef {
+    fn entry_ref(&self) -> EntryRef<'_>;
+}
+
+impl AsEntryRef for Entry {
+    fn entry_ref(&self) -> EntryRef<'_> {
+        match self {
+            Entry::Value(v) => EntryRef::Value(v),
+            Entry::Tombstone => EntryRef::Tombstone,
+            Entry::Set { adds, dels } => EntryRef::Set { adds, dels },
+        }
+    }
+}
+
+impl<T: AsEntryRef + ?Sized> AsEntryRef for &T {
+    fn entry_ref(&self) -> EntryRef<'_> {
+        (**self).entry_ref()
+    }
+}
+
+impl<'a> EntryRef<'a> {
+    /// This entry as seen from the bottom of the tree (see [`Entry::at_bottom`]);
+    /// `empty` stands in for a set's dropped removals.
+    pub fn at_bottom(self, empty: &'a RoaringTreemap) -> Option<EntryRef<'a>> {
+        match self {
+            EntryRef::Tombstone => None,
+            EntryRef::Set { adds, .. } if adds.is_empty() => None,
+            EntryRef::Set { adds, .. } => Some(EntryRef::Set { adds, dels: empty }),
+            v => Some(v),
         }
     }
 }
@@ -104,10 +135,77 @@ impl Op {
     }
 }
 
+/// Memtable values are copied into large chunks instead of one allocation each:
+/// inserts are cheaper, and freeing a flushed memtable is a few dozen frees rather
+/// than a million (which, done by the flush thread, contends with the writer inside
+/// allocators such as glibc's).
+#[derive(Default)]
+struct Arena {
+    chunks: Vec<Box<[u8]>>,
+    used: usize,
+}
+
+const ARENA_CHUNK: usize = 1 << 20;
+
+impl Arena {
+    /// Copies `data` into the arena. The slice is valid while the arena lives:
+    /// chunks are boxed, so they never move, and are never freed before the arena.
+    fn alloc(&mut self, data: &[u8]) -> &'static [u8] {
+        if data.is_empty() {
+            return &[];
+        }
+        if self
+            .chunks
+            .last()
+            .is_none_or(|c| c.len() - self.used < data.len())
+        {
+            self.chunks
+                .push(vec![0u8; data.len().max(ARENA_CHUNK)].into_boxed_slice());
+            self.used = 0;
+        }
+        let chunk = self.chunks.last_mut().expect("just ensured");
+        let dst = &mut chunk[self.used..self.used + data.len()];
+        dst.copy_from_slice(data);
+        self.used += data.len();
+        // SAFETY: the bytes live in a boxed chunk that is neither moved nor freed
+        // until the arena drops; `MemInner` drops its maps (the only holders of these
+        // slices) before its arena, and hands out only copies or borrows tied to
+        // `&self`.
+        unsafe { std::slice::from_raw_parts(dst.as_ptr(), dst.len()) }
+    }
+}
+
+/// A memtable entry: values point into the arena; tombstones and sets are owned.
+#[derive(Debug)]
+pub(crate) enum MemEntry {
+    Value(&'static [u8]),
+    Other(Entry),
+}
+
+impl AsEntryRef for MemEntry {
+    fn entry_ref(&self) -> EntryRef<'_> {
+        match self {
+            MemEntry::Value(v) => EntryRef::Value(v),
+            MemEntry::Other(e) => e.entry_ref(),
+        }
+    }
+}
+
+impl MemEntry {
+    fn to_entry(&self) -> Entry {
+        match self {
+            MemEntry::Value(v) => Entry::Value(v.to_vec()),
+            MemEntry::Other(e) => e.clone(),
+        }
+    }
+}
+
+/// Declaration order matters: the maps (which borrow from the arena) drop first.
 #[derive(Default)]
 struct MemInner {
-    buckets: HashMap<u32, BTreeMap<Vec<u8>, Entry>>,
+    buckets: HashMap<u32, BTreeMap<&'static [u8], MemEntry>>,
     bytes: usize,
+    arena: Arena,
 }
 
 /// A sorted table of recent writes, backed by one WAL file (`wal_no`).
@@ -131,44 +229,48 @@ impl MemTable {
         let mut g = self.inner.write();
         let inner = &mut *g;
         for op in ops {
-            let map = inner.buckets.entry(op.bucket()).or_default();
-            let (key, e) = match op {
-                Op::Put { key, value, .. } => (key, Entry::Value(value.clone())),
-                Op::Delete { key, .. } => (key, Entry::Tombstone),
-                Op::SetAdd { key, id, .. } => {
-                    let mut adds = RoaringTreemap::new();
-                    adds.insert(*id);
-                    (
-                        key,
+            let (key, new) = match op {
+                Op::Put { key, value, .. } => (key, MemEntry::Value(inner.arena.alloc(value))),
+                Op::Delete { key, .. } => (key, MemEntry::Other(Entry::Tombstone)),
+                Op::SetAdd { key, id, .. } | Op::SetRemove { key, id, .. } => {
+                    let one: RoaringTreemap = std::iter::once(*id).collect();
+                    let e = if matches!(op, Op::SetAdd { .. }) {
                         Entry::Set {
-                            adds,
+                            adds: one,
                             dels: RoaringTreemap::new(),
-                        },
-                    )
-                }
-                Op::SetRemove { key, id, .. } => {
-                    let mut dels = RoaringTreemap::new();
-                    dels.insert(*id);
-                    (
-                        key,
+                        }
+                    } else {
                         Entry::Set {
                             adds: RoaringTreemap::new(),
-                            dels,
-                        },
-                    )
+                            dels: one,
+                        }
+                    };
+                    (key, MemEntry::Other(e))
                 }
             };
-            let add = e.approx_size();
+            let add = match &new {
+                MemEntry::Value(v) => v.len(),
+                MemEntry::Other(e) => e.approx_size(),
+            };
+            let map = inner.buckets.entry(op.bucket()).or_default();
             match map.get_mut(key.as_slice()) {
+                // Overestimates for overwrites; the flush trigger only needs a bound.
                 Some(old) => {
-                    // Overestimates for overwrites; the flush trigger only needs a bound.
-                    let prev = std::mem::replace(old, Entry::Tombstone);
-                    *old = prev.compose(e);
+                    *old = match (
+                        std::mem::replace(old, MemEntry::Other(Entry::Tombstone)),
+                        new,
+                    ) {
+                        (MemEntry::Other(o @ Entry::Set { .. }), MemEntry::Other(n)) => {
+                            MemEntry::Other(o.compose(n))
+                        }
+                        (_, n) => n,
+                    };
                     inner.bytes += add;
                 }
                 None => {
                     inner.bytes += key.len() + add + ENTRY_OVERHEAD;
-                    map.insert(key.clone(), e);
+                    let k = inner.arena.alloc(key);
+                    map.insert(k, new);
                 }
             }
         }
@@ -183,7 +285,12 @@ impl MemTable {
     }
 
     pub fn get(&self, bucket: u32, key: &[u8]) -> Option<Entry> {
-        self.inner.read().buckets.get(&bucket)?.get(key).cloned()
+        self.inner
+            .read()
+            .buckets
+            .get(&bucket)?
+            .get(key)
+            .map(MemEntry::to_entry)
     }
 
     pub fn range(&self, bucket: u32, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Vec<(Vec<u8>, Entry)> {
@@ -191,7 +298,7 @@ impl MemTable {
         match g.buckets.get(&bucket) {
             Some(m) => m
                 .range::<[u8], _>((lo, hi))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_vec(), v.to_entry()))
                 .collect(),
             None => Vec::new(),
         }
@@ -201,7 +308,7 @@ impl MemTable {
     /// without copying them; used by flush once the table is frozen.
     pub fn for_each_bucket<E>(
         &self,
-        mut f: impl FnMut(u32, &BTreeMap<Vec<u8>, Entry>) -> Result<(), E>,
+        mut f: impl FnMut(u32, &BTreeMap<&[u8], MemEntry>) -> Result<(), E>,
     ) -> Result<(), E> {
         let g = self.inner.read();
         let mut ids: Vec<u32> = g

@@ -21,7 +21,7 @@ use crate::bloom::{key_hash, Bloom};
 use crate::codec::{put_bytes, Reader};
 use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, ReadableFile, WritableFile};
-use crate::memtable::Entry;
+use crate::memtable::{Entry, EntryRef};
 use crate::Strategy;
 
 const MAGIC: &[u8; 6] = b"IDGSEG";
@@ -35,15 +35,15 @@ const TAG_VALUE: u8 = 0;
 const TAG_TOMBSTONE: u8 = 1;
 const TAG_SET: u8 = 2;
 
-fn encode_entry(out: &mut Vec<u8>, key: &[u8], e: &Entry) {
+fn encode_entry(out: &mut Vec<u8>, key: &[u8], e: EntryRef<'_>) {
     put_bytes(out, key);
     match e {
-        Entry::Value(v) => {
+        EntryRef::Value(v) => {
             out.push(TAG_VALUE);
             put_bytes(out, v);
         }
-        Entry::Tombstone => out.push(TAG_TOMBSTONE),
-        Entry::Set { adds, dels } => {
+        EntryRef::Tombstone => out.push(TAG_TOMBSTONE),
+        EntryRef::Set { adds, dels } => {
             out.push(TAG_SET);
             for bm in [adds, dels] {
                 let mut b = Vec::with_capacity(bm.serialized_size());
@@ -107,7 +107,7 @@ impl SegmentWriter {
     }
 
     /// Adds an entry; keys must arrive in strictly increasing order.
-    pub fn add(&mut self, key: &[u8], e: &Entry) -> Result<()> {
+    pub fn add(&mut self, key: &[u8], e: EntryRef<'_>) -> Result<()> {
         debug_assert!(self.hashes.is_empty() || key > self.block_last_key.as_slice());
         encode_entry(&mut self.block, key, e);
         self.block_last_key.clear();
