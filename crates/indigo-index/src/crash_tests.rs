@@ -213,3 +213,32 @@ fn background_maintenance_repairs_and_condenses() {
     handle.join().unwrap(); // stops once the index is gone
     assert_eq!(Hnsw::open(dir.path(), params()).unwrap().dump(), want);
 }
+
+#[test]
+fn a_failed_log_write_refuses_further_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Hnsw::open(dir.path(), params()).unwrap();
+    idx.insert(1, &[0.1; 8]).unwrap();
+    idx.sync().unwrap();
+    // Every write to /dev/full fails with ENOSPC.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    *idx.log.as_ref().unwrap().lock() = persist::LogWriter::from_file(full, "/dev/full".into());
+    idx.insert(2, &[0.2; 8]).unwrap(); // buffered, not yet written
+    let err = idx.sync().unwrap_err();
+    assert!(
+        matches!(&err, crate::IndexError::Io { source, .. } if source.raw_os_error() == Some(28)),
+        "{err}"
+    );
+    assert!(matches!(
+        idx.insert(3, &[0.3; 8]),
+        Err(crate::IndexError::LogFailed(_))
+    ));
+    assert!(matches!(idx.sync(), Err(crate::IndexError::LogFailed(_))));
+    assert!(matches!(
+        idx.delete(1),
+        Err(crate::IndexError::LogFailed(_))
+    ));
+}

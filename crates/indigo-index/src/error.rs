@@ -20,6 +20,12 @@ pub enum IndexError {
     Corrupt { path: PathBuf, detail: String },
     #[error("index parameters differ from the ones on disk: {0}")]
     ParamsMismatch(String),
+    /// An earlier commit-log write or fsync failed; the in-memory graph may hold
+    /// changes the log lacks. Reopen the index to recover from disk.
+    #[error(
+        "index commit log refuses writes after an earlier I/O failure ({0}); reopen the index"
+    )]
+    LogFailed(String),
 }
 
 impl IndexError {

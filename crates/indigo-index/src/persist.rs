@@ -285,6 +285,9 @@ pub(crate) struct LogWriter {
     buf: Vec<u8>,
     /// Bytes already handed to the OS.
     written: u64,
+    /// Set by the first failed write or fsync: what reached the file is then unknown
+    /// (a retry could leave a torn record mid-log), so every later call fails.
+    failed: Option<String>,
     /// Every op appended, for tests that replay prefixes against a model.
     #[cfg(test)]
     pub recorded: Vec<Op>,
@@ -305,6 +308,7 @@ impl LogWriter {
             gen,
             buf: Vec::with_capacity(LOG_BUFFER + 4096),
             written: LOG_HEADER_LEN as u64,
+            failed: None,
             #[cfg(test)]
             recorded: Vec::new(),
         })
@@ -329,12 +333,35 @@ impl LogWriter {
             gen,
             buf: Vec::with_capacity(LOG_BUFFER + 4096),
             written: valid_len,
+            failed: None,
             #[cfg(test)]
             recorded: Vec::new(),
         })
     }
 
+    /// A writer over an already open file (tests point it at /dev/full).
+    #[cfg(test)]
+    pub fn from_file(file: File, path: PathBuf) -> LogWriter {
+        LogWriter {
+            file,
+            path,
+            gen: 0,
+            buf: Vec::new(),
+            written: 0,
+            failed: None,
+            recorded: Vec::new(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            Some(why) => Err(IndexError::LogFailed(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     pub fn append(&mut self, op: &Op) -> Result<()> {
+        self.check()?;
         op.encode(&mut self.buf);
         #[cfg(test)]
         self.recorded.push(op.clone());
@@ -345,10 +372,12 @@ impl LogWriter {
     }
 
     fn write_out(&mut self) -> Result<()> {
+        self.check()?;
         if !self.buf.is_empty() {
-            self.file
-                .write_all(&self.buf)
-                .map_err(IndexError::io("write commit log", &self.path))?;
+            if let Err(e) = self.file.write_all(&self.buf) {
+                self.failed = Some(e.to_string());
+                return Err(IndexError::io("write commit log", &self.path)(e));
+            }
             self.written += self.buf.len() as u64;
             self.buf.clear();
         }
@@ -362,9 +391,11 @@ impl LogWriter {
 
     pub fn sync(&mut self) -> Result<()> {
         self.write_out()?;
-        self.file
-            .sync_data()
-            .map_err(IndexError::io("fsync commit log", &self.path))
+        if let Err(e) = self.file.sync_data() {
+            self.failed = Some(e.to_string());
+            return Err(IndexError::io("fsync commit log", &self.path)(e));
+        }
+        Ok(())
     }
 }
 

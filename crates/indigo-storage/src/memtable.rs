@@ -176,26 +176,31 @@ impl Arena {
 }
 
 /// A memtable entry: values point into the arena; tombstones and sets are owned.
+/// Opaque outside this module, so an arena slice is only ever seen through
+/// [`AsEntryRef`], borrowed for no longer than the entry.
 #[derive(Debug)]
-pub(crate) enum MemEntry {
+pub(crate) struct MemEntry(MemValue);
+
+#[derive(Debug)]
+enum MemValue {
     Value(&'static [u8]),
     Other(Entry),
 }
 
 impl AsEntryRef for MemEntry {
     fn entry_ref(&self) -> EntryRef<'_> {
-        match self {
-            MemEntry::Value(v) => EntryRef::Value(v),
-            MemEntry::Other(e) => e.entry_ref(),
+        match &self.0 {
+            MemValue::Value(v) => EntryRef::Value(v),
+            MemValue::Other(e) => e.entry_ref(),
         }
     }
 }
 
 impl MemEntry {
     fn to_entry(&self) -> Entry {
-        match self {
-            MemEntry::Value(v) => Entry::Value(v.to_vec()),
-            MemEntry::Other(e) => e.clone(),
+        match &self.0 {
+            MemValue::Value(v) => Entry::Value(v.to_vec()),
+            MemValue::Other(e) => e.clone(),
         }
     }
 }
@@ -230,8 +235,8 @@ impl MemTable {
         let inner = &mut *g;
         for op in ops {
             let (key, new) = match op {
-                Op::Put { key, value, .. } => (key, MemEntry::Value(inner.arena.alloc(value))),
-                Op::Delete { key, .. } => (key, MemEntry::Other(Entry::Tombstone)),
+                Op::Put { key, value, .. } => (key, MemValue::Value(inner.arena.alloc(value))),
+                Op::Delete { key, .. } => (key, MemValue::Other(Entry::Tombstone)),
                 Op::SetAdd { key, id, .. } | Op::SetRemove { key, id, .. } => {
                     let one: RoaringTreemap = std::iter::once(*id).collect();
                     let e = if matches!(op, Op::SetAdd { .. }) {
@@ -245,23 +250,21 @@ impl MemTable {
                             dels: one,
                         }
                     };
-                    (key, MemEntry::Other(e))
+                    (key, MemValue::Other(e))
                 }
             };
             let add = match &new {
-                MemEntry::Value(v) => v.len(),
-                MemEntry::Other(e) => e.approx_size(),
+                MemValue::Value(v) => v.len(),
+                MemValue::Other(e) => e.approx_size(),
             };
             let map = inner.buckets.entry(op.bucket()).or_default();
             match map.get_mut(key.as_slice()) {
                 // Overestimates for overwrites; the flush trigger only needs a bound.
                 Some(old) => {
-                    *old = match (
-                        std::mem::replace(old, MemEntry::Other(Entry::Tombstone)),
-                        new,
-                    ) {
-                        (MemEntry::Other(o @ Entry::Set { .. }), MemEntry::Other(n)) => {
-                            MemEntry::Other(o.compose(n))
+                    let prev = std::mem::replace(&mut old.0, MemValue::Other(Entry::Tombstone));
+                    old.0 = match (prev, new) {
+                        (MemValue::Other(o @ Entry::Set { .. }), MemValue::Other(n)) => {
+                            MemValue::Other(o.compose(n))
                         }
                         (_, n) => n,
                     };
@@ -270,7 +273,7 @@ impl MemTable {
                 None => {
                     inner.bytes += key.len() + add + ENTRY_OVERHEAD;
                     let k = inner.arena.alloc(key);
-                    map.insert(k, new);
+                    map.insert(k, MemEntry(new));
                 }
             }
         }
