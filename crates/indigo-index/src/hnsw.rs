@@ -721,28 +721,36 @@ impl Hnsw {
         out
     }
 
+    /// Scores `ids` against `q` (skipping vacant slots), calling `f(id, distance)`.
+    /// The search loops' hot path: the rows of the next two ids load while each
+    /// distance is computed, which is what keeps the walk from stalling on memory.
+    #[inline]
+    fn score_each(&self, slots: &Slots, q: &[f32], ids: &[u32], mut f: impl FnMut(u32, f32)) {
+        const AHEAD: usize = 2;
+        for &n in ids.iter().take(AHEAD) {
+            slots.prefetch(n, usize::MAX);
+        }
+        for (j, &n) in ids.iter().enumerate() {
+            if let Some(&next) = ids.get(j + AHEAD) {
+                slots.prefetch(next, usize::MAX);
+            }
+            if slots.state(n) != VACANT {
+                f(n, self.space.distance(q, slots.vector(n)));
+            }
+        }
+    }
+
     fn greedy(&self, slots: &Slots, q: &[f32], mut cur: Scored, lc: usize) -> Scored {
         let mut buf = Vec::with_capacity(self.m0);
         loop {
             let mut changed = false;
             slots.read_links(cur.id, lc, &mut buf);
-            if let Some(&first) = buf.first() {
-                slots.prefetch(first, usize::MAX);
-            }
-            for j in 0..buf.len() {
-                let n = buf[j];
-                if let Some(&next) = buf.get(j + 1) {
-                    slots.prefetch(next, usize::MAX);
-                }
-                if slots.state(n) == VACANT {
-                    continue;
-                }
-                let d = self.space.distance(q, slots.vector(n));
+            self.score_each(slots, q, &buf, |n, d| {
                 if d < cur.dist {
                     cur = Scored { dist: d, id: n };
                     changed = true;
                 }
-            }
+            });
             if !changed {
                 return cur;
             }
@@ -797,19 +805,7 @@ impl Hnsw {
                     *m = epoch;
                     fresh
                 });
-                // Pipelined: while one distance is computed, the next whole row loads.
-                for &n in buf.iter().take(2) {
-                    slots.prefetch(n, usize::MAX);
-                }
-                for j in 0..buf.len() {
-                    let n = buf[j];
-                    if let Some(&next) = buf.get(j + 2) {
-                        slots.prefetch(next, usize::MAX);
-                    }
-                    if slots.state(n) == VACANT {
-                        continue;
-                    }
-                    let d = self.space.distance(q, slots.vector(n));
+                self.score_each(slots, q, buf, |n, d| {
                     if results.len() < ef || d < results.peek().unwrap().dist {
                         let s = Scored { dist: d, id: n };
                         slots.prefetch_links(n);
@@ -821,7 +817,7 @@ impl Hnsw {
                             }
                         }
                     }
-                }
+                });
             }
             take_sorted(results)
         })
@@ -891,15 +887,7 @@ impl Hnsw {
                         }
                     }
                 }
-                for &n in picked.iter().take(2) {
-                    slots.prefetch(n, usize::MAX);
-                }
-                for j in 0..picked.len() {
-                    let n = picked[j];
-                    if let Some(&next) = picked.get(j + 2) {
-                        slots.prefetch(next, usize::MAX);
-                    }
-                    let d = self.space.distance(q, slots.vector(n));
+                self.score_each(slots, q, &picked, |n, d| {
                     if results.len() < ef || d < results.peek().unwrap().dist {
                         let s = Scored { dist: d, id: n };
                         slots.prefetch_links(n);
@@ -909,7 +897,7 @@ impl Hnsw {
                             results.pop();
                         }
                     }
-                }
+                });
             }
             take_sorted(results)
         })
