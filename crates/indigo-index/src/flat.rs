@@ -7,7 +7,7 @@ use roaring::RoaringBitmap;
 
 use crate::distance::Space;
 use crate::topk::TopK;
-use crate::{IndexError, Neighbor, Result};
+use crate::{Neighbor, Result};
 
 /// Labelled vectors in one contiguous buffer.
 #[derive(Debug, Clone)]
@@ -76,12 +76,7 @@ impl FlatIndex {
         k: usize,
         allow: Option<&RoaringBitmap>,
     ) -> Result<Vec<Neighbor>> {
-        if q.len() != self.dim {
-            return Err(IndexError::Dimension {
-                expected: self.dim,
-                got: q.len(),
-            });
-        }
+        crate::check_vector(self.dim, q)?;
         let q = self.space.prepare(q);
         let mut top = TopK::new(k);
         match allow {

@@ -193,18 +193,25 @@ impl Slots {
         let _ = slot;
     }
 
+    /// Appends `slot`'s level-0 list to `buf`. The count is loaded with Acquire,
+    /// pairing with the Release store in [`Slots::set_links_locked`].
+    #[inline]
+    fn links0_into(&self, slot: u32, buf: &mut Vec<u32>) {
+        let base = slot as usize * (self.m0 + 1);
+        let n = (self.links0[base].load(Ordering::Acquire) as usize).min(self.m0);
+        buf.extend(
+            self.links0[base + 1..base + 1 + n]
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed)),
+        );
+    }
+
     /// Appends `slot`'s links on level `lc` to `buf` (level 0 without locking).
     #[inline]
     fn read_links(&self, slot: u32, lc: usize, buf: &mut Vec<u32>) {
         buf.clear();
         if lc == 0 {
-            let base = slot as usize * (self.m0 + 1);
-            let n = (self.links0[base].load(Ordering::Acquire) as usize).min(self.m0);
-            buf.extend(
-                self.links0[base + 1..base + 1 + n]
-                    .iter()
-                    .map(|a| a.load(Ordering::Relaxed)),
-            );
+            self.links0_into(slot, buf);
         } else {
             let meta = self.meta[slot as usize].lock();
             if let Some(l) = meta.upper.get(lc - 1) {
@@ -217,13 +224,7 @@ impl Slots {
     fn links_locked(&self, meta: &NodeMeta, slot: u32, lc: usize) -> Vec<u32> {
         let mut v = Vec::new();
         if lc == 0 {
-            let base = slot as usize * (self.m0 + 1);
-            let n = (self.links0[base].load(Ordering::Relaxed) as usize).min(self.m0);
-            v.extend(
-                self.links0[base + 1..base + 1 + n]
-                    .iter()
-                    .map(|a| a.load(Ordering::Relaxed)),
-            );
+            self.links0_into(slot, &mut v);
         } else if let Some(l) = meta.upper.get(lc - 1) {
             v.extend_from_slice(l);
         }
