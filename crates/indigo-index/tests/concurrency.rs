@@ -103,3 +103,43 @@ fn concurrent_inserts_deletes_and_searches_agree_with_flat() {
     let r = common::recall(&got, &want, 10);
     assert!(r >= 0.9, "recall vs flat after concurrent churn: {r}");
 }
+
+#[test]
+fn bad_vectors_are_rejected_and_change_nothing() {
+    use indigo_index::IndexError;
+    let idx = Hnsw::new(HnswParams::new(Space::L2, 4));
+    idx.insert(1, &[0.0, 1.0, 2.0, 3.0]).unwrap();
+    assert!(matches!(
+        idx.insert(2, &[0.0; 3]),
+        Err(IndexError::Dimension {
+            expected: 4,
+            got: 3
+        })
+    ));
+    assert!(matches!(
+        idx.insert(3, &[0.0, f32::NAN, 0.0, 0.0]),
+        Err(IndexError::NotFinite)
+    ));
+    assert!(matches!(
+        idx.insert(4, &[f32::INFINITY; 4]),
+        Err(IndexError::NotFinite)
+    ));
+    assert_eq!(idx.len(), 1, "rejected inserts left nothing behind");
+    assert!(matches!(
+        idx.search(&[0.0; 5], 1, None),
+        Err(IndexError::Dimension { .. })
+    ));
+    assert!(matches!(
+        idx.search(&[f32::NAN; 4], 1, None),
+        Err(IndexError::NotFinite)
+    ));
+    let mut flat = FlatIndex::new(Space::L2, 4);
+    assert!(matches!(
+        flat.insert(1, &[0.0; 2]),
+        Err(IndexError::Dimension { .. })
+    ));
+    assert!(matches!(
+        flat.search(&[f32::NAN; 4], 1, None),
+        Err(IndexError::NotFinite)
+    ));
+}

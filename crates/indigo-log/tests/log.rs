@@ -254,3 +254,33 @@ fn offsets_continue_after_every_record_of_a_collection_was_truncated() {
     assert_eq!(log.append(cid(1), b"next").unwrap(), LogOffset(101));
     assert_eq!(log.append(cid(2), b"next").unwrap(), LogOffset(62));
 }
+
+#[test]
+fn a_failed_fsync_refuses_further_appends_and_reopen_keeps_acknowledged_records() {
+    use indigo_storage::fs::FaultOp;
+    let f = FaultFs::new();
+    let fs: Arc<dyn FileSystem> = Arc::new(f.clone());
+    let log = open(&fs).unwrap();
+    log.append(cid(1), b"kept").unwrap();
+    f.fail_after(Some(FaultOp::Sync), 1, FaultKind::Io);
+    let err = log.append(cid(1), b"failed").unwrap_err();
+    assert!(matches!(err, LogError::Io { .. }), "{err}");
+    assert!(matches!(
+        log.append(cid(1), b"later"),
+        Err(LogError::Poisoned(_))
+    ));
+    assert_eq!(
+        log.read(cid(1), LogOffset(0), 10).unwrap().len(),
+        1,
+        "the failed append is not visible"
+    );
+    drop(log);
+    f.clear_fault();
+    let log = open(&fs).unwrap();
+    let recs = log.read(cid(1), LogOffset(0), 10).unwrap();
+    assert_eq!(&*recs[0].payload, b"kept");
+    // The unacknowledged record may have reached the page cache; if so it is whole.
+    assert!(recs.len() <= 2);
+    let next = log.append(cid(1), b"after reopen").unwrap();
+    assert_eq!(next.0, recs.len() as u64 + 1);
+}

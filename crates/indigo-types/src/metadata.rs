@@ -192,6 +192,20 @@ mod tests {
         assert!(MetaValue::from_json("k", &json!({"x": 1})).is_err());
         assert!(MetaValue::from_json("k", &json!(null)).is_err());
         assert!(MetaValue::from_json("k", &json!([1, 2.5])).is_ok());
+        for v in [
+            json!("s"),
+            json!(-3),
+            json!(2.5),
+            json!(true),
+            json!(["a", "b"]),
+            json!([1, 2]),
+        ] {
+            assert_eq!(
+                MetaValue::from_json("k", &v).unwrap().to_json(),
+                v,
+                "round trip"
+            );
+        }
         let m = metadata_from_json(&json!({"a": 1, "b": null}), true).unwrap();
         assert_eq!(m["b"], None);
         assert!(metadata_from_json(&json!({"b": null}), false).is_err());
