@@ -284,3 +284,26 @@ fn a_failed_fsync_refuses_further_appends_and_reopen_keeps_acknowledged_records(
     let next = log.append(cid(1), b"after reopen").unwrap();
     assert_eq!(next.0, recs.len() as u64 + 1);
 }
+
+#[test]
+fn truncating_everything_gives_back_the_space_of_a_large_current_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = FileLog::open(dir.path()).unwrap();
+    for _ in 0..40 {
+        log.append(cid(1), &[1u8; 64 << 10]).unwrap();
+    }
+    let bytes = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    assert!(bytes() > 2 << 20);
+    log.truncate(cid(1), LogOffset(39)).unwrap();
+    assert!(bytes() > 2 << 20, "a record is still live");
+    log.truncate(cid(1), LogOffset(40)).unwrap();
+    assert!(bytes() < 4096, "{} bytes left", bytes());
+    drop(log);
+    let log = FileLog::open(dir.path()).unwrap();
+    assert_eq!(log.append(cid(1), b"next").unwrap(), LogOffset(41));
+}
