@@ -6,9 +6,11 @@
 
 pub mod filter;
 pub mod metadata;
+pub mod record;
 
 pub use filter::{DocFilter, FieldOp, Where};
 pub use metadata::{MetaValue, Metadata, Scalar};
+pub use record::{Record, RecordOp, Resolved, Resolver, WriteEntry, WriteKind};
 
 /// A request could not be understood. The message is shown to the client as
 /// Chroma's `InvalidArgumentError`.
