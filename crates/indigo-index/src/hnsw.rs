@@ -503,6 +503,26 @@ impl Hnsw {
         self.flat_cutoff.store(n, Ordering::Relaxed);
     }
 
+    /// Every live label.
+    pub fn labels(&self) -> RoaringBitmap {
+        self.labels.read().keys().copied().collect()
+    }
+
+    /// The exact `k` nearest live vectors (all, or those in `allow`), by scanning.
+    pub fn search_exact(
+        &self,
+        q: &[f32],
+        k: usize,
+        allow: Option<&RoaringBitmap>,
+    ) -> Result<Vec<Neighbor>> {
+        check_vector(self.dim, q)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let q = self.space.prepare_cow(q);
+        Ok(self.flat_search(&q, k, allow))
+    }
+
     /// The stored (prepared) vector of `label`.
     pub fn get_vector(&self, label: u32) -> Option<Vec<f32>> {
         let slot = *self.labels.read().get(&label)?;

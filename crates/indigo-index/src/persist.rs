@@ -449,19 +449,24 @@ pub(crate) fn write_snapshot(dir: &Path, gen: u64, state: &GraphState) -> Result
     let tmp = path.with_extension("tmp");
     let p = &state.params;
     let mut out = header(p, SNAP_MAGIC);
-    out.extend_from_slice(&(state.slots.len() as u32).to_le_bytes());
+    // Trailing vacant slots are left out, so an index emptied by deletes and repair
+    // gives its space back; later log records may name them again, and replay
+    // extends the slot array as needed.
+    let used = state.slots.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+    let slots = &state.slots[..used];
+    out.extend_from_slice(&(slots.len() as u32).to_le_bytes());
     let (es, el) = state.entry.unwrap_or((NO_ENTRY, 0));
     out.extend_from_slice(&es.to_le_bytes());
     out.push(el);
     // Vectors: fixed-size rows, one per slot (zeros for a vacant slot).
     let zero = vec![0f32; p.dim as usize];
-    for s in &state.slots {
+    for s in slots {
         let v = s.as_ref().map_or(&zero, |s| &s.vector);
         for x in v {
             out.extend_from_slice(&x.to_le_bytes());
         }
     }
-    for s in &state.slots {
+    for s in slots {
         match s {
             None => out.push(0),
             Some(s) => {

@@ -1,0 +1,242 @@
+//! Indigo's compactor: folds each collection's write-ahead log into its
+//! read-optimised [`Segment`] (the LSM store with records, id map and postings,
+//! beside the HNSW index), records how far it got as a checkpoint in the system
+//! database, registers the index version, and lets the log drop what is folded.
+//!
+//! Invariants:
+//! - A segment's store always holds the effect of exactly the log entries up to
+//!   [`Segment::applied`] (each applied chunk is one atomic store batch).
+//! - The checkpoint in the system database never exceeds what is durable in both the
+//!   store and the index; the log is truncated only up to the checkpoint.
+//! - The index may run ahead of the store during a chunk; readers overlay the ids
+//!   the log tail touches, and recovery reconciles the two.
+
+pub mod segment;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indigo_log::{CollectionId, Log, LogOffset};
+use indigo_sysdb::{IndexVersion, SysDb};
+use indigo_types::WriteEntry;
+use parking_lot::{Condvar, Mutex};
+
+pub use segment::{IndexConfig, Segment, Snapshot};
+
+/// The consumer name of the compactor's checkpoints.
+pub const CONSUMER: &str = "compactor";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] indigo_storage::StorageError),
+    #[error(transparent)]
+    Index(#[from] indigo_index::IndexError),
+    #[error(transparent)]
+    Log(#[from] indigo_log::LogError),
+    #[error(transparent)]
+    SysDb(#[from] indigo_sysdb::SysDbError),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("{0}")]
+    Full(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Decodes log records into write entries, naming the offset of a bad one.
+pub fn decode_records(recs: &[indigo_log::LogRecord]) -> Result<Vec<(u64, WriteEntry)>> {
+    recs.iter()
+        .map(|r| {
+            WriteEntry::decode(&r.payload)
+                .map(|e| (r.offset.0, e))
+                .map_err(|e| Error::Corrupt(format!("log entry {}: {e}", r.offset.0)))
+        })
+        .collect()
+}
+
+/// One collection the compactor serves.
+#[derive(Clone)]
+pub struct Job {
+    /// The collection's id in the system database.
+    pub id: String,
+    pub log_id: CollectionId,
+    pub segment: Arc<Segment>,
+}
+
+/// Where the worker finds its collections.
+pub trait Jobs: Send + Sync {
+    fn jobs(&self) -> Vec<Job>;
+}
+
+/// Fold at most this many records per chunk: big enough for a parallel index
+/// build, small enough that readers' tail overlays stay short.
+const CHUNK_RECORDS: usize = 4096;
+/// Checkpoint when this many entries are applied but not durable, or after
+/// [`CHECKPOINT_EVERY`] with anything pending.
+const CHECKPOINT_ENTRIES: u64 = 256;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Applies up to one chunk of `job`'s log; returns whether there was anything.
+pub fn step(job: &Job, log: &dyn Log) -> Result<bool> {
+    let applied = job.segment.applied();
+    if log.head(job.log_id).0 <= applied {
+        return Ok(false);
+    }
+    let mut entries = Vec::new();
+    let mut records = 0;
+    let mut after = applied;
+    while records < CHUNK_RECORDS {
+        let recs = log.read(job.log_id, LogOffset(after), 16)?;
+        if recs.is_empty() {
+            break;
+        }
+        for e in decode_records(&recs)? {
+            after = e.0;
+            records += e.1.records.len();
+            entries.push(e);
+            if records >= CHUNK_RECORDS {
+                break;
+            }
+        }
+    }
+    job.segment.apply(&entries)?;
+    Ok(true)
+}
+
+/// Makes what is applied durable, records it, and truncates the log below it.
+pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
+    let durable = job.segment.sync()?;
+    if durable > sysdb.checkpoint(CONSUMER, &job.id)? {
+        sysdb.set_checkpoint(CONSUMER, &job.id, durable)?;
+        let version = sysdb
+            .latest_index_version(&job.id)?
+            .map_or(1, |v| v.version + 1);
+        sysdb.register_index_version(&IndexVersion {
+            collection: job.id.clone(),
+            version,
+            log_offset: durable,
+            location: serde_json::json!({ "path": job.segment.dir().display().to_string() }),
+        })?;
+    }
+    log.truncate(job.log_id, LogOffset(durable))?;
+    Ok(durable)
+}
+
+/// Applies everything logged so far for `job` and checkpoints it.
+pub fn drain(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
+    while step(job, log)? {}
+    checkpoint(job, log, sysdb)
+}
+
+struct Shared {
+    stop: AtomicBool,
+    wake: Mutex<bool>,
+    cv: Condvar,
+    errors: Mutex<Vec<String>>,
+}
+
+/// The background compactor: one thread serving every collection.
+pub struct Worker {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    pub fn spawn(jobs: Arc<dyn Jobs>, log: Arc<dyn Log>, sysdb: Arc<dyn SysDb>) -> Worker {
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            wake: Mutex::new(false),
+            cv: Condvar::new(),
+            errors: Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("indigo-compactor".into())
+            .spawn(move || run(&s, &*jobs, &*log, &*sysdb))
+            .expect("spawn compactor thread");
+        Worker {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Tells the worker that new entries were logged.
+    pub fn notify(&self) {
+        let mut w = self.shared.wake.lock();
+        *w = true;
+        self.shared.cv.notify_one();
+    }
+
+    /// Errors the worker met (it retries; they usually mean a full or failing disk).
+    pub fn errors(&self) -> Vec<String> {
+        self.shared.errors.lock().clone()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.notify();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb) {
+    let mut last_checkpoint = Instant::now();
+    let mut failing = false;
+    loop {
+        let all = jobs.jobs();
+        if s.stop.load(Ordering::Acquire) {
+            // What is not yet applied stays in the log for the next open.
+            for job in &all {
+                let _ = checkpoint(job, log, sysdb);
+            }
+            return;
+        }
+        let mut did = false;
+        for job in &all {
+            let r = (|| -> Result<()> {
+                if step(job, log)? {
+                    did = true;
+                }
+                let pending = job
+                    .segment
+                    .applied()
+                    .saturating_sub(sysdb.checkpoint(CONSUMER, &job.id)?);
+                let due = last_checkpoint.elapsed() >= CHECKPOINT_EVERY;
+                if pending >= CHECKPOINT_ENTRIES || (pending > 0 && due) {
+                    checkpoint(job, log, sysdb)?;
+                }
+                if !did {
+                    job.segment.reclaim()?;
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                failing = true;
+                let mut errs = s.errors.lock();
+                if errs.len() < 100 {
+                    errs.push(format!("collection {}: {e}", job.id));
+                }
+            }
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            last_checkpoint = Instant::now();
+        }
+        if !did || failing {
+            failing = false;
+            let mut w = s.wake.lock();
+            if !*w {
+                s.cv.wait_for(&mut w, Duration::from_millis(100));
+            }
+            *w = false;
+        }
+    }
+}

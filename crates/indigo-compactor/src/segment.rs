@@ -1,0 +1,604 @@
+//! A collection's read-optimised form: the LSM store (records, id map, postings)
+//! beside the HNSW index, both at log offset [`Segment::applied`].
+//!
+//! Store layout (one store per collection, `<dir>/store`):
+//! - `ids` (replace): string id → internal id (u32 BE). Internal ids are never reused,
+//!   so a label in the index always names one record's life.
+//! - `rec` (replace): internal id → record body (id, document, uri, metadata).
+//! - `emb` (replace): internal id → embedding (f32 LE), apart since few reads want it.
+//! - `post` (set): posting key → internal ids; see [`posting`].
+//! - `meta` (replace): `offset` (log offset of the last applied entry), `next_iid`.
+//!
+//! Every applied chunk of log entries is one store batch that also sets `offset`, so
+//! the store recovers to exactly some applied offset S. The index is changed before
+//! the batch; after a crash it may hold more or less than S, and
+//! [`Segment::open`] reconciles it with the store.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use indigo_index::{Hnsw, HnswParams, RoaringBitmap, Space};
+use indigo_storage::{Bucket, Options, Store, Strategy, WriteBatch, WriteOptions};
+use indigo_types::record::{
+    decode_embedding, decode_record_body, encode_embedding, encode_record_body,
+};
+use indigo_types::{MetaValue, Metadata, Record, Resolver, Scalar, WriteEntry};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+
+use crate::{Error, Result};
+
+/// Posting keys of the `post` bucket.
+pub mod posting {
+    use indigo_storage::keys::encode_f64;
+    use indigo_types::Scalar;
+
+    /// Every live record.
+    pub const ALL: &[u8] = b"A";
+    /// Records with a document.
+    pub const HAS_DOC: &[u8] = b"D";
+    /// Scalar metadata values: `s` + field + value.
+    pub const SCALAR: u8 = b's';
+    /// Elements of list metadata values: `l` + field + value.
+    pub const LIST: u8 = b'l';
+    /// Byte trigrams of documents: `t` + 3 bytes.
+    pub const TRIGRAM: u8 = b't';
+
+    /// Value tags; numbers share one so ints and floats interleave by value.
+    pub const STR: u8 = 1;
+    pub const BOOL: u8 = 2;
+    pub const NUM: u8 = 3;
+
+    /// `[ns][u16 BE len][field]`: the prefix of every posting of one field.
+    pub fn field_prefix(ns: u8, field: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(3 + field.len() + 18);
+        k.push(ns);
+        k.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        k.extend_from_slice(field.as_bytes());
+        k
+    }
+
+    /// Numbers: `NUM` + order-preserving f64 + (`0` float | `1` + i64 BE), so a range
+    /// scan over the f64 part finds ints and floats, and the key still names the
+    /// exact value (ints beyond 2^53 do not collide).
+    pub fn value_key(ns: u8, field: &str, v: &Scalar) -> Vec<u8> {
+        let mut k = field_prefix(ns, field);
+        match v {
+            Scalar::Str(s) => {
+                k.push(STR);
+                k.extend_from_slice(s.as_bytes());
+            }
+            Scalar::Bool(b) => {
+                k.push(BOOL);
+                k.push(*b as u8);
+            }
+            Scalar::Int(i) => {
+                k.push(NUM);
+                k.extend_from_slice(&encode_f64(*i as f64));
+                k.push(1);
+                k.extend_from_slice(&i.to_be_bytes());
+            }
+            Scalar::Float(f) => {
+                k.push(NUM);
+                k.extend_from_slice(&encode_f64(*f));
+                k.push(0);
+            }
+        }
+        k
+    }
+
+    /// The value named by a key's suffix after [`field_prefix`].
+    pub fn decode_value(suffix: &[u8]) -> Option<Scalar> {
+        let (&tag, rest) = suffix.split_first()?;
+        Some(match tag {
+            STR => Scalar::Str(String::from_utf8(rest.to_vec()).ok()?),
+            BOOL => Scalar::Bool(*rest.first()? != 0),
+            NUM => {
+                let f = indigo_storage::keys::decode_f64(rest.get(..8)?.try_into().ok()?);
+                match rest.get(8)? {
+                    0 => Scalar::Float(f),
+                    _ => Scalar::Int(i64::from_be_bytes(rest.get(9..17)?.try_into().ok()?)),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    pub fn trigram_key(t: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(4);
+        k.push(TRIGRAM);
+        k.extend_from_slice(t);
+        k
+    }
+}
+
+/// Every posting key a record appears under.
+fn postings_of(r: &Record) -> HashSet<Vec<u8>> {
+    let mut keys = HashSet::new();
+    keys.insert(posting::ALL.to_vec());
+    if let Some(doc) = &r.document {
+        keys.insert(posting::HAS_DOC.to_vec());
+        for t in doc.as_bytes().windows(3) {
+            keys.insert(posting::trigram_key(t));
+        }
+    }
+    if let Some(m) = &r.metadata {
+        for (k, v) in m {
+            match v {
+                MetaValue::Scalar(s) => {
+                    keys.insert(posting::value_key(posting::SCALAR, k, s));
+                }
+                MetaValue::List(l) => {
+                    for s in l {
+                        keys.insert(posting::value_key(posting::LIST, k, s));
+                    }
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// How a collection's index is built and searched.
+#[derive(Debug, Clone)]
+pub struct IndexConfig {
+    pub space: Space,
+    pub max_neighbors: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    /// Answer every query by an exact scan (for tests against a reference model).
+    pub exact: bool,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            space: Space::L2,
+            max_neighbors: 16,
+            ef_construction: 100,
+            ef_search: 100,
+            exact: false,
+        }
+    }
+}
+
+struct Buckets {
+    ids: Bucket,
+    rec: Bucket,
+    emb: Bucket,
+    post: Bucket,
+    meta: Bucket,
+}
+
+/// One collection's store and index.
+pub struct Segment {
+    dir: PathBuf,
+    store: Store,
+    b: Buckets,
+    index: RwLock<Option<Arc<Hnsw>>>,
+    config: RwLock<IndexConfig>,
+    /// Readers hold it shared for a whole read, so the store and `applied` do not
+    /// move under them; the compactor holds it exclusively to install a batch.
+    snapshot: RwLock<()>,
+    applied: AtomicU64,
+    next_iid: AtomicU64,
+    /// Labels the compactor has put in the index but not yet in the store.
+    inflight: AtomicUsize,
+    /// Serialises writers (the compactor, recovery).
+    writer: Mutex<()>,
+    /// Records deleted since the store was last compacted.
+    deleted_since_compact: AtomicU64,
+}
+
+/// A consistent view of a segment at [`Snapshot::applied`]; see [`Segment::snapshot`].
+pub struct Snapshot<'a> {
+    seg: &'a Segment,
+    _guard: RwLockReadGuard<'a, ()>,
+    pub applied: u64,
+    /// Internal ids at or above this are not in the snapshot (the index may
+    /// already hold some, from a chunk in progress).
+    pub next_iid: u64,
+}
+
+const OFFSET_KEY: &[u8] = b"offset";
+const NEXT_IID_KEY: &[u8] = b"next_iid";
+
+fn iid_key(iid: u32) -> [u8; 4] {
+    iid.to_be_bytes()
+}
+
+fn low_bits(t: roaring::RoaringTreemap) -> RoaringBitmap {
+    t.bitmaps()
+        .find(|(hi, _)| *hi == 0)
+        .map(|(_, b)| b.clone())
+        .unwrap_or_default()
+}
+
+impl Segment {
+    /// Opens (or creates) the segment in `dir`. `dim` is the collection's dimension
+    /// if fixed. `durable` is the checkpoint the system database holds and `log`
+    /// yields the log entries after it, so an index that a crash left out of step
+    /// with the store can be reconciled; the caller then applies the entries after
+    /// [`Segment::applied`].
+    pub fn open(
+        dir: &Path,
+        config: IndexConfig,
+        dim: Option<usize>,
+        durable: u64,
+        log: &[(u64, WriteEntry)],
+    ) -> Result<Segment> {
+        let store = Store::open(dir.join("store"), Options::default())?;
+        let b = Buckets {
+            ids: store.bucket("ids", Strategy::Replace)?,
+            rec: store.bucket("rec", Strategy::Replace)?,
+            emb: store.bucket("emb", Strategy::Replace)?,
+            post: store.bucket("post", Strategy::Set)?,
+            meta: store.bucket("meta", Strategy::Replace)?,
+        };
+        let read_u64 = |k: &[u8]| -> Result<u64> {
+            Ok(match store.get(&b.meta, k)? {
+                Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
+                    Error::Corrupt(format!("{}: bad {} value", dir.display(), String::from_utf8_lossy(k)))
+                })?),
+                None => 0,
+            })
+        };
+        let applied = read_u64(OFFSET_KEY)?;
+        let next_iid = read_u64(NEXT_IID_KEY)?;
+        if applied < durable {
+            return Err(Error::Corrupt(format!(
+                "{}: the store is at log offset {applied}, behind the checkpoint {durable}; \
+                 its files were lost or replaced",
+                dir.display()
+            )));
+        }
+        let seg = Segment {
+            dir: dir.to_path_buf(),
+            store,
+            b,
+            index: RwLock::new(None),
+            config: RwLock::new(config),
+            snapshot: RwLock::new(()),
+            applied: AtomicU64::new(applied),
+            next_iid: AtomicU64::new(next_iid),
+            inflight: AtomicUsize::new(0),
+            writer: Mutex::new(()),
+            deleted_since_compact: AtomicU64::new(0),
+        };
+        if let Some(dim) = dim {
+            // With no index yet, reconciling inserts everything the store holds.
+            let idx = seg.open_index(dim)?;
+            seg.reconcile(&idx, durable, log)?;
+            *seg.index.write() = Some(idx);
+        }
+        Ok(seg)
+    }
+
+    fn open_index(&self, dim: usize) -> Result<Arc<Hnsw>> {
+        let c = self.config.read().clone();
+        let mut p = HnswParams::new(c.space, dim);
+        p.max_neighbors = c.max_neighbors;
+        p.ef_construction = c.ef_construction;
+        p.ef_search = c.ef_search;
+        let idx = Arc::new(Hnsw::open(self.dir.join("hnsw"), p)?);
+        idx.spawn_maintenance(64 << 20);
+        Ok(idx)
+    }
+
+    /// Brings the index in step with the store after a crash: removes labels the
+    /// store does not hold, adds live records it lacks, and re-inserts records the
+    /// log changed after the checkpoint (their vectors may be stale).
+    fn reconcile(&self, idx: &Hnsw, durable: u64, log: &[(u64, WriteEntry)]) -> Result<()> {
+        let applied = self.applied.load(Ordering::Acquire);
+        let live = self.live()?;
+        let labels = idx.labels();
+        for orphan in &labels - &live {
+            idx.delete(orphan)?;
+        }
+        let mut redo: RoaringBitmap = &live - &labels;
+        for (off, e) in log {
+            if *off <= durable || *off > applied {
+                continue;
+            }
+            for r in &e.records {
+                if let Some(iid) = self.lookup(&r.id)? {
+                    redo.insert(iid);
+                }
+            }
+        }
+        let mut vectors = Vec::with_capacity(redo.len() as usize);
+        for iid in &redo {
+            if let Some(v) = self.embedding(iid)? {
+                vectors.push((iid, v));
+            }
+        }
+        let items: Vec<(u32, &[f32])> = vectors.iter().map(|(i, v)| (*i, &v[..])).collect();
+        idx.insert_parallel(&items, 2)?;
+        idx.sync()?;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log offset of the last entry folded in.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    pub fn config(&self) -> IndexConfig {
+        self.config.read().clone()
+    }
+
+    /// Changes search-time settings (ef_search) of a live collection.
+    pub fn set_ef_search(&self, ef: usize) {
+        self.config.write().ef_search = ef;
+        if let Some(i) = &*self.index.read() {
+            i.set_ef_search(ef);
+        }
+    }
+
+    /// A consistent view: the store and `applied` do not change until it is dropped.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        let g = self.snapshot.read();
+        Snapshot {
+            seg: self,
+            applied: self.applied(),
+            next_iid: self.next_iid.load(Ordering::Acquire),
+            _guard: g,
+        }
+    }
+
+    fn lookup(&self, id: &str) -> Result<Option<u32>> {
+        Ok(match self.store.get(&self.b.ids, id.as_bytes())? {
+            Some(v) => Some(u32::from_be_bytes(v.as_slice().try_into().map_err(|_| {
+                Error::Corrupt(format!("{}: bad internal id for {id:?}", self.dir.display()))
+            })?)),
+            None => None,
+        })
+    }
+
+    fn embedding(&self, iid: u32) -> Result<Option<Arc<[f32]>>> {
+        Ok(self
+            .store
+            .get(&self.b.emb, &iid_key(iid))?
+            .map(|b| decode_embedding(&b)))
+    }
+
+    fn live(&self) -> Result<RoaringBitmap> {
+        Ok(low_bits(self.store.get_set(&self.b.post, posting::ALL)?))
+    }
+
+    fn record(&self, iid: u32, with_embedding: bool) -> Result<Option<Record>> {
+        let Some(body) = self.store.get(&self.b.rec, &iid_key(iid))? else {
+            return Ok(None);
+        };
+        let body = decode_record_body(&body)
+            .map_err(|e| Error::Corrupt(format!("{}: record {iid}: {e}", self.dir.display())))?;
+        let embedding = if with_embedding {
+            self.embedding(iid)?.ok_or_else(|| {
+                Error::Corrupt(format!("{}: record {iid} has no embedding", self.dir.display()))
+            })?
+        } else {
+            Arc::from(Vec::new())
+        };
+        Ok(Some(Record {
+            id: body.id,
+            embedding,
+            document: body.document,
+            uri: body.uri,
+            metadata: body.metadata,
+        }))
+    }
+
+    /// Folds `entries` (consecutive, after [`Segment::applied`]) into the store and
+    /// the index.
+    pub fn apply(&self, entries: &[(u64, WriteEntry)]) -> Result<()> {
+        let Some(last) = entries.last().map(|e| e.0) else {
+            return Ok(());
+        };
+        let _w = self.writer.lock();
+        let mut res: Resolver<u32> = Resolver::default();
+        for (_, e) in entries {
+            res.apply(e, |id| -> Result<_> {
+                Ok(match self.lookup(id)? {
+                    Some(iid) => self.record(iid, true)?.map(|r| (iid, Arc::new(r))),
+                    None => None,
+                })
+            })?;
+        }
+        let mut batch = WriteBatch::new();
+        let mut deletes: Vec<u32> = Vec::new();
+        let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
+        let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
+        for r in res.touched.into_values() {
+            match (&r.base, &r.current) {
+                (Some((iid, old)), Some(new)) if r.created.is_none() => {
+                    let (a, b) = (postings_of(old), postings_of(new));
+                    for k in a.difference(&b) {
+                        batch.set_remove(&self.b.post, k.clone(), *iid as u64);
+                    }
+                    for k in b.difference(&a) {
+                        batch.set_add(&self.b.post, k.clone(), *iid as u64);
+                    }
+                    batch.put(&self.b.rec, iid_key(*iid), encode_record_body(new));
+                    if old.embedding != new.embedding {
+                        batch.put(&self.b.emb, iid_key(*iid), encode_embedding(&new.embedding));
+                        inserts.push((*iid, new.embedding.clone()));
+                    }
+                    continue;
+                }
+                (Some((iid, old)), _) => {
+                    for k in postings_of(old) {
+                        batch.set_remove(&self.b.post, k, *iid as u64);
+                    }
+                    batch.delete(&self.b.rec, iid_key(*iid));
+                    batch.delete(&self.b.emb, iid_key(*iid));
+                    batch.delete(&self.b.ids, old.id.as_bytes());
+                    deletes.push(*iid);
+                }
+                (None, _) => {}
+            }
+            if let (Some(cur), Some(n)) = (&r.current, r.created) {
+                created.push((n, cur.clone()));
+            }
+        }
+        // New records get internal ids in the order they were created.
+        created.sort_unstable_by_key(|c| c.0);
+        let mut next = self.next_iid.load(Ordering::Acquire);
+        for (_, rec) in &created {
+            let iid = u32::try_from(next).map_err(|_| {
+                Error::Full(format!(
+                    "collection at {} has used all 2^32 internal ids",
+                    self.dir.display()
+                ))
+            })?;
+            next += 1;
+            batch.put(&self.b.ids, rec.id.as_bytes(), iid_key(iid));
+            batch.put(&self.b.rec, iid_key(iid), encode_record_body(rec));
+            batch.put(&self.b.emb, iid_key(iid), encode_embedding(&rec.embedding));
+            for k in postings_of(rec) {
+                batch.set_add(&self.b.post, k, iid as u64);
+            }
+            inserts.push((iid, rec.embedding.clone()));
+        }
+        batch.put(&self.b.meta, OFFSET_KEY, last.to_le_bytes());
+        batch.put(&self.b.meta, NEXT_IID_KEY, next.to_le_bytes());
+
+        // The index first: readers ignore labels the store does not hold yet, and
+        // ids this chunk touches are still overlaid from the log tail.
+        if !inserts.is_empty() || !deletes.is_empty() {
+            let idx = self.index_for(inserts.first().map(|v| v.1.len()))?;
+            self.inflight.store(inserts.len(), Ordering::Release);
+            for iid in &deletes {
+                idx.delete(*iid)?;
+            }
+            let items: Vec<(u32, &[f32])> = inserts.iter().map(|(i, v)| (*i, &v[..])).collect();
+            let threads = if items.len() >= 64 { 2 } else { 1 };
+            idx.insert_parallel(&items, threads)?;
+        }
+        {
+            let _x = self.snapshot.write();
+            self.store.write(&batch, WriteOptions::default())?;
+            self.applied.store(last, Ordering::Release);
+            self.next_iid.store(next, Ordering::Release);
+            self.inflight.store(0, Ordering::Release);
+        }
+        self.deleted_since_compact
+            .fetch_add(deletes.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn index_for(&self, dim: Option<usize>) -> Result<Arc<Hnsw>> {
+        if let Some(i) = &*self.index.read() {
+            return Ok(i.clone());
+        }
+        let dim = dim.ok_or_else(|| Error::Corrupt("a vector change without a dimension".into()))?;
+        let idx = self.open_index(dim)?;
+        *self.index.write() = Some(idx.clone());
+        Ok(idx)
+    }
+
+    /// Makes everything applied durable; returns the offset it covers.
+    pub fn sync(&self) -> Result<u64> {
+        let _w = self.writer.lock();
+        let applied = self.applied();
+        if let Some(i) = &*self.index.read() {
+            i.sync()?;
+        }
+        self.store.sync()?;
+        Ok(applied)
+    }
+
+    /// Gives back space: once deletes outnumber live records, the store is merged
+    /// into one segment (dropping the deleted data), and an index left empty is
+    /// replaced by a fresh one. Returns whether it did anything.
+    pub fn reclaim(&self) -> Result<bool> {
+        let deleted = self.deleted_since_compact.load(Ordering::Relaxed);
+        if deleted == 0 {
+            return Ok(false);
+        }
+        let live = self.live()?.len();
+        if deleted < live.max(1000) {
+            return Ok(false);
+        }
+        let _w = self.writer.lock();
+        self.deleted_since_compact.store(0, Ordering::Relaxed);
+        self.store.compact()?;
+        if let Some(idx) = self.index() {
+            idx.repair()?;
+            idx.condense()?;
+        }
+        Ok(true)
+    }
+
+    pub fn index(&self) -> Option<Arc<Hnsw>> {
+        self.index.read().clone()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+}
+
+impl<'a> Snapshot<'a> {
+    pub fn segment(&self) -> &'a Segment {
+        self.seg
+    }
+    pub fn lookup(&self, id: &str) -> Result<Option<u32>> {
+        self.seg.lookup(id)
+    }
+    pub fn record(&self, iid: u32, with_embedding: bool) -> Result<Option<Record>> {
+        self.seg.record(iid, with_embedding)
+    }
+    /// Every live internal id.
+    pub fn live(&self) -> Result<RoaringBitmap> {
+        self.seg.live()
+    }
+    pub fn posting(&self, key: &[u8]) -> Result<RoaringBitmap> {
+        Ok(low_bits(self.seg.store.get_set(&self.seg.b.post, key)?))
+    }
+    /// Postings whose keys start with `prefix`, with the rest of each key.
+    pub fn postings_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RoaringBitmap)>> {
+        Ok(self
+            .seg
+            .store
+            .scan_set_prefix(&self.seg.b.post, prefix)?
+            .into_iter()
+            .map(|(k, s)| (k[prefix.len()..].to_vec(), low_bits(s)))
+            .collect())
+    }
+    /// Postings with keys in `[lo, hi]`.
+    pub fn postings_between(&self, lo: &[u8], hi: &[u8]) -> Result<Vec<(Vec<u8>, RoaringBitmap)>> {
+        use std::ops::Bound;
+        Ok(self
+            .seg
+            .store
+            .scan_set(&self.seg.b.post, Bound::Included(lo), Bound::Included(hi))?
+            .into_iter()
+            .map(|(k, s)| (k, low_bits(s)))
+            .collect())
+    }
+}
+
+/// Records the touched ids resolve to, keyed by id (the executor's tail overlay
+/// uses the same resolver with the snapshot as base).
+pub type Touched = HashMap<String, indigo_types::Resolved<u32>>;
+
+/// A metadata value's posting keys (used by the executor to find equal values).
+pub fn scalar_key(list: bool, field: &str, v: &Scalar) -> Vec<u8> {
+    posting::value_key(
+        if list { posting::LIST } else { posting::SCALAR },
+        field,
+        v,
+    )
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn f<T: Send + Sync>() {}
+    f::<Segment>();
+    let _ = |m: &Metadata| m.len();
+}

@@ -1,0 +1,521 @@
+//! Indigo's query executor: every read (get, query, count, and the lookup behind a
+//! delete by filter) runs here, on a [`Snapshot`] of the collection's segment with
+//! the log tail not yet compacted overlaid on it.
+//!
+//! Plan of a read:
+//! 1. Snapshot the segment at its applied offset X and read the log after X; the
+//!    shared [`Resolver`] turns the tail into each touched id's current record.
+//!    Base records those ids had are excluded from everything below.
+//! 2. Filters run on the inverted index into an exact allow-list of internal ids
+//!    (pre-filtering): metadata from posting lists, document `$contains` from
+//!    trigram postings confirmed on the text, `$regex` confirmed on the text.
+//! 3. KNN runs on the HNSW index with the allow-list (or exactly, when asked);
+//!    tail records are scored exactly and merged in.
+//! 4. Whole records are fetched for what is returned.
+//!
+//! Invariant: every read reflects every write acknowledged before it began.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indigo_compactor::segment::posting;
+use indigo_compactor::{decode_records, Segment, Snapshot};
+use indigo_index::{Neighbor, RoaringBitmap};
+use indigo_log::{CollectionId, Log, LogOffset};
+use indigo_storage::keys::encode_f64;
+use indigo_types::{DocFilter, FieldOp, MetaValue, Metadata, Record, Resolver, Scalar, Where};
+
+pub type Error = indigo_compactor::Error;
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which fields a read returns (ids always come back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Include {
+    pub embeddings: bool,
+    pub documents: bool,
+    pub metadatas: bool,
+    pub uris: bool,
+    pub distances: bool,
+}
+
+impl Include {
+    pub const GET_DEFAULT: Include = Include {
+        embeddings: false,
+        documents: true,
+        metadatas: true,
+        uris: false,
+        distances: false,
+    };
+    pub const QUERY_DEFAULT: Include = Include {
+        embeddings: false,
+        documents: true,
+        metadatas: true,
+        uris: false,
+        distances: true,
+    };
+}
+
+/// Which records a read considers.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub ids: Option<Vec<String>>,
+    pub where_: Option<Where>,
+    pub where_document: Option<DocFilter>,
+}
+
+/// Records, one entry per returned id, in order; fields not included are `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Records {
+    pub ids: Vec<String>,
+    pub embeddings: Option<Vec<Arc<[f32]>>>,
+    pub documents: Option<Vec<Option<String>>>,
+    pub uris: Option<Vec<Option<String>>>,
+    pub metadatas: Option<Vec<Option<Metadata>>>,
+    pub distances: Option<Vec<f32>>,
+}
+
+impl Records {
+    fn new(inc: Include) -> Records {
+        Records {
+            ids: Vec::new(),
+            embeddings: inc.embeddings.then(Vec::new),
+            documents: inc.documents.then(Vec::new),
+            uris: inc.uris.then(Vec::new),
+            metadatas: inc.metadatas.then(Vec::new),
+            distances: inc.distances.then(Vec::new),
+        }
+    }
+
+    fn push(&mut self, r: &Record, distance: Option<f32>) {
+        self.ids.push(r.id.clone());
+        if let Some(e) = &mut self.embeddings {
+            e.push(r.embedding.clone());
+        }
+        if let Some(d) = &mut self.documents {
+            d.push(r.document.clone());
+        }
+        if let Some(u) = &mut self.uris {
+            u.push(r.uri.clone());
+        }
+        if let Some(m) = &mut self.metadatas {
+            m.push(r.metadata.clone());
+        }
+        if let (Some(ds), Some(d)) = (&mut self.distances, distance) {
+            ds.push(d);
+        }
+    }
+}
+
+/// A snapshot with the log tail overlaid.
+pub struct View<'a> {
+    snap: Snapshot<'a>,
+    /// Records the tail leaves in existence, ordered as they will be once
+    /// compacted: a changed record keeps its place, new ones follow all others.
+    tail: Vec<(u64, Arc<Record>)>,
+    /// Base internal ids the tail touches (their base state no longer holds).
+    excluded: RoaringBitmap,
+    live: Option<RoaringBitmap>,
+}
+
+const NEW_RECORD: u64 = 1 << 32;
+
+impl<'a> View<'a> {
+    /// Opens a view of `seg` including every entry `log` holds for `log_id`.
+    pub fn open(seg: &'a Segment, log: &dyn Log, log_id: CollectionId) -> Result<View<'a>> {
+        let snap = seg.snapshot();
+        let recs = log.read(log_id, LogOffset(snap.applied), usize::MAX)?;
+        let mut res: Resolver<u32> = Resolver::default();
+        for (_, e) in decode_records(&recs)? {
+            res.apply(&e, |id| -> Result<_> {
+                Ok(match snap.lookup(id)? {
+                    Some(iid) => snap.record(iid, true)?.map(|r| (iid, Arc::new(r))),
+                    None => None,
+                })
+            })?;
+        }
+        let mut excluded = RoaringBitmap::new();
+        let mut tail = Vec::new();
+        for r in res.touched.into_values() {
+            if let Some((iid, _)) = &r.base {
+                excluded.insert(*iid);
+            }
+            if let Some(cur) = &r.current {
+                let key = match (&r.base, r.created) {
+                    (_, Some(n)) => NEW_RECORD + n,
+                    (Some((iid, _)), None) => *iid as u64,
+                    (None, None) => continue,
+                };
+                tail.push((key, cur.clone()));
+            }
+        }
+        tail.sort_unstable_by_key(|t| t.0);
+        Ok(View {
+            snap,
+            tail,
+            excluded,
+            live: None,
+        })
+    }
+
+    fn live(&mut self) -> Result<&RoaringBitmap> {
+        if self.live.is_none() {
+            self.live = Some(self.snap.live()? - &self.excluded);
+        }
+        Ok(self.live.as_ref().unwrap())
+    }
+
+    /// How many records exist.
+    pub fn count(&mut self) -> Result<u64> {
+        Ok(self.live()?.len() + self.tail.len() as u64)
+    }
+
+    /// Base records selected (exactly), and whether a tail record is.
+    fn select_base(&mut self, sel: &Selection) -> Result<Option<RoaringBitmap>> {
+        if sel.ids.is_none() && sel.where_.is_none() && sel.where_document.is_none() {
+            return Ok(None);
+        }
+        let mut set = match &sel.ids {
+            Some(ids) => {
+                let mut b = RoaringBitmap::new();
+                for id in ids {
+                    if let Some(iid) = self.snap.lookup(id)? {
+                        b.insert(iid);
+                    }
+                }
+                b & self.live()?
+            }
+            None => self.live()?.clone(),
+        };
+        if let Some(w) = &sel.where_ {
+            set = self.eval_where(w, &set)?;
+        }
+        if let Some(d) = &sel.where_document {
+            set = self.eval_doc(d, &set)?;
+        }
+        Ok(Some(set))
+    }
+
+    fn tail_selected<'t>(&'t self, sel: &'t Selection) -> impl Iterator<Item = &'t (u64, Arc<Record>)> + 't {
+        let ids: Option<std::collections::HashSet<&str>> = sel
+            .ids
+            .as_ref()
+            .map(|v| v.iter().map(String::as_str).collect());
+        self.tail.iter().filter(move |(_, r)| {
+            ids.as_ref().is_none_or(|s| s.contains(r.id.as_str()))
+                && sel
+                    .where_
+                    .as_ref()
+                    .is_none_or(|w| w.matches(r.metadata.as_ref(), r.document.as_deref()))
+                && sel
+                    .where_document
+                    .as_ref()
+                    .is_none_or(|d| d.matches(r.document.as_deref()))
+        })
+    }
+
+    /// Records matching `sel` in collection order, after skipping `offset`, at most
+    /// `limit`.
+    pub fn get(
+        &mut self,
+        sel: &Selection,
+        limit: Option<usize>,
+        offset: usize,
+        include: Include,
+    ) -> Result<Records> {
+        let base = match self.select_base(sel)? {
+            Some(b) => b,
+            None => self.live()?.clone(),
+        };
+        let tail: Vec<&(u64, Arc<Record>)> = self.tail_selected(sel).collect();
+        let mut out = Records::new(include);
+        let limit = limit.unwrap_or(usize::MAX);
+        let (mut bi, mut ti) = (base.iter().peekable(), tail.iter().peekable());
+        let mut skipped = 0;
+        while out.ids.len() < limit {
+            let take_base = match (bi.peek(), ti.peek()) {
+                (Some(&b), Some(t)) => (b as u64) < t.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if skipped < offset {
+                skipped += 1;
+                if take_base {
+                    bi.next();
+                } else {
+                    ti.next();
+                }
+                continue;
+            }
+            if take_base {
+                let iid = bi.next().unwrap();
+                let r = self.fetch(iid, include.embeddings)?;
+                out.push(&r, None);
+            } else {
+                out.push(&ti.next().unwrap().1, None);
+            }
+        }
+        Ok(out)
+    }
+
+    fn fetch(&self, iid: u32, embedding: bool) -> Result<Record> {
+        self.snap.record(iid, embedding)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: record {iid} is in the postings but not stored",
+                self.snap.segment().dir().display()
+            ))
+        })
+    }
+
+    /// The ids of the records `sel` matches (for a delete by filter).
+    pub fn ids(&mut self, sel: &Selection) -> Result<Vec<String>> {
+        Ok(self.get(sel, None, 0, Include::default())?.ids)
+    }
+
+    /// The `k` nearest records to each query among those `sel` matches.
+    pub fn query(
+        &mut self,
+        queries: &[Vec<f32>],
+        k: usize,
+        sel: &Selection,
+        include: Include,
+    ) -> Result<Vec<Records>> {
+        let allow = self.select_base(sel)?;
+        let tail: Vec<Arc<Record>> = self.tail_selected(sel).map(|t| t.1.clone()).collect();
+        let seg = self.snap.segment();
+        let index = seg.index();
+        let exact = seg.config().exact;
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            let mut found: Vec<(f32, Result<u32, usize>)> = Vec::new();
+            if let Some(index) = &index {
+                let hits = self.search_base(index, q, k, allow.as_ref(), exact)?;
+                found.extend(hits.into_iter().map(|n| (n.distance, Ok(n.label))));
+            }
+            if !tail.is_empty() {
+                let space = index.as_ref().map_or(seg.config().space, |i| i.space());
+                let pq = space.prepare(q);
+                for (i, r) in tail.iter().enumerate() {
+                    if r.embedding.len() != q.len() {
+                        continue;
+                    }
+                    let d = space.distance(&pq, &space.prepare_cow(&r.embedding));
+                    found.push((d, Err(i)));
+                }
+            }
+            found.sort_by(|a, b| a.0.total_cmp(&b.0));
+            found.truncate(k);
+            let mut recs = Records::new(include);
+            for (d, src) in found {
+                match src {
+                    Ok(iid) => {
+                        let r = self.fetch(iid, include.embeddings)?;
+                        recs.push(&r, Some(d));
+                    }
+                    Err(i) => recs.push(&tail[i], Some(d)),
+                }
+            }
+            out.push(recs);
+        }
+        Ok(out)
+    }
+
+    fn search_base(
+        &mut self,
+        index: &indigo_index::Hnsw,
+        q: &[f32],
+        k: usize,
+        allow: Option<&RoaringBitmap>,
+        exact: bool,
+    ) -> Result<Vec<Neighbor>> {
+        if let Some(a) = allow {
+            return Ok(if exact {
+                index.search_exact(q, k, Some(a))?
+            } else {
+                index.search(q, k, Some(a))?
+            });
+        }
+        if exact || self.excluded.len() > 256 {
+            let live = self.live()?.clone();
+            return Ok(if exact {
+                index.search_exact(q, k, Some(&live))?
+            } else {
+                index.search(q, k, Some(&live))?
+            });
+        }
+        // Over-fetch by what the snapshot must skip: labels of a chunk being
+        // compacted, and base records the tail replaced.
+        let extra = self.excluded.len() as usize + self.snap.segment().inflight();
+        let mut hits = index.search(q, k + extra, None)?;
+        let next = self.snap.next_iid;
+        hits.retain(|n| (n.label as u64) < next && !self.excluded.contains(n.label));
+        if hits.len() < k {
+            let live = self.live()?.clone();
+            if (hits.len() as u64) < live.len() {
+                hits = index.search(q, k, Some(&live))?;
+            }
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Base records within `universe` that match `w`, exactly.
+    fn eval_where(&self, w: &Where, universe: &RoaringBitmap) -> Result<RoaringBitmap> {
+        Ok(match w {
+            Where::And(parts) => {
+                // Metadata conditions first: document checks read text.
+                let mut parts: Vec<&Where> = parts.iter().collect();
+                parts.sort_by_key(|p| matches!(p, Where::Document(_)));
+                let mut set = universe.clone();
+                for p in parts {
+                    if set.is_empty() {
+                        break;
+                    }
+                    set = self.eval_where(p, &set)?;
+                }
+                set
+            }
+            Where::Or(parts) => {
+                let mut set = RoaringBitmap::new();
+                for p in parts {
+                    set |= self.eval_where(p, universe)?;
+                }
+                set
+            }
+            Where::Document(d) => self.eval_doc(d, universe)?,
+            Where::Field { key, op } => self.eval_field(key, op, universe)?,
+        })
+    }
+
+    /// Records whose value for `key` (scalar, or a list element when `list`) is
+    /// equal to `x`, by Chroma's rules (ints and floats by value).
+    fn equal(&self, list: bool, key: &str, x: &Scalar) -> Result<RoaringBitmap> {
+        let ns = if list { posting::LIST } else { posting::SCALAR };
+        match x.as_number() {
+            None => self.snap.posting(&posting::value_key(ns, key, x)),
+            Some(f) => {
+                let mut prefix = posting::field_prefix(ns, key);
+                prefix.push(posting::NUM);
+                prefix.extend_from_slice(&encode_f64(f));
+                let mut set = RoaringBitmap::new();
+                for (suffix, ids) in self.snap.postings_with_prefix(&prefix)? {
+                    let mut whole = vec![posting::NUM];
+                    whole.extend_from_slice(&prefix[prefix.len() - 8..]);
+                    whole.extend_from_slice(&suffix);
+                    if posting::decode_value(&whole).is_some_and(|v| v.equals(x)) {
+                        set |= ids;
+                    }
+                }
+                Ok(set)
+            }
+        }
+    }
+
+    fn eval_field(&self, key: &str, op: &FieldOp, universe: &RoaringBitmap) -> Result<RoaringBitmap> {
+        let any_equal = |list: bool, xs: &[Scalar]| -> Result<RoaringBitmap> {
+            let mut set = RoaringBitmap::new();
+            for x in xs {
+                set |= self.equal(list, key, x)?;
+            }
+            Ok(set)
+        };
+        Ok(match op {
+            FieldOp::Eq(x) => self.equal(false, key, x)? & universe,
+            FieldOp::Ne(x) => universe - self.equal(false, key, x)?,
+            FieldOp::In(xs) => any_equal(false, xs)? & universe,
+            FieldOp::Nin(xs) => universe - any_equal(false, xs)?,
+            FieldOp::Contains(x) => self.equal(true, key, x)? & universe,
+            FieldOp::NotContains(x) => universe - self.equal(true, key, x)?,
+            FieldOp::Gt(x) | FieldOp::Gte(x) | FieldOp::Lt(x) | FieldOp::Lte(x) => {
+                let f = x.as_number().unwrap_or(f64::NAN);
+                let mut prefix = posting::field_prefix(posting::SCALAR, key);
+                prefix.push(posting::NUM);
+                let mut bound = prefix.clone();
+                bound.extend_from_slice(&encode_f64(f));
+                let (lo, hi) = if matches!(op, FieldOp::Gt(_) | FieldOp::Gte(_)) {
+                    let mut hi = prefix.clone();
+                    hi.extend_from_slice(&[0xff; 18]);
+                    (bound, hi)
+                } else {
+                    bound.extend_from_slice(&[0xff; 10]);
+                    (prefix.clone(), bound)
+                };
+                let field_len = prefix.len() - 1;
+                let mut set = RoaringBitmap::new();
+                for (k, ids) in self.snap.postings_between(&lo, &hi)? {
+                    let Some(v) = posting::decode_value(&k[field_len..]) else {
+                        continue;
+                    };
+                    if op.matches(Some(&MetaValue::Scalar(v))) {
+                        set |= ids;
+                    }
+                }
+                set & universe
+            }
+        })
+    }
+
+    /// Base records within `universe` whose document matches `d`, exactly.
+    fn eval_doc(&self, d: &DocFilter, universe: &RoaringBitmap) -> Result<RoaringBitmap> {
+        Ok(match d {
+            DocFilter::And(parts) => {
+                let mut set = universe.clone();
+                for p in parts {
+                    set = self.eval_doc(p, &set)?;
+                }
+                set
+            }
+            DocFilter::Or(parts) => {
+                let mut set = RoaringBitmap::new();
+                for p in parts {
+                    set |= self.eval_doc(p, universe)?;
+                }
+                set
+            }
+            DocFilter::Contains(s) => {
+                let mut cand = self.snap.posting(posting::HAS_DOC)? & universe;
+                // Every trigram of the needle must be in the document: intersect
+                // their postings, rarest first, then confirm on the text.
+                let mut grams: Vec<&[u8]> = s.as_bytes().windows(3).collect();
+                grams.sort_unstable();
+                grams.dedup();
+                for g in grams {
+                    if cand.is_empty() {
+                        break;
+                    }
+                    cand &= self.snap.posting(&posting::trigram_key(g))?;
+                }
+                self.confirm(&cand, |doc| doc.contains(s.as_str()))?
+            }
+            DocFilter::NotContains(s) => {
+                universe - self.eval_doc(&DocFilter::Contains(s.clone()), universe)?
+            }
+            DocFilter::Regex(r) => {
+                let cand = self.snap.posting(posting::HAS_DOC)? & universe;
+                self.confirm(&cand, |doc| r.is_match(doc))?
+            }
+            DocFilter::NotRegex(r) => universe - self.eval_doc(&DocFilter::Regex(r.clone()), universe)?,
+        })
+    }
+
+    fn confirm(&self, cand: &RoaringBitmap, f: impl Fn(&str) -> bool) -> Result<RoaringBitmap> {
+        let mut set = RoaringBitmap::new();
+        for iid in cand {
+            if let Some(r) = self.snap.record(iid, false)? {
+                if r.document.as_deref().is_some_and(&f) {
+                    set.insert(iid);
+                }
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// Ids in the order given, without repeats (requests may repeat them).
+pub fn dedup_ids(ids: &[String]) -> Vec<String> {
+    let mut seen = HashMap::new();
+    ids.iter()
+        .filter(|i| seen.insert(i.as_str(), ()).is_none())
+        .cloned()
+        .collect()
+}
