@@ -75,6 +75,11 @@ pub struct Records {
 }
 
 impl Records {
+    /// No records, with the included fields present.
+    pub fn empty(inc: Include) -> Records {
+        Self::new(inc)
+    }
+
     fn new(inc: Include) -> Records {
         Records {
             ids: Vec::new(),

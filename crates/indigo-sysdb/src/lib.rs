@@ -19,6 +19,8 @@ use serde_json::Value;
 
 pub const DEFAULT_TENANT: &str = "default_tenant";
 pub const DEFAULT_DATABASE: &str = "default_database";
+/// Index versions kept per collection.
+const KEEP_INDEX_VERSIONS: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -119,6 +121,8 @@ pub trait SysDb: Send + Sync {
         offset: u32,
     ) -> Result<Vec<Collection>>;
     fn count_collections(&self, tenant: &str, database: &str) -> Result<u64>;
+    /// Every collection of every tenant (for recovery at startup).
+    fn all_collections(&self) -> Result<Vec<Collection>>;
     fn update_collection(&self, id: &str, u: CollectionUpdate) -> Result<Collection>;
     /// Fixes the dimension if unset; errors if it is set to another value.
     fn set_dimension(&self, id: &str, dim: u32) -> Result<()>;
@@ -439,6 +443,14 @@ impl SysDb for SqliteSysDb {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn all_collections(&self) -> Result<Vec<Collection>> {
+        let conn = self.conn.lock();
+        let sql = format!("{} ORDER BY c.rowid", Self::COLLECTION_SELECT);
+        let mut st = conn.prepare(&sql)?;
+        let rows = st.query_map([], Self::row_to_collection)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
         let conn = self.conn.lock();
         let db = Self::database_id(&conn, tenant, database)?;
@@ -564,6 +576,12 @@ impl SysDb for SqliteSysDb {
             }
             e => e.into(),
         })?;
+        // Older versions are superseded (their files are replaced in place); keep a
+        // short history for inspection.
+        conn.execute(
+            "DELETE FROM index_versions WHERE collection_id = ?1 AND version <= ?2",
+            params![v.collection, v.version - KEEP_INDEX_VERSIONS],
+        )?;
         Ok(())
     }
 

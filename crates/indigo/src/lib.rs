@@ -1,0 +1,744 @@
+//! Embedded Indigo: the whole data model on a local directory, with the five
+//! components of the architecture in one process. Writes are validated (the
+//! gateway's part), made durable in the write-ahead log and acknowledged; the
+//! compactor folds them into each collection's store and HNSW index in the
+//! background; reads go through the executor, which overlays what is not yet
+//! folded, so every read sees every acknowledged write. The system database
+//! (SQLite) holds tenants, databases, collections, checkpoints and index versions.
+//!
+//! ```no_run
+//! use indigo::{Indigo, Batch, QueryRequest};
+//! let db = Indigo::open("./indigo_data")?;
+//! let c = db.get_or_create_collection("default_tenant", "default_database", "docs", None, None)?;
+//! c.add(Batch::new(vec!["a".into()], vec![vec![0.1, 0.2]]))?;
+//! let hits = c.query(&QueryRequest::new(vec![vec![0.1, 0.2]], 1))?;
+//! # Ok::<(), indigo::Error>(())
+//! ```
+//!
+//! Data directory: `LOCK` (held while open), `sysdb.sqlite3`, `log/`, and
+//! `collections/<id>/{store,hnsw}`. See `docs/format.md`.
+
+pub mod config;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use indigo_compactor::{IndexConfig, Job, Jobs, Segment, Worker};
+use indigo_executor::View;
+use indigo_log::{CollectionId, FileLog, Log, LogOffset};
+use indigo_sysdb::{NewCollection, SqliteSysDb, SysDb, SysDbError};
+use indigo_types::record::validate_write;
+use indigo_types::{MetaValue, RecordOp, WriteEntry, WriteKind};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+
+pub use config::CollectionConfig;
+pub use indigo_executor::{Include, Records, Selection};
+pub use indigo_index::Space;
+pub use indigo_sysdb::{Collection as CollectionInfo, Database, DEFAULT_DATABASE, DEFAULT_TENANT};
+pub use indigo_types::{DocFilter, InvalidArgument, Metadata, Scalar, Where};
+
+/// What can go wrong, by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("embedding dimension {got} does not match the collection's dimension {expected}")]
+    DimensionMismatch { expected: u32, got: u32 },
+    #[error("{0} is in use by another process; stop it, or open another path")]
+    InUse(PathBuf),
+    /// A storage failure (disk full, I/O error, damaged file): the message names
+    /// the file. Writes are refused until the database is reopened.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<InvalidArgument> for Error {
+    fn from(e: InvalidArgument) -> Self {
+        Error::InvalidArgument(e.0)
+    }
+}
+
+impl From<SysDbError> for Error {
+    fn from(e: SysDbError) -> Self {
+        match e {
+            SysDbError::NotFound(s) => Error::NotFound(s),
+            SysDbError::AlreadyExists(s) => Error::AlreadyExists(s),
+            SysDbError::InvalidArgument(s) => Error::InvalidArgument(s),
+            e => Error::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<indigo_compactor::Error> for Error {
+    fn from(e: indigo_compactor::Error) -> Self {
+        match e {
+            indigo_compactor::Error::SysDb(e) => e.into(),
+            e => Error::Storage(e.to_string()),
+        }
+    }
+}
+
+impl From<indigo_log::LogError> for Error {
+    fn from(e: indigo_log::LogError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+/// How to open a data directory.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Fold the log into indexes on a background thread (off: only
+    /// [`Indigo::compact`] does, which tests use to exercise the log-tail path).
+    pub background_compaction: bool,
+    /// Answer every query by an exact scan instead of HNSW (for tests).
+    pub exact_search: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            background_compaction: true,
+            exact_search: false,
+        }
+    }
+}
+
+/// An open collection's runtime state.
+struct Open {
+    id: String,
+    log_id: CollectionId,
+    segment: Arc<Segment>,
+    /// 0 until the first write fixes it.
+    dim: AtomicU32,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: Options,
+    sysdb: Arc<SqliteSysDb>,
+    log: Arc<FileLog>,
+    open: RwLock<HashMap<String, Arc<Open>>>,
+    /// Serialises opening segments and dropping collections.
+    opening: Mutex<()>,
+    _lock: File,
+}
+
+struct Registry(std::sync::Weak<Inner>);
+
+impl Jobs for Registry {
+    fn jobs(&self) -> Vec<Job> {
+        let Some(inner) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let open = inner.open.read();
+        open.values()
+            .map(|o| Job {
+                id: o.id.clone(),
+                log_id: o.log_id,
+                segment: o.segment.clone(),
+            })
+            .collect()
+    }
+}
+
+/// An open data directory.
+pub struct Indigo {
+    inner: Arc<Inner>,
+    worker: Option<Arc<Worker>>,
+}
+
+fn log_id(id: &str) -> Result<CollectionId> {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    let mut b = [0u8; 16];
+    if hex.len() != 32 {
+        return Err(Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)")));
+    }
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).unwrap_or("zz");
+        b[i] = u8::from_str_radix(s, 16)
+            .map_err(|_| Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)")))?;
+    }
+    Ok(CollectionId(b))
+}
+
+impl Indigo {
+    pub fn open(path: impl AsRef<Path>) -> Result<Indigo> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens (creating if needed) the data directory at `path`. A second process
+    /// opening the same path gets [`Error::InUse`] at once.
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Indigo> {
+        let path = path.as_ref().to_path_buf();
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            Error::Storage(format!("{what} {}: {e}", p.display()))
+        };
+        std::fs::create_dir_all(&path).map_err(|e| io("create data directory", &path, e))?;
+        let lock_path = path.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::InUse(path)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
+        }
+        let sysdb = Arc::new(SqliteSysDb::open(path.join("sysdb.sqlite3"))?);
+        let log = Arc::new(FileLog::open(path.join("log"))?);
+        let inner = Arc::new(Inner {
+            path,
+            options,
+            sysdb,
+            log,
+            open: RwLock::new(HashMap::new()),
+            opening: Mutex::new(()),
+            _lock: lock,
+        });
+        // Collections with log entries not yet folded are opened now, so the
+        // compactor picks them up.
+        let pending: Vec<String> = {
+            let conn_ids = inner.all_collection_ids()?;
+            conn_ids
+                .into_iter()
+                .filter(|id| {
+                    log_id(id).is_ok_and(|l| {
+                        inner.log.head(l).0
+                            > inner
+                                .sysdb
+                                .checkpoint(indigo_compactor::CONSUMER, id)
+                                .unwrap_or(0)
+                    })
+                })
+                .collect()
+        };
+        for id in pending {
+            inner.open_collection(&id)?;
+        }
+        let worker = inner.options.background_compaction.then(|| {
+            Arc::new(Worker::spawn(
+                Arc::new(Registry(Arc::downgrade(&inner))),
+                inner.log.clone(),
+                inner.sysdb.clone(),
+            ))
+        });
+        Ok(Indigo { inner, worker })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn create_tenant(&self, name: &str) -> Result<()> {
+        Ok(self.inner.sysdb.create_tenant(name)?)
+    }
+
+    pub fn get_tenant(&self, name: &str) -> Result<()> {
+        if self.inner.sysdb.tenant_exists(name)? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("tenant {name:?}")))
+        }
+    }
+
+    pub fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        Ok(self.inner.sysdb.create_database(tenant, name)?)
+    }
+
+    pub fn get_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        Ok(self.inner.sysdb.get_database(tenant, name)?)
+    }
+
+    pub fn list_databases(&self, tenant: &str, limit: Option<u32>, offset: u32) -> Result<Vec<Database>> {
+        Ok(self.inner.sysdb.list_databases(tenant, limit, offset)?)
+    }
+
+    /// Deletes a database and every collection in it.
+    pub fn delete_database(&self, tenant: &str, name: &str) -> Result<()> {
+        let cols = self.inner.sysdb.list_collections(tenant, name, None, 0)?;
+        for c in cols {
+            self.delete_collection(tenant, name, &c.name)?;
+        }
+        Ok(self.inner.sysdb.delete_database(tenant, name)?)
+    }
+
+    /// Creates a collection. `configuration` is Chroma's configuration object;
+    /// legacy `hnsw:*` keys in `metadata` are honoured too.
+    pub fn create_collection(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        metadata: Option<Value>,
+        configuration: Option<Value>,
+    ) -> Result<Collection> {
+        self.create(tenant, database, name, metadata, configuration, false)
+    }
+
+    /// Returns the collection of that name, creating it if there is none (an
+    /// existing collection keeps its metadata and configuration).
+    pub fn get_or_create_collection(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        metadata: Option<Value>,
+        configuration: Option<Value>,
+    ) -> Result<Collection> {
+        self.create(tenant, database, name, metadata, configuration, true)
+    }
+
+    fn create(
+        &self,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        metadata: Option<Value>,
+        configuration: Option<Value>,
+        get_or_create: bool,
+    ) -> Result<Collection> {
+        if let Some(m) = &metadata {
+            check_collection_metadata(m)?;
+        }
+        let config = CollectionConfig::from_create(configuration.as_ref(), metadata.as_ref())?;
+        let (info, _) = self.inner.sysdb.create_collection(NewCollection {
+            tenant,
+            database,
+            name,
+            metadata,
+            configuration: config.to_json(),
+            get_or_create,
+        })?;
+        self.handle(info)
+    }
+
+    pub fn get_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection> {
+        let info = self.inner.sysdb.get_collection(tenant, database, name)?;
+        self.handle(info)
+    }
+
+    pub fn get_collection_by_id(&self, id: &str) -> Result<Collection> {
+        let info = self.inner.sysdb.get_collection_by_id(id)?;
+        self.handle(info)
+    }
+
+    fn handle(&self, info: CollectionInfo) -> Result<Collection> {
+        let open = self.inner.open_collection(&info.id)?;
+        Ok(Collection {
+            inner: self.inner.clone(),
+            worker: self.worker.clone(),
+            open,
+            info,
+        })
+    }
+
+    pub fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<CollectionInfo>> {
+        Ok(self.inner.sysdb.list_collections(tenant, database, limit, offset)?)
+    }
+
+    pub fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
+        Ok(self.inner.sysdb.count_collections(tenant, database)?)
+    }
+
+    /// Renames a collection or changes its metadata or (search-time)
+    /// configuration.
+    pub fn modify_collection(
+        &self,
+        id: &str,
+        new_name: Option<String>,
+        new_metadata: Option<Value>,
+        new_configuration: Option<Value>,
+    ) -> Result<CollectionInfo> {
+        if let Some(m) = &new_metadata {
+            check_collection_metadata(m)?;
+        }
+        let current = self.inner.sysdb.get_collection_by_id(id)?;
+        let mut config = CollectionConfig::from_stored(&current.configuration)?;
+        if let Some(c) = &new_configuration {
+            config.apply(c, false)?;
+        }
+        let info = self.inner.sysdb.update_collection(
+            id,
+            indigo_sysdb::CollectionUpdate {
+                name: new_name,
+                metadata: new_metadata,
+                configuration: new_configuration.is_some().then(|| config.to_json()),
+            },
+        )?;
+        if let Some(o) = self.inner.open.read().get(id) {
+            o.segment.set_ef_search(config.ef_search);
+        }
+        Ok(info)
+    }
+
+    /// Deletes a collection and its data; its space comes back at once.
+    pub fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<()> {
+        let _g = self.inner.opening.lock();
+        let info = self.inner.sysdb.delete_collection(tenant, database, name)?;
+        let open = self.inner.open.write().remove(&info.id);
+        drop(open);
+        let lid = log_id(&info.id)?;
+        self.inner.log.truncate(lid, self.inner.log.head(lid))?;
+        let dir = self.inner.collection_dir(&info.id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Storage(format!("remove {}: {e}", dir.display()))),
+        }
+    }
+
+    /// Folds every collection's log into its indexes now and makes it durable.
+    pub fn compact(&self) -> Result<()> {
+        let jobs = Registry(Arc::downgrade(&self.inner)).jobs();
+        for job in jobs {
+            indigo_compactor::drain(&job, &*self.inner.log, &*self.inner.sysdb)?;
+        }
+        Ok(())
+    }
+
+    /// Errors the background compactor met (it keeps retrying).
+    pub fn compactor_errors(&self) -> Vec<String> {
+        self.worker.as_ref().map_or_else(Vec::new, |w| w.errors())
+    }
+}
+
+impl Drop for Indigo {
+    fn drop(&mut self) {
+        // The worker checkpoints on the way out, so the next open has less to replay.
+        self.worker.take();
+    }
+}
+
+impl Inner {
+    fn collection_dir(&self, id: &str) -> PathBuf {
+        self.path.join("collections").join(id)
+    }
+
+    fn all_collection_ids(&self) -> Result<Vec<String>> {
+        Ok(self.sysdb.all_collections()?.into_iter().map(|c| c.id).collect())
+    }
+
+    fn open_collection(&self, id: &str) -> Result<Arc<Open>> {
+        if let Some(o) = self.open.read().get(id) {
+            return Ok(o.clone());
+        }
+        let _g = self.opening.lock();
+        if let Some(o) = self.open.read().get(id) {
+            return Ok(o.clone());
+        }
+        let info = self.sysdb.get_collection_by_id(id)?;
+        let config = CollectionConfig::from_stored(&info.configuration)?;
+        let lid = log_id(id)?;
+        let durable = self.sysdb.checkpoint(indigo_compactor::CONSUMER, id)?;
+        let recs = self.log.read(lid, LogOffset(durable), usize::MAX)?;
+        let entries = indigo_compactor::decode_records(&recs)?;
+        let segment = Segment::open(
+            &self.collection_dir(id),
+            IndexConfig {
+                space: config.space,
+                max_neighbors: config.max_neighbors,
+                ef_construction: config.ef_construction,
+                ef_search: config.ef_search,
+                exact: self.options.exact_search,
+            },
+            info.dimension.map(|d| d as usize),
+            durable,
+            &entries,
+        )?;
+        let open = Arc::new(Open {
+            id: id.to_string(),
+            log_id: lid,
+            segment: Arc::new(segment),
+            dim: AtomicU32::new(info.dimension.unwrap_or(0)),
+        });
+        self.open.write().insert(id.to_string(), open.clone());
+        Ok(open)
+    }
+}
+
+fn check_collection_metadata(m: &Value) -> Result<()> {
+    match m {
+        Value::Null => Ok(()),
+        Value::Object(map) => {
+            for (k, v) in map {
+                MetaValue::from_json(k, v)?;
+            }
+            Ok(())
+        }
+        _ => Err(Error::InvalidArgument(format!("metadata must be an object, got {m}"))),
+    }
+}
+
+/// Records to add, upsert or update: parallel lists, as Chroma's API takes them.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub ids: Vec<String>,
+    pub embeddings: Option<Vec<Vec<f32>>>,
+    pub documents: Option<Vec<Option<String>>>,
+    pub uris: Option<Vec<Option<String>>>,
+    /// Metadata per record; in updates a `None` value removes a key.
+    pub metadatas: Option<Vec<Option<std::collections::BTreeMap<String, Option<MetaValue>>>>>,
+}
+
+impl Batch {
+    pub fn new(ids: Vec<String>, embeddings: Vec<Vec<f32>>) -> Batch {
+        Batch {
+            ids,
+            embeddings: Some(embeddings),
+            ..Default::default()
+        }
+    }
+
+    pub fn documents(mut self, docs: Vec<Option<String>>) -> Batch {
+        self.documents = Some(docs);
+        self
+    }
+
+    /// Metadata as JSON objects (`null` entries: no metadata).
+    pub fn metadatas_json(mut self, metas: Vec<Value>) -> Result<Batch> {
+        let parsed = metas
+            .iter()
+            .map(|m| match m {
+                Value::Null => Ok(None),
+                m => Ok(Some(indigo_types::metadata::metadata_from_json(m, true)?)),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.metadatas = Some(parsed);
+        Ok(self)
+    }
+
+    fn into_ops(self) -> Result<Vec<RecordOp>> {
+        let n = self.ids.len();
+        let check = |what: &str, len: Option<usize>| match len {
+            Some(l) if l != n => Err(Error::InvalidArgument(format!(
+                "{what} has {l} entries but there are {n} ids; give one per id"
+            ))),
+            _ => Ok(()),
+        };
+        check("embeddings", self.embeddings.as_ref().map(Vec::len))?;
+        check("documents", self.documents.as_ref().map(Vec::len))?;
+        check("uris", self.uris.as_ref().map(Vec::len))?;
+        check("metadatas", self.metadatas.as_ref().map(Vec::len))?;
+        let mut embs = self.embeddings.map(|v| v.into_iter());
+        let mut docs = self.documents.map(|v| v.into_iter());
+        let mut uris = self.uris.map(|v| v.into_iter());
+        let mut metas = self.metadatas.map(|v| v.into_iter());
+        Ok(self
+            .ids
+            .into_iter()
+            .map(|id| RecordOp {
+                id,
+                embedding: embs.as_mut().and_then(|e| e.next()).map(Arc::from),
+                document: docs.as_mut().and_then(|d| d.next()).flatten(),
+                uri: uris.as_mut().and_then(|u| u.next()).flatten(),
+                metadata: metas.as_mut().and_then(|m| m.next()).flatten(),
+            })
+            .collect())
+    }
+}
+
+/// A `get`: which records, how many, which fields.
+#[derive(Debug, Clone)]
+pub struct GetRequest {
+    pub selection: Selection,
+    pub limit: Option<usize>,
+    pub offset: usize,
+    pub include: Include,
+}
+
+impl Default for GetRequest {
+    fn default() -> Self {
+        GetRequest {
+            selection: Selection::default(),
+            limit: None,
+            offset: 0,
+            include: Include::GET_DEFAULT,
+        }
+    }
+}
+
+/// A `query`: nearest neighbours of each embedding among the selected records.
+#[derive(Debug, Clone)]
+pub struct QueryRequest {
+    pub embeddings: Vec<Vec<f32>>,
+    pub n_results: usize,
+    pub selection: Selection,
+    pub include: Include,
+}
+
+impl QueryRequest {
+    pub fn new(embeddings: Vec<Vec<f32>>, n_results: usize) -> QueryRequest {
+        QueryRequest {
+            embeddings,
+            n_results,
+            selection: Selection::default(),
+            include: Include::QUERY_DEFAULT,
+        }
+    }
+}
+
+/// A handle to one collection.
+#[derive(Clone)]
+pub struct Collection {
+    inner: Arc<Inner>,
+    worker: Option<Arc<Worker>>,
+    open: Arc<Open>,
+    info: CollectionInfo,
+}
+
+impl Collection {
+    /// The collection as it was when this handle was made.
+    pub fn info(&self) -> &CollectionInfo {
+        &self.info
+    }
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// Adds records; ids that exist are left unchanged.
+    pub fn add(&self, batch: Batch) -> Result<()> {
+        self.write(WriteKind::Add, batch.into_ops()?)
+    }
+
+    /// Adds records, or updates those that exist.
+    pub fn upsert(&self, batch: Batch) -> Result<()> {
+        self.write(WriteKind::Upsert, batch.into_ops()?)
+    }
+
+    /// Changes the given fields of existing records; unknown ids are ignored.
+    pub fn update(&self, batch: Batch) -> Result<()> {
+        self.write(WriteKind::Update, batch.into_ops()?)
+    }
+
+    /// Deletes the records with these ids and/or matching the filters; returns how
+    /// many existed.
+    pub fn delete(&self, sel: &Selection) -> Result<u64> {
+        let filtered = sel.where_.is_some() || sel.where_document.is_some();
+        if sel.ids.is_none() && !filtered {
+            return Err(Error::InvalidArgument(
+                "delete needs ids, a where or a where_document filter".into(),
+            ));
+        }
+        let existing = self.view(|v| v.ids(sel))?;
+        // Without filters the ids themselves are logged, so a concurrent add of one
+        // of them is ordered by the log rather than missed.
+        let ids = match (&sel.ids, filtered) {
+            (Some(ids), false) => indigo_executor::dedup_ids(ids),
+            _ => existing.clone(),
+        };
+        let ops = ids
+            .into_iter()
+            .map(|id| RecordOp {
+                id,
+                ..Default::default()
+            })
+            .collect();
+        self.write(WriteKind::Delete, ops)?;
+        Ok(existing.len() as u64)
+    }
+
+    fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let entry = WriteEntry { kind, records };
+        if let Some(dim) = validate_write(&entry)? {
+            self.fix_dimension(dim as u32)?;
+        }
+        self.inner.log.append(self.open.log_id, &entry.encode())?;
+        if let Some(w) = &self.worker {
+            w.notify();
+        }
+        Ok(())
+    }
+
+    fn fix_dimension(&self, dim: u32) -> Result<()> {
+        let cur = self.open.dim.load(Ordering::Acquire);
+        if cur == dim {
+            return Ok(());
+        }
+        if cur != 0 {
+            return Err(Error::DimensionMismatch {
+                expected: cur,
+                got: dim,
+            });
+        }
+        match self.inner.sysdb.set_dimension(&self.open.id, dim) {
+            Ok(()) => {
+                self.open.dim.store(dim, Ordering::Release);
+                Ok(())
+            }
+            Err(SysDbError::InvalidArgument(_)) => {
+                let info = self.inner.sysdb.get_collection_by_id(&self.open.id)?;
+                let expected = info.dimension.unwrap_or(0);
+                self.open.dim.store(expected, Ordering::Release);
+                Err(Error::DimensionMismatch { expected, got: dim })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn view<T>(&self, f: impl FnOnce(&mut View<'_>) -> indigo_executor::Result<T>) -> Result<T> {
+        let mut v = View::open(&self.open.segment, &*self.inner.log, self.open.log_id)?;
+        Ok(f(&mut v)?)
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        self.view(|v| v.count())
+    }
+
+    pub fn get(&self, req: &GetRequest) -> Result<Records> {
+        self.view(|v| v.get(&req.selection, req.limit, req.offset, req.include))
+    }
+
+    pub fn query(&self, req: &QueryRequest) -> Result<Vec<Records>> {
+        let dim = self.open.dim.load(Ordering::Acquire);
+        for q in &req.embeddings {
+            if q.iter().any(|x| !x.is_finite()) {
+                return Err(Error::InvalidArgument(
+                    "query embeddings must be finite numbers".into(),
+                ));
+            }
+            if dim != 0 && q.len() as u32 != dim {
+                return Err(Error::DimensionMismatch {
+                    expected: dim,
+                    got: q.len() as u32,
+                });
+            }
+        }
+        if dim == 0 {
+            return Ok(req.embeddings.iter().map(|_| Records::empty(req.include)).collect());
+        }
+        self.view(|v| v.query(&req.embeddings, req.n_results, &req.selection, req.include))
+    }
+
+    /// (applied, logged): how far the compactor has folded this collection's log.
+    pub fn indexing_status(&self) -> (u64, u64) {
+        (
+            self.open.segment.applied(),
+            self.inner.log.head(self.open.log_id).0,
+        )
+    }
+}
