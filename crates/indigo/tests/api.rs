@@ -1,0 +1,300 @@
+//! The embedded API end to end: every operation, errors, persistence, the process
+//! lock, and the log-tail path with and without background compaction.
+
+use indigo::{Batch, Error, GetRequest, Include, Indigo, Options, QueryRequest, Selection, Where};
+use serde_json::json;
+
+const T: &str = "default_tenant";
+const D: &str = "default_database";
+
+fn batch(ids: &[&str], dim: usize) -> Batch {
+    Batch::new(
+        ids.iter().map(|s| s.to_string()).collect(),
+        ids.iter()
+            .enumerate()
+            .map(|(i, _)| (0..dim).map(|j| (i * dim + j) as f32).collect())
+            .collect(),
+    )
+}
+
+fn ids(r: &indigo::Records) -> Vec<&str> {
+    r.ids.iter().map(String::as_str).collect()
+}
+
+fn open(dir: &std::path::Path, background: bool) -> Indigo {
+    Indigo::open_with(
+        dir,
+        Options {
+            background_compaction: background,
+            exact_search: false,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_operation_with_and_without_compaction() {
+    for background in [false, true] {
+        for compact in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = open(dir.path(), background);
+            let c = db
+                .create_collection(T, D, "things", Some(json!({"topic": "test"})), None)
+                .unwrap();
+            let maybe_compact = || {
+                if compact {
+                    db.compact().unwrap()
+                }
+            };
+            c.add(
+                batch(&["a", "b", "c", "d"], 2)
+                    .documents(vec![
+                        Some("the quick brown fox".into()),
+                        Some("jumps over".into()),
+                        None,
+                        Some("the lazy dog".into()),
+                    ])
+                    .metadatas_json(vec![
+                        json!({"n": 1, "tag": "x", "l": [1, 2]}),
+                        json!({"n": 2.5, "tag": "y"}),
+                        json!(null),
+                        json!({"n": 4, "tag": "x", "flag": true}),
+                    ])
+                    .unwrap(),
+            )
+            .unwrap();
+            maybe_compact();
+            assert_eq!(c.count().unwrap(), 4);
+            // Adding an existing id changes nothing.
+            c.add(batch(&["a"], 2).documents(vec![Some("replaced?".into())]))
+                .unwrap();
+            maybe_compact();
+            let get = |sel: Selection| c.get(&GetRequest { selection: sel, ..Default::default() }).unwrap();
+            let wh = |v: serde_json::Value| Selection {
+                where_: Some(Where::parse(&v).unwrap()),
+                ..Default::default()
+            };
+            let all = get(Selection::default());
+            assert_eq!(ids(&all), ["a", "b", "c", "d"]);
+            assert_eq!(all.documents.as_ref().unwrap()[0].as_deref(), Some("the quick brown fox"));
+            assert!(all.embeddings.is_none());
+            assert_eq!(ids(&get(wh(json!({"tag": "x"})))), ["a", "d"]);
+            assert_eq!(ids(&get(wh(json!({"tag": {"$ne": "x"}})))), ["b", "c"]);
+            assert_eq!(ids(&get(wh(json!({"n": {"$gt": 1}})))), ["b", "d"]);
+            assert_eq!(ids(&get(wh(json!({"n": {"$lte": 2.5}})))), ["a", "b"]);
+            assert_eq!(ids(&get(wh(json!({"n": {"$in": [1.0, 4]}})))), ["a", "d"]);
+            assert_eq!(ids(&get(wh(json!({"n": {"$nin": [1]}})))), ["b", "c", "d"]);
+            assert_eq!(ids(&get(wh(json!({"l": {"$contains": 2}})))), ["a"]);
+            assert_eq!(ids(&get(wh(json!({"l": {"$not_contains": 2}})))), ["b", "c", "d"]);
+            assert_eq!(ids(&get(wh(json!({"flag": true})))), ["d"]);
+            assert_eq!(
+                ids(&get(wh(json!({"$or": [{"tag": "y"}, {"flag": true}]})))),
+                ["b", "d"]
+            );
+            assert_eq!(
+                ids(&get(wh(json!({"$and": [{"tag": "x"}, {"#document": {"$contains": "lazy"}}]})))),
+                ["d"]
+            );
+            let doc = |v: serde_json::Value| Selection {
+                where_document: Some(indigo::DocFilter::parse(&v).unwrap()),
+                ..Default::default()
+            };
+            assert_eq!(ids(&get(doc(json!({"$contains": "the"})))), ["a", "d"]);
+            assert_eq!(ids(&get(doc(json!({"$contains": "he"})))), ["a", "d"]);
+            assert_eq!(ids(&get(doc(json!({"$not_contains": "the"})))), ["b", "c"]);
+            assert_eq!(ids(&get(doc(json!({"$regex": "^j.*r$"})))), ["b"]);
+            assert_eq!(ids(&get(doc(json!({"$not_regex": "o"})))), ["c"]);
+            // ids, limit and offset.
+            let r = c
+                .get(&GetRequest {
+                    selection: Selection {
+                        ids: Some(vec!["d".into(), "a".into(), "zz".into()]),
+                        ..Default::default()
+                    },
+                    include: Include {
+                        embeddings: true,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(ids(&r), ["a", "d"]);
+            assert_eq!(&*r.embeddings.as_ref().unwrap()[1], &[6.0, 7.0]);
+            assert!(r.documents.is_none());
+            let page = c
+                .get(&GetRequest {
+                    limit: Some(2),
+                    offset: 1,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert_eq!(ids(&page), ["b", "c"]);
+
+            // Query: l2 squared distances, nearest first, filters applied first.
+            let q = c.query(&QueryRequest::new(vec![vec![2.0, 3.0]], 2)).unwrap();
+            assert_eq!(ids(&q[0]), ["b", "a"]);
+            assert_eq!(q[0].distances.as_ref().unwrap(), &[0.0, 8.0]);
+            let mut qr = QueryRequest::new(vec![vec![2.0, 3.0], vec![6.0, 7.0]], 10);
+            qr.selection = wh(json!({"tag": "x"}));
+            let q = c.query(&qr).unwrap();
+            assert_eq!(ids(&q[0]), ["a", "d"]);
+            assert_eq!(ids(&q[1]), ["d", "a"]);
+
+            // Update merges metadata (null removes), keeps the position.
+            let mut up = Batch {
+                ids: vec!["a".into(), "nope".into()],
+                ..Default::default()
+            };
+            up = up.metadatas_json(vec![json!({"tag": null, "n": 10}), json!({"n": 1})]).unwrap();
+            c.update(up).unwrap();
+            maybe_compact();
+            let a = get(Selection {
+                ids: Some(vec!["a".into()]),
+                ..Default::default()
+            });
+            assert_eq!(
+                a.metadatas.unwrap()[0].as_ref().unwrap().get("n"),
+                Some(&indigo_types_n(10))
+            );
+            assert_eq!(ids(&get(wh(json!({"tag": "x"})))), ["d"]);
+            assert_eq!(ids(&get(Selection::default())), ["a", "b", "c", "d"]);
+            // Upsert: updates b's vector, inserts e.
+            c.upsert(Batch::new(vec!["b".into(), "e".into()], vec![vec![100.0, 100.0], vec![2.0, 3.0]]))
+                .unwrap();
+            maybe_compact();
+            let q = c.query(&QueryRequest::new(vec![vec![2.0, 3.0]], 1)).unwrap();
+            assert_eq!(ids(&q[0]), ["e"]);
+            assert_eq!(c.count().unwrap(), 5);
+            // Delete by id and by filter.
+            assert_eq!(
+                c.delete(&Selection {
+                    ids: Some(vec!["e".into(), "zz".into()]),
+                    ..Default::default()
+                })
+                .unwrap(),
+                1
+            );
+            assert_eq!(c.delete(&wh(json!({"tag": "x"}))).unwrap(), 1);
+            maybe_compact();
+            assert_eq!(ids(&get(Selection::default())), ["a", "b", "c"]);
+            assert_eq!(c.count().unwrap(), 3);
+            // Re-adding a deleted id puts it last.
+            c.add(batch(&["d"], 2)).unwrap();
+            assert_eq!(ids(&get(Selection::default())), ["a", "b", "c", "d"]);
+
+            // Errors change nothing.
+            assert!(matches!(
+                c.add(batch(&["x"], 3)),
+                Err(Error::DimensionMismatch { expected: 2, got: 3 })
+            ));
+            assert!(matches!(
+                c.add(Batch::new(vec!["x".into()], vec![vec![f32::NAN, 1.0]])),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                c.query(&QueryRequest::new(vec![vec![1.0]], 1)),
+                Err(Error::DimensionMismatch { .. })
+            ));
+            assert_eq!(c.count().unwrap(), 4);
+            drop(c);
+            drop(db);
+
+            // Everything is there after reopening.
+            let db = open(dir.path(), background);
+            let c = db.get_collection(T, D, "things").unwrap();
+            assert_eq!(c.count().unwrap(), 4);
+            assert_eq!(ids(&get_all(&c)), ["a", "b", "c", "d"]);
+            let q = c.query(&QueryRequest::new(vec![vec![100.0, 100.0]], 1)).unwrap();
+            assert_eq!(ids(&q[0]), ["b"]);
+        }
+    }
+}
+
+fn indigo_types_n(n: i64) -> indigo_types::MetaValue {
+    indigo_types::MetaValue::Scalar(indigo::Scalar::Int(n))
+}
+
+fn get_all(c: &indigo::Collection) -> indigo::Records {
+    c.get(&GetRequest::default()).unwrap()
+}
+
+#[test]
+fn collections_databases_and_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    assert!(matches!(db.get_collection(T, D, "nope"), Err(Error::NotFound(_))));
+    db.create_collection(T, D, "one", None, Some(json!({"hnsw": {"space": "cosine"}})))
+        .unwrap();
+    assert!(matches!(
+        db.create_collection(T, D, "one", None, None),
+        Err(Error::AlreadyExists(_))
+    ));
+    let again = db
+        .get_or_create_collection(T, D, "one", Some(json!({"x": 1})), None)
+        .unwrap();
+    assert_eq!(again.info().metadata, None);
+    assert_eq!(again.info().configuration["hnsw"]["space"], "cosine");
+    db.create_tenant("acme").unwrap();
+    db.create_database("acme", "prod").unwrap();
+    let c2 = db.create_collection("acme", "prod", "one", None, None).unwrap();
+    assert_ne!(c2.id(), again.id());
+    assert_eq!(db.count_collections(T, D).unwrap(), 1);
+    let info = db
+        .modify_collection(again.id(), Some("uno".into()), Some(json!({"k": "v"})), Some(json!({"hnsw": {"ef_search": 20}})))
+        .unwrap();
+    assert_eq!(info.name, "uno");
+    assert_eq!(info.configuration["hnsw"]["ef_search"], 20);
+    assert!(matches!(
+        db.modify_collection(again.id(), None, None, Some(json!({"hnsw": {"space": "l2"}}))),
+        Err(Error::InvalidArgument(_))
+    ));
+    c2.add(batch(&["a", "b"], 4)).unwrap();
+    db.compact().unwrap();
+    let path = dir.path().join("collections").join(c2.id());
+    assert!(path.exists());
+    db.delete_collection("acme", "prod", "one").unwrap();
+    assert!(!path.exists());
+    assert!(matches!(db.get_collection("acme", "prod", "one"), Err(Error::NotFound(_))));
+    db.delete_database("acme", "prod").unwrap();
+    assert_eq!(db.list_databases("acme", None, 0).unwrap().len(), 0);
+}
+
+#[test]
+fn a_second_open_of_the_same_path_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let t = std::time::Instant::now();
+    match Indigo::open(dir.path()) {
+        Err(Error::InUse(p)) => assert_eq!(p, dir.path()),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    drop(db);
+    Indigo::open(dir.path()).unwrap();
+}
+
+#[test]
+fn background_compaction_catches_up_and_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let c = db.create_collection(T, D, "bg", None, None).unwrap();
+    for i in 0..20 {
+        let ids: Vec<String> = (0..100).map(|j| format!("{i}-{j}")).collect();
+        let embs = (0..100).map(|j| vec![i as f32, j as f32, 1.0]).collect();
+        c.add(Batch::new(ids, embs)).unwrap();
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let (applied, head) = c.indexing_status();
+        if applied == head {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 30, "compaction stalled at {applied}/{head}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(c.count().unwrap(), 2000);
+    let q = c.query(&QueryRequest::new(vec![vec![3.0, 7.0, 1.0]], 1)).unwrap();
+    assert_eq!(q[0].ids, ["3-7"]);
+    assert!(db.compactor_errors().is_empty());
+}
