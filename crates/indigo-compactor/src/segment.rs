@@ -396,10 +396,21 @@ impl Segment {
     /// Folds `entries` (consecutive, after [`Segment::applied`]) into the store and
     /// the index.
     pub fn apply(&self, entries: &[(u64, WriteEntry)]) -> Result<()> {
+        let _w = self.writer.lock();
+        // Two compactions may race to the same entries (the worker and an explicit
+        // drain); what is already applied must not be applied twice.
+        let applied = self.applied();
+        let entries = &entries[entries.partition_point(|e| e.0 <= applied)..];
         let Some(last) = entries.last().map(|e| e.0) else {
             return Ok(());
         };
-        let _w = self.writer.lock();
+        if entries[0].0 != applied + 1 {
+            return Err(Error::Corrupt(format!(
+                "{}: log entry {} does not follow the applied offset {applied}",
+                self.dir.display(),
+                entries[0].0
+            )));
+        }
         let mut res: Resolver<u32> = Resolver::default();
         for (_, e) in entries {
             res.apply(e, |id| -> Result<_> {
