@@ -239,7 +239,11 @@ impl Segment {
         let read_u64 = |k: &[u8]| -> Result<u64> {
             Ok(match store.get(&b.meta, k)? {
                 Some(v) => u64::from_le_bytes(v.as_slice().try_into().map_err(|_| {
-                    Error::Corrupt(format!("{}: bad {} value", dir.display(), String::from_utf8_lossy(k)))
+                    Error::Corrupt(format!(
+                        "{}: bad {} value",
+                        dir.display(),
+                        String::from_utf8_lossy(k)
+                    ))
                 })?),
                 None => 0,
             })
@@ -353,9 +357,14 @@ impl Segment {
 
     fn lookup(&self, id: &str) -> Result<Option<u32>> {
         Ok(match self.store.get(&self.b.ids, id.as_bytes())? {
-            Some(v) => Some(u32::from_be_bytes(v.as_slice().try_into().map_err(|_| {
-                Error::Corrupt(format!("{}: bad internal id for {id:?}", self.dir.display()))
-            })?)),
+            Some(v) => Some(u32::from_be_bytes(v.as_slice().try_into().map_err(
+                |_| {
+                    Error::Corrupt(format!(
+                        "{}: bad internal id for {id:?}",
+                        self.dir.display()
+                    ))
+                },
+            )?)),
             None => None,
         })
     }
@@ -379,7 +388,10 @@ impl Segment {
             .map_err(|e| Error::Corrupt(format!("{}: record {iid}: {e}", self.dir.display())))?;
         let embedding = if with_embedding {
             self.embedding(iid)?.ok_or_else(|| {
-                Error::Corrupt(format!("{}: record {iid} has no embedding", self.dir.display()))
+                Error::Corrupt(format!(
+                    "{}: record {iid} has no embedding",
+                    self.dir.display()
+                ))
             })?
         } else {
             Arc::from(Vec::new())
@@ -506,7 +518,8 @@ impl Segment {
         if let Some(i) = &*self.index.read() {
             return Ok(i.clone());
         }
-        let dim = dim.ok_or_else(|| Error::Corrupt("a vector change without a dimension".into()))?;
+        let dim =
+            dim.ok_or_else(|| Error::Corrupt("a vector change without a dimension".into()))?;
         let idx = self.open_index(dim)?;
         *self.index.write() = Some(idx.clone());
         Ok(idx)
@@ -600,11 +613,7 @@ pub type Touched = HashMap<String, indigo_types::Resolved<u32>>;
 
 /// A metadata value's posting keys (used by the executor to find equal values).
 pub fn scalar_key(list: bool, field: &str, v: &Scalar) -> Vec<u8> {
-    posting::value_key(
-        if list { posting::LIST } else { posting::SCALAR },
-        field,
-        v,
-    )
+    posting::value_key(if list { posting::LIST } else { posting::SCALAR }, field, v)
 }
 
 #[allow(dead_code)]

@@ -200,7 +200,10 @@ impl<'a> View<'a> {
         Ok(Some(set))
     }
 
-    fn tail_selected<'t>(&'t self, sel: &'t Selection) -> impl Iterator<Item = &'t (u64, Arc<Record>)> + 't {
+    fn tail_selected<'t>(
+        &'t self,
+        sel: &'t Selection,
+    ) -> impl Iterator<Item = &'t (u64, Arc<Record>)> + 't {
         let ids: Option<std::collections::HashSet<&str>> = sel
             .ids
             .as_ref()
@@ -416,7 +419,12 @@ impl<'a> View<'a> {
         }
     }
 
-    fn eval_field(&self, key: &str, op: &FieldOp, universe: &RoaringBitmap) -> Result<RoaringBitmap> {
+    fn eval_field(
+        &self,
+        key: &str,
+        op: &FieldOp,
+        universe: &RoaringBitmap,
+    ) -> Result<RoaringBitmap> {
         let any_equal = |list: bool, xs: &[Scalar]| -> Result<RoaringBitmap> {
             let mut set = RoaringBitmap::new();
             for x in xs {
@@ -499,7 +507,9 @@ impl<'a> View<'a> {
                 let cand = self.snap.posting(posting::HAS_DOC)? & universe;
                 self.confirm(&cand, |doc| r.is_match(doc))?
             }
-            DocFilter::NotRegex(r) => universe - self.eval_doc(&DocFilter::Regex(r.clone()), universe)?,
+            DocFilter::NotRegex(r) => {
+                universe - self.eval_doc(&DocFilter::Regex(r.clone()), universe)?
+            }
         })
     }
 

@@ -452,7 +452,11 @@ pub(crate) fn write_snapshot(dir: &Path, gen: u64, state: &GraphState) -> Result
     // Trailing vacant slots are left out, so an index emptied by deletes and repair
     // gives its space back; later log records may name them again, and replay
     // extends the slot array as needed.
-    let used = state.slots.iter().rposition(Option::is_some).map_or(0, |i| i + 1);
+    let used = state
+        .slots
+        .iter()
+        .rposition(Option::is_some)
+        .map_or(0, |i| i + 1);
     let slots = &state.slots[..used];
     out.extend_from_slice(&(slots.len() as u32).to_le_bytes());
     let (es, el) = state.entry.unwrap_or((NO_ENTRY, 0));

@@ -82,7 +82,7 @@ const VERSION: u16 = 1;
 const HEADER_LEN: usize = 8;
 /// A current file past this size is closed early once every record in it is
 /// truncated.
-const ROTATE_DEAD_BYTES: u64 = 1 << 20;
+const ROTATE_DEAD_BYTES: u64 = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct LogOptions {
@@ -500,9 +500,9 @@ impl Log for FileLog {
         }
         // A large current file whose records are all truncated is closed, so its
         // space comes back now rather than after the next 64 MiB of writes.
-        let current_dead = st.files[&st.file_no].iter().all(|(c, &max)| {
-            st.collections.get(c).is_none_or(|col| max <= col.truncated)
-        });
+        let current_dead = st.files[&st.file_no]
+            .iter()
+            .all(|(c, &max)| st.collections.get(c).is_none_or(|col| max <= col.truncated));
         if current_dead && !st.leader && st.queued.is_empty() && st.file_len > ROTATE_DEAD_BYTES {
             if let Err(e) = self.rotate(&mut st) {
                 st.poisoned = Some(e.to_string());

@@ -51,7 +51,10 @@ fn space(v: &Value) -> Result<Space, Error> {
 impl CollectionConfig {
     /// The configuration a collection is created with: defaults, then legacy
     /// `hnsw:*` metadata keys, then the `configuration` object.
-    pub fn from_create(configuration: Option<&Value>, metadata: Option<&Value>) -> Result<Self, Error> {
+    pub fn from_create(
+        configuration: Option<&Value>,
+        metadata: Option<&Value>,
+    ) -> Result<Self, Error> {
         let mut c = CollectionConfig::default();
         if let Some(Value::Object(m)) = metadata {
             for (k, v) in m {
@@ -108,7 +111,9 @@ impl CollectionConfig {
             if hnsw.is_null() {
                 return Ok(());
             }
-            return Err(Error::InvalidArgument(format!("hnsw must be an object, got {hnsw}")));
+            return Err(Error::InvalidArgument(format!(
+                "hnsw must be an object, got {hnsw}"
+            )));
         };
         for (k, v) in h {
             if v.is_null() {
@@ -127,7 +132,9 @@ impl CollectionConfig {
                 "space" | "ef_construction" | "max_neighbors" => return fixed(k),
                 "resize_factor" => {
                     self.resize_factor = v.as_f64().filter(|f| *f > 0.0).ok_or_else(|| {
-                        Error::InvalidArgument("hnsw.resize_factor must be a positive number".into())
+                        Error::InvalidArgument(
+                            "hnsw.resize_factor must be a positive number".into(),
+                        )
                     })?
                 }
                 "sync_threshold" => self.sync_threshold = positive(v, "hnsw.sync_threshold")?,
@@ -181,10 +188,13 @@ mod tests {
         assert_eq!(c.max_neighbors, 8);
         assert_eq!(c.ef_search, 50);
         assert_eq!(CollectionConfig::from_stored(&c.to_json()).unwrap(), c);
-        assert!(CollectionConfig::from_create(None, Some(&json!({"hnsw:space": "manhattan"}))).is_err());
+        assert!(
+            CollectionConfig::from_create(None, Some(&json!({"hnsw:space": "manhattan"}))).is_err()
+        );
         let mut c2 = c.clone();
         assert!(c2.apply(&json!({"hnsw": {"space": "l2"}}), false).is_err());
-        c2.apply(&json!({"hnsw": {"ef_search": 200}}), false).unwrap();
+        c2.apply(&json!({"hnsw": {"ef_search": 200}}), false)
+            .unwrap();
         assert_eq!(c2.ef_search, 200);
     }
 }

@@ -162,12 +162,15 @@ fn log_id(id: &str) -> Result<CollectionId> {
     let hex: String = id.chars().filter(|c| *c != '-').collect();
     let mut b = [0u8; 16];
     if hex.len() != 32 {
-        return Err(Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)")));
+        return Err(Error::InvalidArgument(format!(
+            "{id:?} is not a collection id (a UUID)"
+        )));
     }
     for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
         let s = std::str::from_utf8(chunk).unwrap_or("zz");
-        b[i] = u8::from_str_radix(s, 16)
-            .map_err(|_| Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)")))?;
+        b[i] = u8::from_str_radix(s, 16).map_err(|_| {
+            Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)"))
+        })?;
     }
     Ok(CollectionId(b))
 }
@@ -262,7 +265,12 @@ impl Indigo {
         Ok(self.inner.sysdb.get_database(tenant, name)?)
     }
 
-    pub fn list_databases(&self, tenant: &str, limit: Option<u32>, offset: u32) -> Result<Vec<Database>> {
+    pub fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>> {
         Ok(self.inner.sysdb.list_databases(tenant, limit, offset)?)
     }
 
@@ -352,7 +360,10 @@ impl Indigo {
         limit: Option<u32>,
         offset: u32,
     ) -> Result<Vec<CollectionInfo>> {
-        Ok(self.inner.sysdb.list_collections(tenant, database, limit, offset)?)
+        Ok(self
+            .inner
+            .sysdb
+            .list_collections(tenant, database, limit, offset)?)
     }
 
     pub fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
@@ -434,7 +445,12 @@ impl Inner {
     }
 
     fn all_collection_ids(&self) -> Result<Vec<String>> {
-        Ok(self.sysdb.all_collections()?.into_iter().map(|c| c.id).collect())
+        Ok(self
+            .sysdb
+            .all_collections()?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
     }
 
     fn open_collection(&self, id: &str) -> Result<Arc<Open>> {
@@ -484,7 +500,9 @@ fn check_collection_metadata(m: &Value) -> Result<()> {
             }
             Ok(())
         }
-        _ => Err(Error::InvalidArgument(format!("metadata must be an object, got {m}"))),
+        _ => Err(Error::InvalidArgument(format!(
+            "metadata must be an object, got {m}"
+        ))),
     }
 }
 
@@ -729,7 +747,11 @@ impl Collection {
             }
         }
         if dim == 0 {
-            return Ok(req.embeddings.iter().map(|_| Records::empty(req.include)).collect());
+            return Ok(req
+                .embeddings
+                .iter()
+                .map(|_| Records::empty(req.include))
+                .collect());
         }
         self.view(|v| v.query(&req.embeddings, req.n_results, &req.selection, req.include))
     }

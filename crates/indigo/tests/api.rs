@@ -69,14 +69,23 @@ fn every_operation_with_and_without_compaction() {
             c.add(batch(&["a"], 2).documents(vec![Some("replaced?".into())]))
                 .unwrap();
             maybe_compact();
-            let get = |sel: Selection| c.get(&GetRequest { selection: sel, ..Default::default() }).unwrap();
+            let get = |sel: Selection| {
+                c.get(&GetRequest {
+                    selection: sel,
+                    ..Default::default()
+                })
+                .unwrap()
+            };
             let wh = |v: serde_json::Value| Selection {
                 where_: Some(Where::parse(&v).unwrap()),
                 ..Default::default()
             };
             let all = get(Selection::default());
             assert_eq!(ids(&all), ["a", "b", "c", "d"]);
-            assert_eq!(all.documents.as_ref().unwrap()[0].as_deref(), Some("the quick brown fox"));
+            assert_eq!(
+                all.documents.as_ref().unwrap()[0].as_deref(),
+                Some("the quick brown fox")
+            );
             assert!(all.embeddings.is_none());
             assert_eq!(ids(&get(wh(json!({"tag": "x"})))), ["a", "d"]);
             assert_eq!(ids(&get(wh(json!({"tag": {"$ne": "x"}})))), ["b", "c"]);
@@ -85,14 +94,19 @@ fn every_operation_with_and_without_compaction() {
             assert_eq!(ids(&get(wh(json!({"n": {"$in": [1.0, 4]}})))), ["a", "d"]);
             assert_eq!(ids(&get(wh(json!({"n": {"$nin": [1]}})))), ["b", "c", "d"]);
             assert_eq!(ids(&get(wh(json!({"l": {"$contains": 2}})))), ["a"]);
-            assert_eq!(ids(&get(wh(json!({"l": {"$not_contains": 2}})))), ["b", "c", "d"]);
+            assert_eq!(
+                ids(&get(wh(json!({"l": {"$not_contains": 2}})))),
+                ["b", "c", "d"]
+            );
             assert_eq!(ids(&get(wh(json!({"flag": true})))), ["d"]);
             assert_eq!(
                 ids(&get(wh(json!({"$or": [{"tag": "y"}, {"flag": true}]})))),
                 ["b", "d"]
             );
             assert_eq!(
-                ids(&get(wh(json!({"$and": [{"tag": "x"}, {"#document": {"$contains": "lazy"}}]})))),
+                ids(&get(wh(
+                    json!({"$and": [{"tag": "x"}, {"#document": {"$contains": "lazy"}}]})
+                ))),
                 ["d"]
             );
             let doc = |v: serde_json::Value| Selection {
@@ -131,7 +145,9 @@ fn every_operation_with_and_without_compaction() {
             assert_eq!(ids(&page), ["b", "c"]);
 
             // Query: l2 squared distances, nearest first, filters applied first.
-            let q = c.query(&QueryRequest::new(vec![vec![2.0, 3.0]], 2)).unwrap();
+            let q = c
+                .query(&QueryRequest::new(vec![vec![2.0, 3.0]], 2))
+                .unwrap();
             assert_eq!(ids(&q[0]), ["b", "a"]);
             assert_eq!(q[0].distances.as_ref().unwrap(), &[0.0, 8.0]);
             let mut qr = QueryRequest::new(vec![vec![2.0, 3.0], vec![6.0, 7.0]], 10);
@@ -145,7 +161,9 @@ fn every_operation_with_and_without_compaction() {
                 ids: vec!["a".into(), "nope".into()],
                 ..Default::default()
             };
-            up = up.metadatas_json(vec![json!({"tag": null, "n": 10}), json!({"n": 1})]).unwrap();
+            up = up
+                .metadatas_json(vec![json!({"tag": null, "n": 10}), json!({"n": 1})])
+                .unwrap();
             c.update(up).unwrap();
             maybe_compact();
             let a = get(Selection {
@@ -159,10 +177,15 @@ fn every_operation_with_and_without_compaction() {
             assert_eq!(ids(&get(wh(json!({"tag": "x"})))), ["d"]);
             assert_eq!(ids(&get(Selection::default())), ["a", "b", "c", "d"]);
             // Upsert: updates b's vector, inserts e.
-            c.upsert(Batch::new(vec!["b".into(), "e".into()], vec![vec![100.0, 100.0], vec![2.0, 3.0]]))
-                .unwrap();
+            c.upsert(Batch::new(
+                vec!["b".into(), "e".into()],
+                vec![vec![100.0, 100.0], vec![2.0, 3.0]],
+            ))
+            .unwrap();
             maybe_compact();
-            let q = c.query(&QueryRequest::new(vec![vec![2.0, 3.0]], 1)).unwrap();
+            let q = c
+                .query(&QueryRequest::new(vec![vec![2.0, 3.0]], 1))
+                .unwrap();
             assert_eq!(ids(&q[0]), ["e"]);
             assert_eq!(c.count().unwrap(), 5);
             // Delete by id and by filter.
@@ -185,7 +208,10 @@ fn every_operation_with_and_without_compaction() {
             // Errors change nothing.
             assert!(matches!(
                 c.add(batch(&["x"], 3)),
-                Err(Error::DimensionMismatch { expected: 2, got: 3 })
+                Err(Error::DimensionMismatch {
+                    expected: 2,
+                    got: 3
+                })
             ));
             assert!(matches!(
                 c.add(Batch::new(vec!["x".into()], vec![vec![f32::NAN, 1.0]])),
@@ -204,7 +230,9 @@ fn every_operation_with_and_without_compaction() {
             let c = db.get_collection(T, D, "things").unwrap();
             assert_eq!(c.count().unwrap(), 4);
             assert_eq!(ids(&get_all(&c)), ["a", "b", "c", "d"]);
-            let q = c.query(&QueryRequest::new(vec![vec![100.0, 100.0]], 1)).unwrap();
+            let q = c
+                .query(&QueryRequest::new(vec![vec![100.0, 100.0]], 1))
+                .unwrap();
             assert_eq!(ids(&q[0]), ["b"]);
         }
     }
@@ -222,9 +250,18 @@ fn get_all(c: &indigo::Collection) -> indigo::Records {
 fn collections_databases_and_tenants() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), true);
-    assert!(matches!(db.get_collection(T, D, "nope"), Err(Error::NotFound(_))));
-    db.create_collection(T, D, "one", None, Some(json!({"hnsw": {"space": "cosine"}})))
-        .unwrap();
+    assert!(matches!(
+        db.get_collection(T, D, "nope"),
+        Err(Error::NotFound(_))
+    ));
+    db.create_collection(
+        T,
+        D,
+        "one",
+        None,
+        Some(json!({"hnsw": {"space": "cosine"}})),
+    )
+    .unwrap();
     assert!(matches!(
         db.create_collection(T, D, "one", None, None),
         Err(Error::AlreadyExists(_))
@@ -236,16 +273,28 @@ fn collections_databases_and_tenants() {
     assert_eq!(again.info().configuration["hnsw"]["space"], "cosine");
     db.create_tenant("acme").unwrap();
     db.create_database("acme", "prod").unwrap();
-    let c2 = db.create_collection("acme", "prod", "one", None, None).unwrap();
+    let c2 = db
+        .create_collection("acme", "prod", "one", None, None)
+        .unwrap();
     assert_ne!(c2.id(), again.id());
     assert_eq!(db.count_collections(T, D).unwrap(), 1);
     let info = db
-        .modify_collection(again.id(), Some("uno".into()), Some(json!({"k": "v"})), Some(json!({"hnsw": {"ef_search": 20}})))
+        .modify_collection(
+            again.id(),
+            Some("uno".into()),
+            Some(json!({"k": "v"})),
+            Some(json!({"hnsw": {"ef_search": 20}})),
+        )
         .unwrap();
     assert_eq!(info.name, "uno");
     assert_eq!(info.configuration["hnsw"]["ef_search"], 20);
     assert!(matches!(
-        db.modify_collection(again.id(), None, None, Some(json!({"hnsw": {"space": "l2"}}))),
+        db.modify_collection(
+            again.id(),
+            None,
+            None,
+            Some(json!({"hnsw": {"space": "l2"}}))
+        ),
         Err(Error::InvalidArgument(_))
     ));
     c2.add(batch(&["a", "b"], 4)).unwrap();
@@ -254,7 +303,10 @@ fn collections_databases_and_tenants() {
     assert!(path.exists());
     db.delete_collection("acme", "prod", "one").unwrap();
     assert!(!path.exists());
-    assert!(matches!(db.get_collection("acme", "prod", "one"), Err(Error::NotFound(_))));
+    assert!(matches!(
+        db.get_collection("acme", "prod", "one"),
+        Err(Error::NotFound(_))
+    ));
     db.delete_database("acme", "prod").unwrap();
     assert_eq!(db.list_databases("acme", None, 0).unwrap().len(), 0);
 }
@@ -290,11 +342,16 @@ fn background_compaction_catches_up_and_checkpoints() {
         if applied == head {
             break;
         }
-        assert!(t.elapsed().as_secs() < 30, "compaction stalled at {applied}/{head}");
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "compaction stalled at {applied}/{head}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     assert_eq!(c.count().unwrap(), 2000);
-    let q = c.query(&QueryRequest::new(vec![vec![3.0, 7.0, 1.0]], 1)).unwrap();
+    let q = c
+        .query(&QueryRequest::new(vec![vec![3.0, 7.0, 1.0]], 1))
+        .unwrap();
     assert_eq!(q[0].ids, ["3-7"]);
     assert!(db.compactor_errors().is_empty());
 }

@@ -29,7 +29,13 @@ enum Op {
     Update(Vec<(u8, Option<Vec<f32>>, Option<String>, Option<Value>)>),
     Delete(Vec<u8>),
     DeleteWhere(Value),
-    Get(Option<Vec<u8>>, Option<Value>, Option<Value>, Option<usize>, usize),
+    Get(
+        Option<Vec<u8>>,
+        Option<Value>,
+        Option<Value>,
+        Option<usize>,
+        usize,
+    ),
     Query(Vec<f32>, usize, Option<Value>, Option<Value>),
     Count,
     Compact,
@@ -79,8 +85,11 @@ fn meta(update: bool) -> impl Strategy<Value = Option<Value>> {
 
 fn doc() -> impl Strategy<Value = Option<String>> {
     prop::option::of(
-        prop::collection::vec(prop::sample::select(vec!["red", "fox", "blue", "sky", "ox"]), 1..4)
-            .prop_map(|w| w.join(" ")),
+        prop::collection::vec(
+            prop::sample::select(vec!["red", "fox", "blue", "sky", "ox"]),
+            1..4,
+        )
+        .prop_map(|w| w.join(" ")),
     )
 }
 
@@ -88,18 +97,37 @@ fn where_() -> impl Strategy<Value = Value> {
     let key = prop::sample::select(vec!["a", "b", "c"]);
     let leaf = prop_oneof![
         (key.clone(), scalar()).prop_map(|(k, v)| json!({k: v})),
-        (key.clone(), prop::sample::select(vec!["$eq", "$ne"]), scalar())
+        (
+            key.clone(),
+            prop::sample::select(vec!["$eq", "$ne"]),
+            scalar()
+        )
             .prop_map(|(k, op, v)| json!({k: {op: v}})),
-        (key.clone(), prop::sample::select(vec!["$gt", "$gte", "$lt", "$lte"]), 0i64..8)
+        (
+            key.clone(),
+            prop::sample::select(vec!["$gt", "$gte", "$lt", "$lte"]),
+            0i64..8
+        )
             .prop_map(|(k, op, v)| json!({k: {op: v as f64 / 2.0}})),
-        (key.clone(), prop::sample::select(vec!["$in", "$nin"]), prop::collection::vec(0i64..4, 1..3))
+        (
+            key.clone(),
+            prop::sample::select(vec!["$in", "$nin"]),
+            prop::collection::vec(0i64..4, 1..3)
+        )
             .prop_map(|(k, op, v)| json!({k: {op: v}})),
-        (key.clone(), prop::sample::select(vec!["$contains", "$not_contains"]), 0i64..4)
+        (
+            key.clone(),
+            prop::sample::select(vec!["$contains", "$not_contains"]),
+            0i64..4
+        )
             .prop_map(|(k, op, v)| json!({k: {op: v}})),
         doc_filter().prop_map(|d| json!({"#document": d})),
     ];
     leaf.prop_recursive(2, 6, 3, |inner| {
-        (prop::sample::select(vec!["$and", "$or"]), prop::collection::vec(inner, 1..3))
+        (
+            prop::sample::select(vec!["$and", "$or"]),
+            prop::collection::vec(inner, 1..3),
+        )
             .prop_map(|(op, v)| json!({op: v}))
     })
 }
@@ -154,11 +182,8 @@ impl Model {
     }
 
     fn insert(&mut self, id: String, e: &[f32], d: &Option<String>, m: &Option<Value>) {
-        let meta: Option<Metadata> = parse_meta(m).map(|m| {
-            m.into_iter()
-                .filter_map(|(k, v)| Some((k, v?)))
-                .collect()
-        });
+        let meta: Option<Metadata> =
+            parse_meta(m).map(|m| m.into_iter().filter_map(|(k, v)| Some((k, v?))).collect());
         self.recs.push(Rec {
             id,
             emb: e.to_vec(),
@@ -192,8 +217,14 @@ impl Model {
         let d = d.as_ref().map(|d| DocFilter::parse(d).unwrap());
         self.recs
             .iter()
-            .filter(|r| ids.as_ref().is_none_or(|ids| ids.iter().any(|i| id(*i) == r.id)))
-            .filter(|r| w.as_ref().is_none_or(|w| w.matches(r.meta.as_ref(), r.doc.as_deref())))
+            .filter(|r| {
+                ids.as_ref()
+                    .is_none_or(|ids| ids.iter().any(|i| id(*i) == r.id))
+            })
+            .filter(|r| {
+                w.as_ref()
+                    .is_none_or(|w| w.matches(r.meta.as_ref(), r.doc.as_deref()))
+            })
             .filter(|r| d.as_ref().is_none_or(|d| d.matches(r.doc.as_deref())))
             .collect()
     }
@@ -202,7 +233,11 @@ impl Model {
 fn distance(space: indigo::Space, a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     match space {
-        indigo::Space::L2 => a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum(),
+        indigo::Space::L2 => a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum(),
         indigo::Space::Ip => 1.0 - dot,
         indigo::Space::Cosine => {
             let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -262,10 +297,17 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
             Op::Add(recs) => {
                 let mut seen = std::collections::HashSet::new();
                 let recs: Vec<_> = recs.into_iter().filter(|r| seen.insert(r.0)).collect();
-                let b = Batch::new(recs.iter().map(|r| id(r.0)).collect(), recs.iter().map(|r| r.1.clone()).collect())
-                    .documents(recs.iter().map(|r| r.2.clone()).collect())
-                    .metadatas_json(recs.iter().map(|r| r.3.clone().unwrap_or(Value::Null)).collect())
-                    .unwrap();
+                let b = Batch::new(
+                    recs.iter().map(|r| id(r.0)).collect(),
+                    recs.iter().map(|r| r.1.clone()).collect(),
+                )
+                .documents(recs.iter().map(|r| r.2.clone()).collect())
+                .metadatas_json(
+                    recs.iter()
+                        .map(|r| r.3.clone().unwrap_or(Value::Null))
+                        .collect(),
+                )
+                .unwrap();
                 c.add(b).unwrap();
                 for r in &recs {
                     if m.find(&id(r.0)).is_none() {
@@ -276,10 +318,17 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
             Op::Upsert(recs) => {
                 let mut seen = std::collections::HashSet::new();
                 let recs: Vec<_> = recs.into_iter().filter(|r| seen.insert(r.0)).collect();
-                let b = Batch::new(recs.iter().map(|r| id(r.0)).collect(), recs.iter().map(|r| r.1.clone()).collect())
-                    .documents(recs.iter().map(|r| r.2.clone()).collect())
-                    .metadatas_json(recs.iter().map(|r| r.3.clone().unwrap_or(Value::Null)).collect())
-                    .unwrap();
+                let b = Batch::new(
+                    recs.iter().map(|r| id(r.0)).collect(),
+                    recs.iter().map(|r| r.1.clone()).collect(),
+                )
+                .documents(recs.iter().map(|r| r.2.clone()).collect())
+                .metadatas_json(
+                    recs.iter()
+                        .map(|r| r.3.clone().unwrap_or(Value::Null))
+                        .collect(),
+                )
+                .unwrap();
                 c.upsert(b).unwrap();
                 for r in &recs {
                     match m.find(&id(r.0)) {
@@ -295,11 +344,16 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
                 let with_emb = recs.iter().all(|r| r.1.is_some());
                 let b = Batch {
                     ids: recs.iter().map(|r| id(r.0)).collect(),
-                    embeddings: with_emb.then(|| recs.iter().map(|r| r.1.clone().unwrap()).collect()),
+                    embeddings: with_emb
+                        .then(|| recs.iter().map(|r| r.1.clone().unwrap()).collect()),
                     documents: Some(recs.iter().map(|r| r.2.clone()).collect()),
                     ..Default::default()
                 }
-                .metadatas_json(recs.iter().map(|r| r.3.clone().unwrap_or(Value::Null)).collect())
+                .metadatas_json(
+                    recs.iter()
+                        .map(|r| r.3.clone().unwrap_or(Value::Null))
+                        .collect(),
+                )
                 .unwrap();
                 c.update(b).unwrap();
                 for r in &recs {
@@ -316,8 +370,14 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
                 prop_assert_eq!(n as usize, before - m.recs.len());
             }
             Op::DeleteWhere(w) => {
-                let n = c.delete(&selection(&None, &Some(w.clone()), &None)).unwrap();
-                let gone: Vec<String> = m.select(&None, &Some(w), &None).iter().map(|r| r.id.clone()).collect();
+                let n = c
+                    .delete(&selection(&None, &Some(w.clone()), &None))
+                    .unwrap();
+                let gone: Vec<String> = m
+                    .select(&None, &Some(w), &None)
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect();
                 m.recs.retain(|r| !gone.contains(&r.id));
                 prop_assert_eq!(n as usize, gone.len());
             }
@@ -359,11 +419,20 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
                 prop_assert_eq!(got.ids.len(), want.len(), "query {:?} {:?}", w, d);
                 let dists = got.distances.as_ref().unwrap();
                 for (i, (wd, _, r)) in want.iter().enumerate() {
-                    prop_assert!((dists[i] as f64 - wd).abs() < 1e-5, "distance {} vs {}", dists[i], wd);
+                    prop_assert!(
+                        (dists[i] as f64 - wd).abs() < 1e-5,
+                        "distance {} vs {}",
+                        dists[i],
+                        wd
+                    );
                     if got.ids[i] != r.id {
                         // Only a tie may reorder.
                         let j = want.iter().position(|x| x.2.id == got.ids[i]);
-                        prop_assert!(j.is_some_and(|j| (want[j].0 - wd).abs() < 1e-5), "order differs at {}", i);
+                        prop_assert!(
+                            j.is_some_and(|j| (want[j].0 - wd).abs() < 1e-5),
+                            "order differs at {}",
+                            i
+                        );
                     }
                 }
             }
@@ -381,7 +450,11 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
 }
 
 fn space() -> impl Strategy<Value = indigo::Space> {
-    prop::sample::select(vec![indigo::Space::L2, indigo::Space::Cosine, indigo::Space::Ip])
+    prop::sample::select(vec![
+        indigo::Space::L2,
+        indigo::Space::Cosine,
+        indigo::Space::Ip,
+    ])
 }
 
 proptest! {
