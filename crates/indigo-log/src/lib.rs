@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indigo_storage::fs::{FileSystem, StdFs, WritableFile};
+use indigo_storage::fs::{FileSystem, ReadableFile, StdFs, WritableFile};
 use parking_lot::{Condvar, Mutex};
 
 /// A collection's id (a UUID's 16 bytes).
@@ -139,15 +139,30 @@ struct Collection {
     assigned: u64,
     head: u64,
     truncated: u64,
-    /// Acknowledged records above `truncated`, oldest first.
-    records: VecDeque<(u64, u64, Arc<[u8]>)>,
+    /// Acknowledged records above `truncated`, oldest first: where each payload
+    /// is. Payloads are read back from the files (the page cache), so a log that
+    /// consumers lag far behind costs disk, not memory.
+    records: VecDeque<Loc>,
+}
+
+#[derive(Clone, Copy)]
+struct Loc {
+    offset: u64,
+    file: u64,
+    pos: u64,
+    len: u32,
 }
 
 struct Queued {
     collection: CollectionId,
     offset: u64,
-    payload: Arc<[u8]>,
+    /// Where the payload starts in the commit buffer, and its length.
+    buf_pos: usize,
+    len: u32,
 }
+
+/// Bytes before a payload in a record: len, crc, collection, offset.
+const RECORD_PREFIX: usize = 8 + 16 + 8;
 
 struct State {
     collections: HashMap<CollectionId, Collection>,
@@ -174,6 +189,8 @@ pub struct FileLog {
     opts: LogOptions,
     state: Mutex<State>,
     synced: Condvar,
+    /// Open read handles of recent files.
+    readers: Mutex<HashMap<u64, Arc<dyn ReadableFile>>>,
 }
 
 impl FileLog {
@@ -217,7 +234,7 @@ impl FileLog {
                             col.head = h;
                             col.assigned = h;
                             col.truncated = col.truncated.max(h);
-                            col.records.retain(|r| r.0 > h);
+                            col.records.retain(|r| r.offset > h);
                         }
                     }
                     return Ok(());
@@ -233,7 +250,12 @@ impl FileLog {
                 }
                 col.head = off;
                 col.assigned = off;
-                col.records.push_back((off, no, payload.into()));
+                col.records.push_back(Loc {
+                    offset: off,
+                    file: no,
+                    pos: (payload.as_ptr() as usize - data.as_ptr() as usize) as u64,
+                    len: payload.len() as u32,
+                });
                 maxes.insert(c, off);
                 Ok(())
             })?;
@@ -288,7 +310,28 @@ impl FileLog {
                 files,
             }),
             synced: Condvar::new(),
+            readers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A reader of log file `no` that sees at least `end` bytes (a file still being
+    /// appended to is reopened once a read goes past what an earlier handle saw).
+    fn reader(&self, no: u64, end: u64) -> Result<Arc<dyn ReadableFile>> {
+        let mut cache = self.readers.lock();
+        if let Some(f) = cache.get(&no) {
+            if f.len() >= end {
+                return Ok(f.clone());
+            }
+        }
+        let path = self.dir.join(file_name(no));
+        let f = self.fs.open(&path).map_err(|source| LogError::Io {
+            op: "open log file",
+            path,
+            source,
+        })?;
+        cache.retain(|&n, _| n >= no.saturating_sub(1));
+        cache.insert(no, f.clone());
+        Ok(f)
     }
 
     /// Files currently on disk (for tests of truncation).
@@ -395,11 +438,13 @@ impl Log for FileLog {
             c.assigned += 1;
             c.assigned
         };
+        let buf_pos = st.buf.len() + RECORD_PREFIX;
         encode(&mut st.buf, collection, offset, payload);
         st.queued.push(Queued {
             collection,
             offset,
-            payload: payload.into(),
+            buf_pos,
+            len: payload.len() as u32,
         });
         st.next_seq += 1;
         let my_seq = st.next_seq;
@@ -434,12 +479,18 @@ impl Log for FileLog {
             st.leader = false;
             match r {
                 Ok(()) => {
+                    let base = st.file_len;
                     st.file_len += buf.len() as u64;
                     for q in queued {
                         let col = st.collections.entry(q.collection).or_default();
                         debug_assert_eq!(q.offset, col.head + 1);
                         col.head = q.offset;
-                        col.records.push_back((q.offset, no, q.payload));
+                        col.records.push_back(Loc {
+                            offset: q.offset,
+                            file: no,
+                            pos: base + q.buf_pos as u64,
+                            len: q.len,
+                        });
                         let maxes = st.files.get_mut(&no).expect("current file is tracked");
                         maxes.insert(q.collection, q.offset);
                     }
@@ -461,23 +512,50 @@ impl Log for FileLog {
         after: LogOffset,
         limit: usize,
     ) -> Result<Vec<LogRecord>> {
-        let st = self.state.lock();
-        let Some(c) = st.collections.get(&collection) else {
-            return Ok(Vec::new());
+        let locs: Vec<Loc> = {
+            let st = self.state.lock();
+            let Some(c) = st.collections.get(&collection) else {
+                return Ok(Vec::new());
+            };
+            // Offsets are dense, so the position of `after` follows from the first one.
+            let first = c.records.front().map_or(0, |r| r.offset);
+            let skip = (after.0 + 1).saturating_sub(first) as usize;
+            c.records
+                .range(skip.min(c.records.len())..)
+                .take(limit)
+                .copied()
+                .collect()
         };
-        // Offsets are dense, so the position of `after` follows from the first one.
-        let first = c.records.front().map_or(0, |r| r.0);
-        let skip = (after.0 + 1).saturating_sub(first) as usize;
-        Ok(c.records
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .map(|(off, _, p)| LogRecord {
+        // Read outside the lock. Files a reader needs are not deleted under it:
+        // only records every consumer has passed are truncated, and an open handle
+        // outlives the file's name anyway.
+        let mut out = Vec::with_capacity(locs.len());
+        let mut file: Option<(u64, Arc<dyn ReadableFile>)> = None;
+        for l in locs {
+            let path = self.dir.join(file_name(l.file));
+            let end = l.pos + l.len as u64;
+            let stale = file
+                .as_ref()
+                .is_none_or(|(no, f)| *no != l.file || f.len() < end);
+            if stale {
+                let f = self.reader(l.file, end)?;
+                file = Some((l.file, f));
+            }
+            let f = &file.as_ref().unwrap().1;
+            let mut buf = vec![0u8; l.len as usize];
+            f.read_exact_at(&mut buf, l.pos)
+                .map_err(|source| LogError::Io {
+                    op: "read log",
+                    path,
+                    source,
+                })?;
+            out.push(LogRecord {
                 collection,
-                offset: LogOffset(*off),
-                payload: p.clone(),
-            })
-            .collect())
+                offset: LogOffset(l.offset),
+                payload: buf.into(),
+            });
+        }
+        Ok(out)
     }
 
     fn head(&self, collection: CollectionId) -> LogOffset {
@@ -494,7 +572,7 @@ impl Log for FileLog {
         let mut st = self.state.lock();
         if let Some(c) = st.collections.get_mut(&collection) {
             c.truncated = c.truncated.max(upto.0.min(c.head));
-            while c.records.front().is_some_and(|r| r.0 <= c.truncated) {
+            while c.records.front().is_some_and(|r| r.offset <= c.truncated) {
                 c.records.pop_front();
             }
         }

@@ -12,7 +12,11 @@ fn dir_bytes(p: &Path) -> u64 {
     for e in std::fs::read_dir(p).unwrap() {
         let e = e.unwrap();
         let m = e.metadata().unwrap();
-        total += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        total += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
     }
     total
 }
@@ -36,7 +40,8 @@ fn deleting_everything_gives_the_space_back() {
         .unwrap();
     // The baseline: the same collection holding one record that is then deleted
     // (so its index and store exist), after compaction.
-    c.add(Batch::new(vec!["seed".into()], vec![vec![0.5; DIM]])).unwrap();
+    c.add(Batch::new(vec!["seed".into()], vec![vec![0.5; DIM]]))
+        .unwrap();
     c.delete(&Selection {
         ids: Some(vec!["seed".into()]),
         ..Default::default()
@@ -49,7 +54,11 @@ fn deleting_everything_gives_the_space_back() {
     for b in 0..N / 1000 {
         let ids = (0..1000).map(|i| format!("r{b}-{i}")).collect();
         let embs = (0..1000)
-            .map(|i| (0..DIM).map(|d| ((b * 1000 + i) * 31 + d) as f32 % 97.0).collect())
+            .map(|i| {
+                (0..DIM)
+                    .map(|d| ((b * 1000 + i) * 31 + d) as f32 % 97.0)
+                    .collect()
+            })
             .collect();
         c.add(Batch::new(ids, embs).documents(vec![Some("some document text".into()); 1000]))
             .unwrap();
@@ -81,5 +90,9 @@ fn deleting_everything_gives_the_space_back() {
         after <= 2 * empty,
         "after deleting everything the directory holds {after} B; empty it held {empty} B"
     );
-    assert!(db.compactor_errors().is_empty(), "{:?}", db.compactor_errors());
+    assert!(
+        db.compactor_errors().is_empty(),
+        "{:?}",
+        db.compactor_errors()
+    );
 }
