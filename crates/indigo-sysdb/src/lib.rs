@@ -123,6 +123,8 @@ pub trait SysDb: Send + Sync {
     fn count_collections(&self, tenant: &str, database: &str) -> Result<u64>;
     /// Every collection of every tenant (for recovery at startup).
     fn all_collections(&self) -> Result<Vec<Collection>>;
+    /// Removes every tenant, database and collection, then recreates the defaults.
+    fn reset(&self) -> Result<()>;
     fn update_collection(&self, id: &str, u: CollectionUpdate) -> Result<Collection>;
     /// Fixes the dimension if unset; errors if it is set to another value.
     fn set_dimension(&self, id: &str, dim: u32) -> Result<()>;
@@ -441,6 +443,23 @@ impl SysDb for SqliteSysDb {
             Self::row_to_collection,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn reset(&self) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch("DELETE FROM collections; DELETE FROM databases; DELETE FROM tenants;")?;
+        tx.execute("INSERT INTO tenants (name) VALUES (?1)", [DEFAULT_TENANT])?;
+        tx.execute(
+            "INSERT INTO databases (id, name, tenant) VALUES (?1, ?2, ?3)",
+            params![
+                uuid::Uuid::new_v4().to_string(),
+                DEFAULT_DATABASE,
+                DEFAULT_TENANT
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn all_collections(&self) -> Result<Vec<Collection>> {

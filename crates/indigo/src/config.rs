@@ -16,6 +16,9 @@ pub struct CollectionConfig {
     /// and its log is folded in the background, so neither changes behaviour.
     pub resize_factor: f64,
     pub sync_threshold: usize,
+    /// The client's embedding function description, kept and returned as given
+    /// (clients rebuild the function from it).
+    pub embedding_function: Option<Value>,
 }
 
 impl Default for CollectionConfig {
@@ -27,6 +30,7 @@ impl Default for CollectionConfig {
             max_neighbors: 16,
             resize_factor: 1.2,
             sync_threshold: 1000,
+            embedding_function: None,
         }
     }
 }
@@ -98,6 +102,11 @@ impl CollectionConfig {
             }
         };
         if let Value::Object(m) = cfg {
+            if let Some(ef) = m.get("embedding_function") {
+                if !ef.is_null() {
+                    self.embedding_function = Some(ef.clone());
+                }
+            }
             if let Some(s) = m.get("spann") {
                 if !s.is_null() {
                     return Err(Error::InvalidArgument(
@@ -162,6 +171,7 @@ impl CollectionConfig {
                 "sync_threshold": self.sync_threshold,
             },
             "spann": null,
+            "embedding_function": self.embedding_function,
         })
     }
 

@@ -31,7 +31,7 @@ use indigo_executor::View;
 use indigo_log::{CollectionId, FileLog, Log, LogOffset};
 use indigo_sysdb::{NewCollection, SqliteSysDb, SysDb, SysDbError};
 use indigo_types::record::validate_write;
-use indigo_types::{MetaValue, RecordOp, WriteEntry, WriteKind};
+use indigo_types::WriteEntry;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
@@ -39,7 +39,9 @@ pub use config::CollectionConfig;
 pub use indigo_executor::{Include, Records, Selection};
 pub use indigo_index::Space;
 pub use indigo_sysdb::{Collection as CollectionInfo, Database, DEFAULT_DATABASE, DEFAULT_TENANT};
-pub use indigo_types::{DocFilter, InvalidArgument, Metadata, Scalar, Where};
+pub use indigo_types::{
+    DocFilter, InvalidArgument, MetaValue, Metadata, RecordOp, Scalar, Where, WriteKind,
+};
 
 /// What can go wrong, by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
@@ -318,6 +320,7 @@ impl Indigo {
         configuration: Option<Value>,
         get_or_create: bool,
     ) -> Result<Collection> {
+        check_collection_name(name)?;
         if let Some(m) = &metadata {
             check_collection_metadata(m)?;
         }
@@ -379,6 +382,9 @@ impl Indigo {
         new_metadata: Option<Value>,
         new_configuration: Option<Value>,
     ) -> Result<CollectionInfo> {
+        if let Some(n) = &new_name {
+            check_collection_name(n)?;
+        }
         if let Some(m) = &new_metadata {
             check_collection_metadata(m)?;
         }
@@ -417,6 +423,19 @@ impl Indigo {
         }
     }
 
+    /// Deletes every collection, database and tenant, leaving the defaults.
+    pub fn reset(&self) -> Result<()> {
+        for c in self.inner.sysdb.all_collections()? {
+            self.delete_collection(&c.tenant, &c.database, &c.name)?;
+        }
+        Ok(self.inner.sysdb.reset()?)
+    }
+
+    /// A collection's current catalogue entry, by id.
+    pub fn collection_info(&self, id: &str) -> Result<CollectionInfo> {
+        Ok(self.inner.sysdb.get_collection_by_id(id)?)
+    }
+
     /// Folds every collection's log into its indexes now and makes it durable.
     pub fn compact(&self) -> Result<()> {
         let jobs = Registry(Arc::downgrade(&self.inner)).jobs();
@@ -424,6 +443,38 @@ impl Indigo {
             indigo_compactor::drain(&job, &*self.inner.log, &*self.inner.sysdb)?;
         }
         Ok(())
+    }
+
+    /// Operational figures for monitoring: log bytes on disk, log entries not yet
+    /// folded into indexes, records in open collections.
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        let mut lag = 0u64;
+        let mut records = 0u64;
+        let open: Vec<Arc<Open>> = self.inner.open.read().values().cloned().collect();
+        for o in open {
+            lag += self
+                .inner
+                .log
+                .head(o.log_id)
+                .0
+                .saturating_sub(o.segment.applied());
+            if let Ok(mut v) = View::open(&o.segment, &*self.inner.log, o.log_id) {
+                records += v.count().unwrap_or(0);
+            }
+        }
+        let log_bytes: u64 = std::fs::read_dir(self.inner.path.join("log"))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        vec![
+            ("indigo_log_bytes".into(), log_bytes as f64),
+            ("indigo_compaction_lag_entries".into(), lag as f64),
+            ("indigo_records".into(), records as f64),
+        ]
     }
 
     /// Errors the background compactor met (it keeps retrying).
@@ -491,6 +542,25 @@ impl Inner {
     }
 }
 
+/// Chroma's rule: 3–512 characters of `[a-zA-Z0-9._-]`, starting and ending with
+/// a letter or digit.
+fn check_collection_name(name: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if (3..=512).contains(&name.len())
+        && name.chars().all(ok_char)
+        && ends(name.chars().next())
+        && ends(name.chars().last())
+    {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and \
+             ending with a character in [a-zA-Z0-9]. Got: {name}"
+        )))
+    }
+}
+
 fn check_collection_metadata(m: &Value) -> Result<()> {
     match m {
         Value::Null => Ok(()),
@@ -506,6 +576,9 @@ fn check_collection_metadata(m: &Value) -> Result<()> {
     }
 }
 
+/// Metadata of a write: in updates a `None` value removes the key.
+pub type MetadataChanges = std::collections::BTreeMap<String, Option<MetaValue>>;
+
 /// Records to add, upsert or update: parallel lists, as Chroma's API takes them.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -514,7 +587,7 @@ pub struct Batch {
     pub documents: Option<Vec<Option<String>>>,
     pub uris: Option<Vec<Option<String>>>,
     /// Metadata per record; in updates a `None` value removes a key.
-    pub metadatas: Option<Vec<Option<std::collections::BTreeMap<String, Option<MetaValue>>>>>,
+    pub metadatas: Option<Vec<Option<MetadataChanges>>>,
 }
 
 impl Batch {
@@ -677,7 +750,9 @@ impl Collection {
         Ok(existing.len() as u64)
     }
 
-    fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
+    /// Applies one write request given as records (the server's path: each record
+    /// may carry a different set of fields).
+    pub fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }

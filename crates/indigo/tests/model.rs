@@ -22,11 +22,15 @@ struct Rec {
     meta: Option<Metadata>,
 }
 
+/// (id number, embedding, document, metadata JSON)
+type NewRec = (u8, Vec<f32>, Option<String>, Option<Value>);
+type UpdRec = (u8, Option<Vec<f32>>, Option<String>, Option<Value>);
+
 #[derive(Debug, Clone)]
 enum Op {
-    Add(Vec<(u8, Vec<f32>, Option<String>, Option<Value>)>),
-    Upsert(Vec<(u8, Vec<f32>, Option<String>, Option<Value>)>),
-    Update(Vec<(u8, Option<Vec<f32>>, Option<String>, Option<Value>)>),
+    Add(Vec<NewRec>),
+    Upsert(Vec<NewRec>),
+    Update(Vec<UpdRec>),
     Delete(Vec<u8>),
     DeleteWhere(Value),
     Get(
