@@ -415,7 +415,48 @@ fn collection_json(c: &indigo::CollectionInfo) -> Value {
         "database": c.database,
         "log_position": 0,
         "version": c.version,
-        "schema": null,
+        "schema": schema_json(&c.configuration),
+    })
+}
+
+/// The collection's schema in the shape Chroma 1.5 clients expect: defaults for
+/// each value type and the vector index of `#embedding`, carrying the HNSW
+/// configuration (clients update it locally when a collection is modified).
+fn schema_json(config: &Value) -> Value {
+    let h = &config["hnsw"];
+    let ef = match config.get("embedding_function") {
+        Some(v) if !v.is_null() => v.clone(),
+        _ => json!({"type": "legacy"}),
+    };
+    let vector = |enabled: bool, source: bool| {
+        let mut cfg = json!({
+            "space": h["space"],
+            "embedding_function": ef,
+            "hnsw": {
+                "ef_construction": h["ef_construction"],
+                "max_neighbors": h["max_neighbors"],
+                "ef_search": h["ef_search"],
+            },
+        });
+        if source {
+            cfg["source_key"] = json!("#document");
+        }
+        json!({"vector_index": {"enabled": enabled, "config": cfg}})
+    };
+    let on = |b: bool| json!({"enabled": b, "config": {}});
+    json!({
+        "defaults": {
+            "string": {"fts_index": on(false), "string_inverted_index": on(true)},
+            "float_list": vector(false, false),
+            "sparse_vector": {"sparse_vector_index": {"enabled": false, "config": {"embedding_function": {"type": "legacy"}}}},
+            "int": {"int_inverted_index": on(true)},
+            "float": {"float_inverted_index": on(true)},
+            "bool": {"bool_inverted_index": on(true)},
+        },
+        "keys": {
+            "#document": {"string": {"fts_index": on(true), "string_inverted_index": on(false)}},
+            "#embedding": {"float_list": vector(true, true)},
+        },
     })
 }
 

@@ -1,0 +1,304 @@
+"""Every route and semantic of ../shared/reference/chroma-api.md, through the official
+`chromadb.HttpClient` (and raw HTTP where the client would stop a bad request first)."""
+import base64
+import math
+import struct
+
+import chromadb
+import httpx
+import numpy as np
+import pytest
+from chromadb.errors import (
+    AuthorizationError,
+    ChromaError,
+    InvalidArgumentError,
+    NotFoundError,
+    UniqueConstraintError,
+)
+
+C = "/api/v2/tenants/default_tenant/databases/default_database/collections"
+
+
+def test_handshake_routes(server, client):
+    assert client.heartbeat() > 0
+    r = httpx.get(server.url + "/api/v2/healthcheck").json()
+    assert r == {"is_executor_ready": True, "is_log_client_ready": True}
+    assert isinstance(httpx.get(server.url + "/api/v2/version").json(), str)
+    pf = httpx.get(server.url + "/api/v2/pre-flight-checks").json()
+    assert pf["supports_base64_encoding"] is True and pf["max_batch_size"] > 0
+    ident = httpx.get(server.url + "/api/v2/auth/identity").json()
+    assert ident == {"user_id": "", "tenant": "default_tenant", "databases": ["default_database"]}
+    assert client.get_version()
+
+
+def test_v1_is_gone(server):
+    r = httpx.get(server.url + "/api/v1/heartbeat")
+    assert r.status_code == 410
+    assert set(r.json()) == {"error", "message"}
+
+
+def test_tenants_and_databases(server, client):
+    admin = chromadb.AdminClient(settings=client.get_settings())
+    admin.create_tenant("acme")
+    assert admin.get_tenant("acme")["name"] == "acme"
+    admin.create_database("prod", tenant="acme")
+    admin.create_database("dev", tenant="acme")
+    assert admin.get_database("prod", tenant="acme")["name"] == "prod"
+    names = [d["name"] for d in admin.list_databases(tenant="acme")]
+    assert names == ["prod", "dev"]
+    assert [d["name"] for d in admin.list_databases(tenant="acme", limit=1, offset=1)] == ["dev"]
+    with pytest.raises(UniqueConstraintError):
+        admin.create_database("prod", tenant="acme")
+    with pytest.raises(NotFoundError):
+        admin.get_tenant("nobody")
+    scoped = server.client(tenant="acme", database="prod")
+    col = scoped.create_collection("in-prod")
+    col.add(ids=["x"], embeddings=[[1.0, 2.0]])
+    assert scoped.get_collection("in-prod").count() == 1
+    assert client.list_collections() == []
+    admin.delete_database("prod", tenant="acme")
+    with pytest.raises(NotFoundError):
+        admin.get_database("prod", tenant="acme")
+
+
+def test_collections(server, client):
+    col = client.create_collection("docs", metadata={"topic": "t", "hnsw:space": "cosine"})
+    assert col.name == "docs"
+    assert col.configuration_json["hnsw"]["space"] == "cosine"
+    with pytest.raises(UniqueConstraintError):
+        client.create_collection("docs")
+    again = client.get_or_create_collection("docs", metadata={"other": 1})
+    assert again.id == col.id and again.metadata["topic"] == "t"
+    client.create_collection("two", configuration={"hnsw": {"space": "ip", "ef_search": 50}})
+    assert [c.name for c in client.list_collections()] == ["docs", "two"]
+    assert [c.name for c in client.list_collections(limit=1, offset=1)] == ["two"]
+    assert client.count_collections() == 2
+    got = client.get_collection("two")
+    assert got.configuration_json["hnsw"]["space"] == "ip"
+    assert got.configuration_json["hnsw"]["ef_search"] == 50
+    by_id = httpx.get(f"{server.url}{C}/by-id/{got.id}").json()
+    assert by_id["name"] == "two" and by_id["tenant"] == "default_tenant"
+    got.modify(name="deux", metadata={"m": 2}, configuration={"hnsw": {"ef_search": 80}})
+    renamed = client.get_collection("deux")
+    assert renamed.metadata == {"m": 2}
+    assert renamed.configuration_json["hnsw"]["ef_search"] == 80
+    with pytest.raises(NotFoundError):
+        client.get_collection("two")
+    for bad in ["ab", "-abc", "abc-", "a b c", "x" * 513]:
+        with pytest.raises((InvalidArgumentError, ValueError)):
+            client.create_collection(bad)
+    client.delete_collection("deux")
+    with pytest.raises(NotFoundError):
+        client.delete_collection("deux")
+    assert client.count_collections() == 1
+
+
+def add_sample(col):
+    col.add(
+        ids=["a", "b", "c", "d", "e"],
+        embeddings=[[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [2, 0, 0]],
+        documents=["the quick brown fox", "jumps over", None, "the lazy dog", "Fox News"],
+        metadatas=[
+            {"n": 1, "tag": "x", "l": [1, 2]},
+            {"n": 2.5, "tag": "y", "ok": True},
+            None,
+            {"n": 4, "tag": "x", "ok": False},
+            {"n": 5, "l": ["p", "q"]},
+        ],
+        uris=["u://a", None, None, None, None],
+    )
+
+
+def test_records_crud(client):
+    col = client.create_collection("crud")
+    add_sample(col)
+    assert col.count() == 5
+    # Adding an existing id changes nothing.
+    col.add(ids=["a"], embeddings=[[9, 9, 9]], documents=["changed?"])
+    r = col.get(ids=["a"], include=["embeddings", "documents", "metadatas", "uris"])
+    assert r["documents"] == ["the quick brown fox"]
+    assert r["uris"] == ["u://a"]
+    assert r["metadatas"] == [{"n": 1, "tag": "x", "l": [1, 2]}]
+    assert np.allclose(r["embeddings"][0], [1, 0, 0])
+    # Defaults: documents and metadatas, never embeddings.
+    r = col.get()
+    assert r["ids"] == ["a", "b", "c", "d", "e"]
+    assert r["embeddings"] is None and r["documents"][2] is None and r["metadatas"][2] is None
+    assert col.get(limit=2, offset=1)["ids"] == ["b", "c"]
+    assert col.peek(2)["ids"] == ["a", "b"]
+    # Update merges metadata; None removes a key; unknown ids are ignored.
+    col.update(ids=["a", "zzz"], metadatas=[{"tag": None, "new": "v"}, {"x": 1}])
+    assert col.get(ids=["a"])["metadatas"] == [{"n": 1, "l": [1, 2], "new": "v"}]
+    assert col.count() == 5
+    col.update(ids=["b"], embeddings=[[0, 5, 0]], documents=["jumped"])
+    r = col.get(ids=["b"], include=["embeddings", "documents"])
+    assert r["documents"] == ["jumped"] and np.allclose(r["embeddings"][0], [0, 5, 0])
+    # Upsert inserts or updates.
+    col.upsert(ids=["b", "f"], embeddings=[[0, 1, 0], [3, 3, 3]], metadatas=[{"tag": "z"}, {"tag": "z"}])
+    assert col.count() == 6
+    assert col.get(where={"tag": "z"})["ids"] == ["b", "f"]
+    # Delete by id and by filter.
+    col.delete(ids=["f", "nope"])
+    col.delete(where={"tag": "x"})
+    assert col.get()["ids"] == ["a", "b", "c", "e"]
+    col.delete(where_document={"$contains": "fox"})
+    assert col.get()["ids"] == ["b", "c", "e"]
+    assert col.count() == 3
+
+
+def test_delete_answers_the_number_deleted(server, client):
+    col = client.create_collection("del")
+    add_sample(col)
+    r = httpx.post(f"{server.url}{C}/{col.id}/delete", json={"where": {"tag": "x"}})
+    assert r.status_code == 200 and r.json() == {"deleted": 2}
+
+
+def test_where_operators(client):
+    col = client.create_collection("filters")
+    add_sample(col)
+
+    def ids(**kw):
+        return col.get(**kw)["ids"]
+
+    assert ids(where={"tag": "x"}) == ["a", "d"]
+    assert ids(where={"tag": {"$eq": "x"}}) == ["a", "d"]
+    # $ne / $nin match records that lack the key.
+    assert ids(where={"tag": {"$ne": "x"}}) == ["b", "c", "e"]
+    assert ids(where={"tag": {"$nin": ["x", "y"]}}) == ["c", "e"]
+    assert ids(where={"tag": {"$in": ["x", "y"]}}) == ["a", "b", "d"]
+    # Ints and floats compare as numbers.
+    assert ids(where={"n": {"$gt": 2}}) == ["b", "d", "e"]
+    assert ids(where={"n": {"$gte": 4.0}}) == ["d", "e"]
+    assert ids(where={"n": {"$lt": 2.5}}) == ["a"]
+    assert ids(where={"n": {"$lte": 2.5}}) == ["a", "b"]
+    assert ids(where={"n": 1.0}) == ["a"]
+    assert ids(where={"n": {"$in": [4.0, 5.0]}}) == ["d", "e"]
+    assert ids(where={"ok": True}) == ["b"]
+    assert ids(where={"ok": False}) == ["d"]
+    # $contains on list metadata.
+    assert ids(where={"l": {"$contains": 2}}) == ["a"]
+    assert ids(where={"l": {"$contains": "q"}}) == ["e"]
+    assert ids(where={"l": {"$not_contains": 2}}) == ["b", "c", "d", "e"]
+    assert ids(where={"$and": [{"tag": "x"}, {"n": {"$gt": 1}}]}) == ["d"]
+    assert ids(where={"$or": [{"tag": "y"}, {"n": 5}]}) == ["b", "e"]
+    assert ids(where={"#document": {"$contains": "lazy"}}) == ["d"]
+    # where_document: exact substrings, regexes; no document → $contains false.
+    assert ids(where_document={"$contains": "the"}) == ["a", "d"]
+    assert ids(where_document={"$contains": "Fox"}) == ["e"]
+    assert ids(where_document={"$not_contains": "the"}) == ["b", "c", "e"]
+    assert ids(where_document={"$regex": "^j.*r$"}) == ["b"]
+    assert ids(where_document={"$not_regex": "o"}) == ["c"]
+    assert ids(where_document={"$or": [{"$contains": "jumps"}, {"$contains": "dog"}]}) == ["b", "d"]
+    assert ids(where_document={"$and": [{"$contains": "the"}, {"$contains": "dog"}]}) == ["d"]
+    assert ids(where={"tag": "x"}, where_document={"$contains": "quick"}) == ["a"]
+    assert ids(ids=["a", "b", "d"], where={"tag": "x"}) == ["a", "d"]
+
+
+def test_query_distances_and_filters(client):
+    for space in ["l2", "cosine", "ip"]:
+        col = client.create_collection(f"q-{space}", configuration={"hnsw": {"space": space}})
+        add_sample(col)
+        q = [1.0, 0.5, 0.0]
+        r = col.query(query_embeddings=[q], n_results=5, include=["distances", "embeddings"])
+        emb = {"a": [1, 0, 0], "b": [0, 1, 0], "c": [0, 0, 1], "d": [1, 1, 0], "e": [2, 0, 0]}
+
+        def dist(v):
+            v = np.array(v, dtype=np.float64)
+            qq = np.array(q)
+            if space == "l2":
+                return float(((v - qq) ** 2).sum())
+            if space == "ip":
+                return float(1 - v @ qq)
+            return float(1 - v @ qq / (np.linalg.norm(v) * np.linalg.norm(qq)))
+
+        want = sorted(emb, key=lambda i: dist(emb[i]))
+        assert r["ids"][0] == want, space
+        for i, d in zip(r["ids"][0], r["distances"][0]):
+            assert math.isclose(d, dist(emb[i]), abs_tol=1e-5), (space, i)
+        assert r["documents"] is None and len(r["embeddings"][0]) == 5
+    col = client.get_collection("q-l2")
+    r = col.query(query_embeddings=[[1, 0, 0], [0, 0, 1]], n_results=2, where={"tag": "x"})
+    assert r["ids"] == [["a", "d"], ["a", "d"]]
+    assert r["metadatas"][0][0]["tag"] == "x" and r["documents"][0][1] == "the lazy dog"
+    r = col.query(query_embeddings=[[0, 0, 1]], n_results=10, where_document={"$contains": "o"})
+    assert sorted(r["ids"][0]) == ["a", "b", "d", "e"]
+    r = col.query(query_embeddings=[[0, 0, 1]], n_results=2, ids=["b", "e"])
+    assert sorted(r["ids"][0]) == ["b", "e"]
+
+
+def test_float_and_base64_embeddings_on_the_wire(server, client):
+    col = client.create_collection("wire")
+    vec = [0.25, -1.5, 3.0]
+    b64 = base64.b64encode(struct.pack("<3f", *vec)).decode()
+    r = httpx.post(f"{server.url}{C}/{col.id}/add", json={"ids": ["f", "b"], "embeddings": [vec, b64]})
+    assert r.status_code == 201 and r.json() == {}
+    got = col.get(include=["embeddings"])
+    assert np.allclose(got["embeddings"][0], vec) and np.allclose(got["embeddings"][1], vec)
+    assert httpx.get(f"{server.url}{C}/{col.id}/count").json() == 2
+
+
+def test_bad_input_is_a_400_with_chroma_error_json_and_changes_nothing(server, client):
+    col = client.create_collection("bad")
+    col.add(ids=["a"], embeddings=[[1.0, 2.0]])
+    with pytest.raises(InvalidArgumentError):
+        col.add(ids=["b"], embeddings=[[1.0, 2.0, 3.0]])
+    with pytest.raises(InvalidArgumentError):
+        col.query(query_embeddings=[[1.0]], n_results=1)
+    nan = base64.b64encode(struct.pack("<2f", float("nan"), 1.0)).decode()
+    bad_bodies = [
+        {"ids": ["n"], "embeddings": [nan]},
+        {"ids": ["d", "d"], "embeddings": [[1, 2], [1, 2]]},
+        {"ids": ["m"], "embeddings": [[1, 2]], "metadatas": [{"k": {"nested": 1}}]},
+        {"ids": ["m"], "embeddings": [[1, 2]], "metadatas": [{"k": None}]},
+        {"ids": ["m"], "embeddings": [[1, 2]], "metadatas": [{"k": [1, "a"]}]},
+        {"ids": ["m"], "embeddings": [[1, 2], [3, 4]]},
+        {"ids": [""], "embeddings": [[1, 2]]},
+        {"ids": ["m"]},
+        {"embeddings": [[1, 2]]},
+    ]
+    for body in bad_bodies:
+        r = httpx.post(f"{server.url}{C}/{col.id}/add", json=body)
+        assert r.status_code == 400, body
+        assert r.json()["error"] == "InvalidArgumentError" and r.json()["message"], body
+    deep = {"n": 1}
+    for _ in range(40):
+        deep = {"$and": [deep]}
+    for body in [{"where": {"n": {"$bogus": 1}}}, {"where": deep}, {"where_document": {"$contains": ""}},
+                 {"where_document": {"$regex": "("}}, {"include": ["data"]}, {"limit": -1}]:
+        r = httpx.post(f"{server.url}{C}/{col.id}/get", json=body)
+        assert r.status_code == 400, body
+        assert r.json()["error"] == "InvalidArgumentError", body
+    r = httpx.post(f"{server.url}{C}/{col.id}/add", content=b"{not json")
+    assert r.status_code == 400
+    assert col.count() == 1
+    r = httpx.get(f"{server.url}{C}/00000000-0000-0000-0000-000000000000/count")
+    assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
+
+
+def test_routes_of_distributed_chroma_answer_501(server, client):
+    col = client.create_collection("dist")
+    r = httpx.post(f"{server.url}{C}/{col.id}/search", json={"searches": []})
+    assert r.status_code == 501 and r.json()["message"]
+    r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "x"})
+    assert r.status_code == 501
+
+
+def test_indexing_status_and_metrics(server, client):
+    col = client.create_collection("ops")
+    col.add(ids=[str(i) for i in range(100)], embeddings=[[i, 1.0] for i in range(100)])
+    st = httpx.get(f"{server.url}{C}/{col.id}/indexing_status").json()
+    assert st["total_ops"] == 1 and 0 <= st["op_indexing_progress"] <= 1
+    m = httpx.get(server.url + "/metrics").text
+    assert 'indigo_requests_total{method="POST"' in m
+    assert "indigo_records 100" in m
+
+
+def test_reset(server, make_server, client):
+    client.create_collection("gone")
+    assert client.reset() is True
+    assert client.list_collections() == []
+    locked = make_server(name="noreset")
+    with pytest.raises((AuthorizationError, ChromaError)):
+        locked.client().reset()
+    r = httpx.post(locked.url + "/api/v2/reset")
+    assert r.status_code == 403 and "allow_reset" in r.json()["message"]
