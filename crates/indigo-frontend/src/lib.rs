@@ -233,9 +233,10 @@ async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
                 .as_ref()
                 .map_or("", |g| g.token.as_str())
                 .to_string();
-            match st.limiter.check(&key) {
-                Err(e) if !open => e.into_response(),
-                _ => {
+            // Liveness and metrics are neither authenticated nor rate-limited.
+            match if open { Ok(()) } else { st.limiter.check(&key) } {
+                Err(e) => e.into_response(),
+                Ok(()) => {
                     req.extensions_mut().insert(identity);
                     next.run(req).await
                 }

@@ -1,0 +1,15 @@
+"""The official chromadb npm client against the server (tests/js/smoke.mjs)."""
+import shutil
+import subprocess
+from pathlib import Path
+
+JS = Path(__file__).resolve().parents[1] / "js"
+
+
+def test_npm_client_smoke(server):
+    node = shutil.which("node")
+    assert node, "node is required for the JS client test (apt-get install nodejs)"
+    assert (JS / "node_modules" / "chromadb").exists(), "run `npm ci` in tests/js (scripts/test does)"
+    r = subprocess.run([node, str(JS / "smoke.mjs"), server.url], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "js smoke test passed" in r.stdout
