@@ -330,7 +330,9 @@ fn a_second_open_of_the_same_path_fails_at_once() {
 fn background_compaction_catches_up_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path(), true);
-    let c = db.create_collection(T, D, "bg", None, None).unwrap();
+    let c = db
+        .create_collection(T, D, "background", None, None)
+        .unwrap();
     for i in 0..20 {
         let ids: Vec<String> = (0..100).map(|j| format!("{i}-{j}")).collect();
         let embs = (0..100).map(|j| vec![i as f32, j as f32, 1.0]).collect();

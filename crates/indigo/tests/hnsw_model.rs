@@ -24,7 +24,7 @@ fn recall_and_exact_filters_under_random_changes() {
     let dir = tempfile::tempdir().unwrap();
     let db = Indigo::open(dir.path()).unwrap();
     let c = db
-        .create_collection("default_tenant", "default_database", "h", None, None)
+        .create_collection("default_tenant", "default_database", "hnsw", None, None)
         .unwrap();
     // The model: id → (vector, group).
     let mut model: HashMap<String, (Vec<f32>, i64)> = HashMap::new();
