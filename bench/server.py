@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Indigo's server (`indigo run`) against Chroma's (`chroma run`, chromadb 1.5.9) on the
+same machine, driven by the same official Python client workload on
+wordnet-minilm-10k: adds in batches of 1000 with documents and metadata, time until
+count() is complete, k=10 query latency and recall@10, queries filtered to 10% of the
+records, and each server's resident memory. Prints a table with ratios.
+
+usage: bench/.venv/bin/python bench/server.py [--indigo-bin target/release/indigo] [--queries 500]
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
+
+
+def fvecs(path):
+    a = np.fromfile(path, dtype=np.int32)
+    d = a[0]
+    return a.reshape(-1, d + 1)[:, 1:].view(np.float32).copy()
+
+
+def ivecs(path):
+    a = np.fromfile(path, dtype=np.int32)
+    d = a[0]
+    return a.reshape(-1, d + 1)[:, 1:].copy()
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss(pid):
+    """Resident bytes of a process and its children (chroma run may fork)."""
+    total = 0
+    pids = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(k) for k in kids]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return total
+
+
+def wait_up(url, proc, what):
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/api/v2/heartbeat", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[round((len(xs) - 1) * q)]
+
+
+def workload(port, nq):
+    import chromadb
+    from chromadb.config import Settings
+
+    base = fvecs(DATA / "base.fvecs")
+    queries = fvecs(DATA / "query.fvecs")[:nq]
+    truth = ivecs(DATA / "groundtruth.ivecs")[:nq]
+    recs = [json.loads(l) for l in open(DATA / "base.jsonl")]
+    client = chromadb.HttpClient(host="127.0.0.1", port=port, settings=Settings(anonymized_telemetry=False))
+    col = client.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+    t0 = time.perf_counter()
+    for i in range(0, len(base), 1000):
+        chunk = recs[i : i + 1000]
+        col.add(
+            ids=[r["id"] for r in chunk],
+            embeddings=base[i : i + 1000],
+            documents=[r["document"] for r in chunk],
+            metadatas=[r["metadata"] for r in chunk],
+        )
+    added = time.perf_counter() - t0
+    while col.count() < len(base):
+        time.sleep(0.01)
+    counted = time.perf_counter() - t0
+    lat, hits = [], 0
+    for q, t in zip(queries, truth):
+        s = time.perf_counter()
+        r = col.query(query_embeddings=[q], n_results=10)
+        lat.append(time.perf_counter() - s)
+        hits += len({int(i[2:]) for i in r["ids"][0]} & set(t[:10].tolist()))
+    flat = []
+    for q in queries:
+        s = time.perf_counter()
+        r = col.query(query_embeddings=[q], n_results=10, where={"bucket": 3})
+        flat.append(time.perf_counter() - s)
+        assert len(r["ids"][0]) == 10
+    return {
+        "add_rate": len(base) / added,
+        "count_seconds": counted,
+        "query_p50": quantile(lat, 0.5),
+        "query_p99": quantile(lat, 0.99),
+        "recall10": hits / (10 * len(queries)),
+        "filtered_p50": quantile(flat, 0.5),
+    }
+
+
+def run_server(cmd, port, what, nq, env=None):
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_up(f"http://127.0.0.1:{port}", proc, what)
+        res = workload(port, nq)
+        res["rss_bytes"] = rss(proc.pid)
+        return res
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--indigo-bin", default=str(ROOT / "target" / "release" / "indigo"))
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--no-chroma", action="store_true")
+    args = ap.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as d:
+        port = free_port()
+        print("running indigo run ...", file=sys.stderr)
+        results["Indigo"] = run_server(
+            [args.indigo_bin, "run", "--path", f"{d}/indigo", "--port", str(port)], port, "indigo", args.queries
+        )
+        if not args.no_chroma:
+            chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
+            port = free_port()
+            print("running chroma run ...", file=sys.stderr)
+            env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
+            results["Chroma 1.5.9"] = run_server(
+                [chroma, "run", "--path", f"{d}/chroma", "--port", str(port)], port, "chroma", args.queries, env
+            )
+    ind = results["Indigo"]
+    chr_ = results.get("Chroma 1.5.9")
+    print("## Server: `indigo run` vs `chroma run` (wordnet-minilm-10k, 10k x 384, cosine, official Python client, batches of 1000 with documents and metadata)\n")
+    cols = ["Indigo"] + (["Chroma 1.5.9", "Indigo / Chroma"] if chr_ else [])
+    print("| figure | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+
+    def line(label, key, fmt, scale=1.0):
+        cells = [fmt.format(ind[key] * scale)]
+        if chr_:
+            cells += [fmt.format(chr_[key] * scale), f"{ind[key] / chr_[key]:.2f}x"]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+    line("add records/s", "add_rate", "{:.0f}")
+    line("time until count() is complete", "count_seconds", "{:.2f} s")
+    line("query p50 (k=10)", "query_p50", "{:.2f} ms", 1e3)
+    line("query p99 (k=10)", "query_p99", "{:.2f} ms", 1e3)
+    line("recall@10", "recall10", "{:.3f}")
+    line("filtered query p50 (10% match)", "filtered_p50", "{:.2f} ms", 1e3)
+    line("server resident memory", "rss_bytes", "{:.0f} MiB", 1 / (1 << 20))
+    if chr_:
+        met = lambda b: "met" if b else "NOT met"
+        print(
+            "\ntargets: add >= 5x Chroma: {}; query p50 <= 0.7x Chroma at equal or better recall (within 0.005): {}; RSS <= Chroma's: {}".format(
+                met(ind["add_rate"] >= 5 * chr_["add_rate"]),
+                met(ind["query_p50"] <= 0.7 * chr_["query_p50"] and ind["recall10"] >= chr_["recall10"] - 0.005),
+                met(ind["rss_bytes"] <= chr_["rss_bytes"]),
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
