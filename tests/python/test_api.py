@@ -302,3 +302,12 @@ def test_reset(server, make_server, client):
         locked.client().reset()
     r = httpx.post(locked.url + "/api/v2/reset")
     assert r.status_code == 403 and "allow_reset" in r.json()["message"]
+
+
+def test_large_batches_are_accepted(client):
+    # 2000 x 384 floats: about 4 MB as base64, over common default body limits.
+    col = client.create_collection("large")
+    vecs = np.random.default_rng(1).standard_normal((2000, 384)).astype(np.float32)
+    col.add(ids=[str(i) for i in range(2000)], embeddings=vecs, documents=["d"] * 2000)
+    assert col.count() == 2000
+    assert col.query(query_embeddings=[vecs[7]], n_results=1)["ids"] == [["7"]]

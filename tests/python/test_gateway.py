@@ -136,3 +136,12 @@ def test_restart_after_sigkill_keeps_everything_acknowledged(make_server):
     assert r["ids"] == [["r1234"]]
     # A clean stop (SIGTERM) exits 0.
     assert s.stop(signal.SIGTERM) == 0
+
+
+def test_payload_limit(make_server):
+    s = make_server(env={"INDIGO_MAX_PAYLOAD_BYTES": "1000"})
+    col = s.client().create_collection("small")
+    url = s.url + C.format(t="default_tenant", d="default_database") + f"/{col.id}/add"
+    r = httpx.post(url, json={"ids": [str(i) for i in range(100)], "embeddings": [[1.0, 2.0]] * 100})
+    assert r.status_code == 413 and r.json()["error"] == "QuotaError"
+    assert col.count() == 0

@@ -201,7 +201,10 @@ pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
         .route("/api/v1/{*rest}", any(v1_gone))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), gate));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            state.settings.max_payload_bytes,
+        ));
     api.with_state(state)
 }
 
@@ -215,6 +218,21 @@ async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let open =
         route == "/metrics" || route == "/api/v2/heartbeat" || route == "/api/v2/healthcheck";
+    let length = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if let Some(n) = length.filter(|&n| n > st.settings.max_payload_bytes) {
+        let e = ApiError::new(
+            413,
+            "QuotaError",
+            format!(
+                "request body of {n} bytes is over this server's limit of {} (max_payload_bytes)",
+                st.settings.max_payload_bytes
+            ),
+        );
+        return e.into_response();
+    }
     let h = req.headers();
     let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
     let resp = match gateway::authenticate(
