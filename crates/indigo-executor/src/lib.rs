@@ -24,6 +24,7 @@ use indigo_index::{Neighbor, RoaringBitmap};
 use indigo_log::{CollectionId, Log, LogOffset};
 use indigo_storage::keys::encode_f64;
 use indigo_types::{DocFilter, FieldOp, MetaValue, Metadata, Record, Resolver, Scalar, Where};
+use parking_lot::Mutex;
 
 pub type Error = indigo_compactor::Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -114,64 +115,108 @@ impl Records {
 /// A snapshot with the log tail overlaid.
 pub struct View<'a> {
     snap: Snapshot<'a>,
+    tail: Arc<Tail>,
+    live: Option<RoaringBitmap>,
+}
+
+/// The log tail, resolved.
+#[derive(Default)]
+struct Tail {
     /// Records the tail leaves in existence, ordered as they will be once
     /// compacted: a changed record keeps its place, new ones follow all others.
-    tail: Vec<(u64, Arc<Record>)>,
+    records: Vec<(u64, Arc<Record>)>,
     /// Base internal ids the tail touches (their base state no longer holds).
     excluded: RoaringBitmap,
-    live: Option<RoaringBitmap>,
+}
+
+/// One collection's resolved log tail, kept between reads: extended as entries
+/// arrive, rebuilt when the compactor moves the segment on. Without it every
+/// read during an ingest would re-read and re-resolve the whole tail.
+#[derive(Default)]
+pub struct TailCache(Mutex<Option<Cached>>);
+
+struct Cached {
+    /// The segment offset the resolution is based on.
+    applied: u64,
+    /// The last log offset resolved.
+    upto: u64,
+    res: Resolver<u32>,
+    tail: Arc<Tail>,
 }
 
 const NEW_RECORD: u64 = 1 << 32;
 
+fn derive(res: &Resolver<u32>) -> Tail {
+    let mut excluded = RoaringBitmap::new();
+    let mut records = Vec::new();
+    for r in res.touched.values() {
+        if let Some((iid, _)) = &r.base {
+            excluded.insert(*iid);
+        }
+        if let Some(cur) = &r.current {
+            let key = match (&r.base, r.created) {
+                (_, Some(n)) => NEW_RECORD + n,
+                (Some((iid, _)), None) => *iid as u64,
+                (None, None) => continue,
+            };
+            records.push((key, cur.clone()));
+        }
+    }
+    records.sort_unstable_by_key(|t| t.0);
+    Tail { records, excluded }
+}
+
 impl<'a> View<'a> {
     /// Opens a view of `seg` including every entry `log` holds for `log_id`.
-    pub fn open(seg: &'a Segment, log: &dyn Log, log_id: CollectionId) -> Result<View<'a>> {
+    pub fn open(
+        seg: &'a Segment,
+        log: &dyn Log,
+        log_id: CollectionId,
+        cache: &TailCache,
+    ) -> Result<View<'a>> {
         let snap = seg.snapshot();
-        let recs = log.read(log_id, LogOffset(snap.applied), usize::MAX)?;
-        let mut res: Resolver<u32> = Resolver::default();
-        for (_, e) in decode_records(&recs)? {
-            res.apply(&e, |id| -> Result<_> {
-                Ok(match snap.lookup(id)? {
-                    Some(iid) => snap.record(iid, true)?.map(|r| (iid, Arc::new(r))),
-                    None => None,
-                })
-            })?;
+        let mut g = cache.0.lock();
+        if g.as_ref().is_none_or(|c| c.applied != snap.applied) {
+            *g = Some(Cached {
+                applied: snap.applied,
+                upto: snap.applied,
+                res: Resolver::default(),
+                tail: Arc::default(),
+            });
         }
-        let mut excluded = RoaringBitmap::new();
-        let mut tail = Vec::new();
-        for r in res.touched.into_values() {
-            if let Some((iid, _)) = &r.base {
-                excluded.insert(*iid);
+        let c = g.as_mut().unwrap();
+        let recs = log.read(log_id, LogOffset(c.upto), usize::MAX)?;
+        if !recs.is_empty() {
+            for (off, e) in decode_records(&recs)? {
+                c.res.apply(&e, |id| -> Result<_> {
+                    Ok(match snap.lookup(id)? {
+                        Some(iid) => snap.record(iid, true)?.map(|r| (iid, Arc::new(r))),
+                        None => None,
+                    })
+                })?;
+                c.upto = off;
             }
-            if let Some(cur) = &r.current {
-                let key = match (&r.base, r.created) {
-                    (_, Some(n)) => NEW_RECORD + n,
-                    (Some((iid, _)), None) => *iid as u64,
-                    (None, None) => continue,
-                };
-                tail.push((key, cur.clone()));
-            }
+            c.tail = Arc::new(derive(&c.res));
         }
-        tail.sort_unstable_by_key(|t| t.0);
+        let tail = c.tail.clone();
+        drop(g);
         Ok(View {
             snap,
             tail,
-            excluded,
             live: None,
         })
     }
 
     fn live(&mut self) -> Result<&RoaringBitmap> {
         if self.live.is_none() {
-            self.live = Some(self.snap.live()? - &self.excluded);
+            self.live = Some(self.snap.live()? - &self.tail.excluded);
         }
         Ok(self.live.as_ref().unwrap())
     }
 
     /// How many records exist.
     pub fn count(&mut self) -> Result<u64> {
-        Ok(self.live()?.len() + self.tail.len() as u64)
+        Ok(self.live()?.len() + self.tail.records.len() as u64)
     }
 
     /// Base records selected (exactly), and whether a tail record is.
@@ -208,7 +253,7 @@ impl<'a> View<'a> {
             .ids
             .as_ref()
             .map(|v| v.iter().map(String::as_str).collect());
-        self.tail.iter().filter(move |(_, r)| {
+        self.tail.records.iter().filter(move |(_, r)| {
             ids.as_ref().is_none_or(|s| s.contains(r.id.as_str()))
                 && sel
                     .where_
@@ -343,7 +388,7 @@ impl<'a> View<'a> {
                 index.search(q, k, Some(a))?
             });
         }
-        if exact || self.excluded.len() > 256 {
+        if exact || self.tail.excluded.len() > 256 {
             let live = self.live()?.clone();
             return Ok(if exact {
                 index.search_exact(q, k, Some(&live))?
@@ -353,10 +398,10 @@ impl<'a> View<'a> {
         }
         // Over-fetch by what the snapshot must skip: labels of a chunk being
         // compacted, and base records the tail replaced.
-        let extra = self.excluded.len() as usize + self.snap.segment().inflight();
+        let extra = self.tail.excluded.len() as usize + self.snap.segment().inflight();
         let mut hits = index.search(q, k + extra, None)?;
         let next = self.snap.next_iid;
-        hits.retain(|n| (n.label as u64) < next && !self.excluded.contains(n.label));
+        hits.retain(|n| (n.label as u64) < next && !self.tail.excluded.contains(n.label));
         if hits.len() < k {
             let live = self.live()?.clone();
             if (hits.len() as u64) < live.len() {

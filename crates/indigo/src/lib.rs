@@ -123,6 +123,7 @@ struct Open {
     segment: Arc<Segment>,
     /// 0 until the first write fixes it.
     dim: AtomicU32,
+    tail: indigo_executor::TailCache,
 }
 
 struct Inner {
@@ -458,7 +459,7 @@ impl Indigo {
                 .head(o.log_id)
                 .0
                 .saturating_sub(o.segment.applied());
-            if let Ok(mut v) = View::open(&o.segment, &*self.inner.log, o.log_id) {
+            if let Ok(mut v) = View::open(&o.segment, &*self.inner.log, o.log_id, &o.tail) {
                 records += v.count().unwrap_or(0);
             }
         }
@@ -536,6 +537,7 @@ impl Inner {
             log_id: lid,
             segment: Arc::new(segment),
             dim: AtomicU32::new(info.dimension.unwrap_or(0)),
+            tail: Default::default(),
         });
         self.open.write().insert(id.to_string(), open.clone());
         Ok(open)
@@ -794,7 +796,12 @@ impl Collection {
     }
 
     fn view<T>(&self, f: impl FnOnce(&mut View<'_>) -> indigo_executor::Result<T>) -> Result<T> {
-        let mut v = View::open(&self.open.segment, &*self.inner.log, self.open.log_id)?;
+        let mut v = View::open(
+            &self.open.segment,
+            &*self.inner.log,
+            self.open.log_id,
+            &self.open.tail,
+        )?;
         Ok(f(&mut v)?)
     }
 
