@@ -125,6 +125,9 @@ struct Tail {
     /// Records the tail leaves in existence, ordered as they will be once
     /// compacted: a changed record keeps its place, new ones follow all others.
     records: Vec<(u64, Arc<Record>)>,
+    /// Each record's embedding prepared for the collection's space (normalised
+    /// for cosine), so queries score the tail without preparing it again.
+    prepared: Vec<Arc<[f32]>>,
     /// Base internal ids the tail touches (their base state no longer holds).
     excluded: RoaringBitmap,
 }
@@ -146,7 +149,7 @@ struct Cached {
 
 const NEW_RECORD: u64 = 1 << 32;
 
-fn derive(res: &Resolver<u32>) -> Tail {
+fn derive(res: &Resolver<u32>, space: indigo_index::Space) -> Tail {
     let mut excluded = RoaringBitmap::new();
     let mut records = Vec::new();
     for r in res.touched.values() {
@@ -163,7 +166,15 @@ fn derive(res: &Resolver<u32>) -> Tail {
         }
     }
     records.sort_unstable_by_key(|t| t.0);
-    Tail { records, excluded }
+    let prepared = records
+        .iter()
+        .map(|(_, r)| Arc::from(space.prepare_cow(&r.embedding).into_owned()))
+        .collect();
+    Tail {
+        records,
+        prepared,
+        excluded,
+    }
 }
 
 impl<'a> View<'a> {
@@ -196,7 +207,7 @@ impl<'a> View<'a> {
                 })?;
                 c.upto = off;
             }
-            c.tail = Arc::new(derive(&c.res));
+            c.tail = Arc::new(derive(&c.res, seg.config().space));
         }
         let tail = c.tail.clone();
         drop(g);
@@ -245,25 +256,26 @@ impl<'a> View<'a> {
         Ok(Some(set))
     }
 
-    fn tail_selected<'t>(
-        &'t self,
-        sel: &'t Selection,
-    ) -> impl Iterator<Item = &'t (u64, Arc<Record>)> + 't {
+    /// Indices of the tail records `sel` matches.
+    fn tail_selected(&self, sel: &Selection) -> Vec<usize> {
         let ids: Option<std::collections::HashSet<&str>> = sel
             .ids
             .as_ref()
             .map(|v| v.iter().map(String::as_str).collect());
-        self.tail.records.iter().filter(move |(_, r)| {
-            ids.as_ref().is_none_or(|s| s.contains(r.id.as_str()))
-                && sel
-                    .where_
-                    .as_ref()
-                    .is_none_or(|w| w.matches(r.metadata.as_ref(), r.document.as_deref()))
-                && sel
-                    .where_document
-                    .as_ref()
-                    .is_none_or(|d| d.matches(r.document.as_deref()))
-        })
+        (0..self.tail.records.len())
+            .filter(|&i| {
+                let r = &self.tail.records[i].1;
+                ids.as_ref().is_none_or(|s| s.contains(r.id.as_str()))
+                    && sel
+                        .where_
+                        .as_ref()
+                        .is_none_or(|w| w.matches(r.metadata.as_ref(), r.document.as_deref()))
+                    && sel
+                        .where_document
+                        .as_ref()
+                        .is_none_or(|d| d.matches(r.document.as_deref()))
+            })
+            .collect()
     }
 
     /// Records matching `sel` in collection order, after skipping `offset`, at most
@@ -279,7 +291,11 @@ impl<'a> View<'a> {
             Some(b) => b,
             None => self.live()?.clone(),
         };
-        let tail: Vec<&(u64, Arc<Record>)> = self.tail_selected(sel).collect();
+        let tail: Vec<&(u64, Arc<Record>)> = self
+            .tail_selected(sel)
+            .into_iter()
+            .map(|i| &self.tail.records[i])
+            .collect();
         let mut out = Records::new(include);
         let limit = limit.unwrap_or(usize::MAX);
         let (mut bi, mut ti) = (base.iter().peekable(), tail.iter().peekable());
@@ -334,7 +350,8 @@ impl<'a> View<'a> {
         include: Include,
     ) -> Result<Vec<Records>> {
         let allow = self.select_base(sel)?;
-        let tail: Vec<Arc<Record>> = self.tail_selected(sel).map(|t| t.1.clone()).collect();
+        let selected = self.tail_selected(sel);
+        let tail = self.tail.clone();
         let seg = self.snap.segment();
         let index = seg.index();
         let exact = seg.config().exact;
@@ -345,19 +362,23 @@ impl<'a> View<'a> {
                 let hits = self.search_base(index, q, k, allow.as_ref(), exact)?;
                 found.extend(hits.into_iter().map(|n| (n.distance, Ok(n.label))));
             }
-            if !tail.is_empty() {
-                let space = index.as_ref().map_or(seg.config().space, |i| i.space());
+            if !selected.is_empty() {
+                let space = seg.config().space;
                 let pq = space.prepare(q);
-                for (i, r) in tail.iter().enumerate() {
-                    if r.embedding.len() != q.len() {
-                        continue;
+                for &i in &selected {
+                    let v = &tail.prepared[i];
+                    if v.len() == q.len() {
+                        found.push((space.distance(&pq, v), Err(i)));
                     }
-                    let d = space.distance(&pq, &space.prepare_cow(&r.embedding));
-                    found.push((d, Err(i)));
                 }
             }
-            found.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let by_distance =
+                |a: &(f32, Result<u32, usize>), b: &(f32, Result<u32, usize>)| a.0.total_cmp(&b.0);
+            if found.len() > k && k > 0 {
+                found.select_nth_unstable_by(k - 1, by_distance);
+            }
             found.truncate(k);
+            found.sort_by(by_distance);
             let mut recs = Records::new(include);
             for (d, src) in found {
                 match src {
@@ -365,7 +386,7 @@ impl<'a> View<'a> {
                         let r = self.fetch(iid, include.embeddings)?;
                         recs.push(&r, Some(d));
                     }
-                    Err(i) => recs.push(&tail[i], Some(d)),
+                    Err(i) => recs.push(&tail.records[i].1, Some(d)),
                 }
             }
             out.push(recs);
