@@ -4,6 +4,7 @@
 //! here, before it reaches the log; errors are Chroma's `{"error","message"}` JSON.
 
 pub mod gateway;
+pub mod openapi;
 pub mod settings;
 
 use std::sync::Arc;
@@ -200,6 +201,7 @@ pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
         .route("/api/v1", any(v1_gone))
         .route("/api/v1/{*rest}", any(v1_gone))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .layer(axum::extract::DefaultBodyLimit::max(
@@ -216,8 +218,10 @@ async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or("unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().to_string();
-    let open =
-        route == "/metrics" || route == "/api/v2/heartbeat" || route == "/api/v2/healthcheck";
+    let open = matches!(
+        route.as_str(),
+        "/metrics" | "/openapi.json" | "/api/v2/heartbeat" | "/api/v2/healthcheck"
+    );
     let length = req
         .headers()
         .get("content-length")
