@@ -277,9 +277,9 @@ def test_bad_input_is_a_400_with_chroma_error_json_and_changes_nothing(server, c
 
 def test_routes_of_distributed_chroma_answer_501(server, client):
     col = client.create_collection("dist")
-    r = httpx.post(f"{server.url}{C}/{col.id}/search", json={"searches": []})
-    assert r.status_code == 501 and r.json()["message"]
     r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "x"})
+    assert r.status_code == 501 and r.json()["message"]
+    r = httpx.get(f"{server.url}{C}/{col.id}/fork_count")
     assert r.status_code == 501
 
 
@@ -311,3 +311,38 @@ def test_large_batches_are_accepted(client):
     col.add(ids=[str(i) for i in range(2000)], embeddings=vecs, documents=["d"] * 2000)
     assert col.count() == 2000
     assert col.query(query_embeddings=[vecs[7]], n_results=1)["ids"] == [["7"]]
+
+
+def test_search_api(server, client):
+    from chromadb.execution.expression import K, Knn, Rrf, Search
+
+    col = client.create_collection("search")
+    add_sample(col)
+    # KNN rank with a filter, limit/offset and selected keys.
+    s = (
+        Search()
+        .where(K("tag") == "x")
+        .rank(Knn(query=[1.0, 0.0, 0.0]))
+        .limit(5)
+        .select(K.DOCUMENT, K.SCORE, "n")
+    )
+    r = col.search(s)
+    assert r["ids"] == [["a", "d"]]
+    assert r["documents"] == [["the quick brown fox", "the lazy dog"]]
+    assert r["scores"][0][0] == pytest.approx(0.0) and r["scores"][0][1] == pytest.approx(1.0)
+    assert r["metadatas"] == [[{"n": 1}, {"n": 4}]]
+    # Document conditions in the filter; no rank: collection order.
+    r = col.search(Search().where(K.DOCUMENT.contains("the")).select(K.METADATA))
+    assert r["ids"] == [["a", "d"]]
+    assert r["metadatas"][0][0] == {"n": 1, "tag": "x", "l": [1, 2]}
+    # Reciprocal rank fusion of two KNNs, several searches in one request.
+    # Ranks for [1, .1, 0]: a d e b c; for [.1, 1, 0]: b d a c e. With k=60,
+    # a scores 1/60 + 1/62, d 2/61, b 1/63 + 1/60: a, d, b.
+    fused = Search().rank(Rrf([Knn(query=[1.0, 0.1, 0.0], return_rank=True),
+                               Knn(query=[0.1, 1.0, 0.0], return_rank=True)])).limit(2)
+    r = col.search([fused, Search().limit(1)])
+    assert r["ids"] == [["a", "d"], ["a"]]
+    # Bad rank expressions are 400s.
+    for bad in [{"rank": {"$bogus": 1}}, {"rank": {"$knn": {"query": "text"}}}, {"filter": {"n": {"$gt": "x"}}}]:
+        r = httpx.post(f"{server.url}{C}/{col.id}/search", json={"searches": [bad]})
+        assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError", bad

@@ -5,6 +5,7 @@
 
 pub mod gateway;
 pub mod openapi;
+mod search;
 pub mod settings;
 
 use std::sync::Arc;
@@ -176,10 +177,7 @@ pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
             &format!("{C}/{{collection}}/indexing_status"),
             get(indexing_status),
         )
-        .route(
-            &format!("{C}/{{collection}}/search"),
-            post(distributed_only),
-        )
+        .route(&format!("{C}/{{collection}}/search"), post(search_records))
         .route(&format!("{C}/{{collection}}/fork"), post(distributed_only))
         .route(
             &format!("{C}/{{collection}}/fork_count"),
@@ -1017,6 +1015,45 @@ async fn indexing_status(
         "total_ops": head,
         "op_indexing_progress": progress,
     }))
+}
+
+async fn search_records(
+    State(st): St,
+    axum::Extension(who): Who,
+    Path((t, d, id)): Path<(String, String, String)>,
+    b: Bytes,
+) -> ApiResult {
+    who.check(&t, Some(&d))?;
+    let v = body(&b)?;
+    let searches = v
+        .get("searches")
+        .and_then(Value::as_array)
+        .cloned()
+        .ok_or_else(|| ApiError::invalid("searches (a list) is required"))?;
+    let db = st.db.clone();
+    let results = blocking(move || {
+        let c = by_id(&db, &t, &d, &id)?;
+        searches
+            .iter()
+            .map(|s| search::run(&c, s))
+            .collect::<ApiResult<Vec<_>>>()
+    })
+    .await?;
+    let mut out = Map::new();
+    for key in [
+        "ids",
+        "documents",
+        "embeddings",
+        "metadatas",
+        "scores",
+        "select",
+    ] {
+        out.insert(
+            key.into(),
+            Value::Array(results.iter().map(|r| r[key].clone()).collect()),
+        );
+    }
+    ok(Value::Object(out))
 }
 
 async fn distributed_only() -> ApiError {

@@ -36,7 +36,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/query", "Nearest neighbours of query embeddings, pre-filtered.", "200"),
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/count", "Counts records.", "200"),
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/indexing_status", "How much of the log is indexed.", "200"),
-    ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/search", "Distributed Chroma only: answers 501.", "501"),
+    ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/search", "Searches with filters, KNN rank expressions, limit and select.", "200"),
     ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/fork", "Distributed Chroma only: answers 501.", "501"),
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/fork_count", "Distributed Chroma only: answers 501.", "501"),
     ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/functions/attach", "Distributed Chroma only: answers 501.", "501"),
