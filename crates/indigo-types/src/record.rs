@@ -370,6 +370,9 @@ impl<B: Clone> Resolver<B> {
     }
 }
 
+/// Ids are keys in the store's id map; longer ones are refused.
+pub const MAX_ID_BYTES: usize = 4096;
+
 /// Checks the parts of a write that do not depend on stored state: ids present and
 /// unique within the request, embeddings finite and of one dimension (returned),
 /// metadata without nulls except in updates, the fields a kind needs.
@@ -379,6 +382,13 @@ pub fn validate_write(entry: &WriteEntry) -> Result<Option<usize>, InvalidArgume
     for r in &entry.records {
         if r.id.is_empty() {
             return invalid("ids must not be empty strings");
+        }
+        if r.id.len() > MAX_ID_BYTES {
+            return Err(InvalidArgument(format!(
+                "id of {} bytes is longer than the {MAX_ID_BYTES} allowed (starts {:?})",
+                r.id.len(),
+                &r.id[..r.id.floor_char_boundary(32)]
+            )));
         }
         if !seen.insert(r.id.as_str()) {
             return Err(InvalidArgument(format!(
@@ -523,6 +533,12 @@ mod tests {
         )
         .contains("duplicate"));
         assert!(bad(WriteKind::Add, vec![op("a", Some(&[f32::NAN]), &[])]).contains("non-finite"));
+        assert!(bad(WriteKind::Add, vec![op(&"x".repeat(5000), Some(&[1.0]), &[])]).contains("longer"));
+        assert!(validate_write(&WriteEntry {
+            kind: WriteKind::Add,
+            records: vec![op(&"x".repeat(4096), Some(&[1.0]), &[])]
+        })
+        .is_ok());
         assert!(bad(WriteKind::Add, vec![op("a", Some(&[1.0]), &[("k", None)])]).contains("null"));
         assert_eq!(
             validate_write(&WriteEntry {

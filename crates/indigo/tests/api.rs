@@ -357,3 +357,27 @@ fn background_compaction_catches_up_and_checkpoints() {
     assert_eq!(q[0].ids, ["3-7"]);
     assert!(db.compactor_errors().is_empty());
 }
+
+#[test]
+fn long_ids_up_to_the_limit_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), false);
+    let c = db.create_collection(T, D, "long-ids", None, None).unwrap();
+    let long = "é".repeat(2048); // 4096 bytes
+    c.add(Batch::new(vec![long.clone()], vec![vec![1.0, 2.0]])).unwrap();
+    assert!(matches!(
+        c.add(Batch::new(vec![format!("{long}x")], vec![vec![1.0, 2.0]])),
+        Err(Error::InvalidArgument(_))
+    ));
+    db.compact().unwrap();
+    let r = c
+        .get(&GetRequest {
+            selection: Selection {
+                ids: Some(vec![long.clone()]),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(r.ids, [long]);
+}
