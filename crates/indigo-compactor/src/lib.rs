@@ -188,7 +188,20 @@ impl Drop for Worker {
     }
 }
 
+/// Folding the log is background work: at nice 5 (inherited by the index-build
+/// threads it starts) it yields CPU to writers and readers when both want it, and
+/// still gets a fair share, so the log tail cannot grow without bound.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain syscall on the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 5);
+    }
+}
+
 fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb) {
+    lower_priority();
     let mut last_checkpoint = Instant::now();
     let mut failing = false;
     loop {

@@ -395,6 +395,14 @@ impl LogWriter {
             self.failed = Some(e.to_string());
             return Err(IndexError::io("fsync commit log", &self.path)(e));
         }
+        // The commit log is read only when the index is loaded: let its synced
+        // pages go instead of growing the page cache.
+        #[cfg(target_os = "linux")]
+        // SAFETY: the fd is open for the life of `self.file`; the call only advises.
+        unsafe {
+            use std::os::fd::AsRawFd;
+            libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
         Ok(())
     }
 }

@@ -351,7 +351,10 @@ impl FileLog {
             op: "fsync log",
             path,
             source,
-        })
+        })?;
+        // Synced pages are clean: let them go rather than grow the page cache.
+        file.drop_cache();
+        Ok(())
     }
 
     /// Starts a new file once the current one is large (called by the leader).

@@ -23,6 +23,10 @@ pub trait WritableFile: Send + Sync {
     fn append(&self, data: &[u8]) -> io::Result<()>;
     /// Makes every appended byte durable.
     fn sync(&self) -> io::Result<()>;
+    /// Tells the OS the file's cached pages will not be read soon (after a sync, so
+    /// they are clean). A log written at hundreds of MB/s otherwise fills the page
+    /// cache, and on virtual machines fresh cache pages slow writes to a third.
+    fn drop_cache(&self) {}
 }
 
 /// A file opened for positional reads; shareable between threads.
@@ -73,6 +77,13 @@ impl WritableFile for StdWritable {
     }
     fn sync(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+    fn drop_cache(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the fd is open for the life of `self`; the call only advises.
+        unsafe {
+            libc::posix_fadvise(self.0.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
     }
 }
 

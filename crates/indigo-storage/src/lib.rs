@@ -824,6 +824,8 @@ impl Inner {
                 source: e,
             })
         })?;
+        // The WAL is read only after a crash: its synced pages need not stay cached.
+        wal.drop_cache();
         *synced = upto;
         Ok(())
     }
@@ -845,6 +847,7 @@ impl Inner {
                 source: e,
             })
         })?;
+        w.wal.drop_cache();
         let no = self.next_file.fetch_add(1, Ordering::SeqCst);
         let path = self.dir.join(wal_name(no));
         let wal = (|| {

@@ -533,7 +533,11 @@ mod tests {
         )
         .contains("duplicate"));
         assert!(bad(WriteKind::Add, vec![op("a", Some(&[f32::NAN]), &[])]).contains("non-finite"));
-        assert!(bad(WriteKind::Add, vec![op(&"x".repeat(5000), Some(&[1.0]), &[])]).contains("longer"));
+        assert!(bad(
+            WriteKind::Add,
+            vec![op(&"x".repeat(5000), Some(&[1.0]), &[])]
+        )
+        .contains("longer"));
         assert!(validate_write(&WriteEntry {
             kind: WriteKind::Add,
             records: vec![op(&"x".repeat(4096), Some(&[1.0]), &[])]

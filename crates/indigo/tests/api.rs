@@ -364,7 +364,8 @@ fn long_ids_up_to_the_limit_work() {
     let db = open(dir.path(), false);
     let c = db.create_collection(T, D, "long-ids", None, None).unwrap();
     let long = "é".repeat(2048); // 4096 bytes
-    c.add(Batch::new(vec![long.clone()], vec![vec![1.0, 2.0]])).unwrap();
+    c.add(Batch::new(vec![long.clone()], vec![vec![1.0, 2.0]]))
+        .unwrap();
     assert!(matches!(
         c.add(Batch::new(vec![format!("{long}x")], vec![vec![1.0, 2.0]])),
         Err(Error::InvalidArgument(_))
