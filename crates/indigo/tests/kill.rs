@@ -191,6 +191,16 @@ fn acknowledged_batches_survive_sigkill() {
         if rx.recv_timeout(Duration::from_secs(60)).is_err() {
             panic!("run {run}: the child did not open the database");
         }
+        if run % 10 == 0 {
+            // Another process holds the directory: opening it fails at once.
+            let t = std::time::Instant::now();
+            match Indigo::open(dir.path()) {
+                Err(indigo::Error::InUse(_)) => {}
+                Err(e) => panic!("run {run}: expected an in-use error, got {e}"),
+                Ok(_) => panic!("run {run}: opened a directory another process holds"),
+            }
+            assert!(t.elapsed() < Duration::from_secs(1));
+        }
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..150)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
