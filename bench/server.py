@@ -136,6 +136,7 @@ def workload(port, nq):
         flat.append(time.perf_counter() - s)
         assert len(r["ids"][0]) == 10
     return {
+        "latencies": lat,
         "add_rate": len(base) / added,
         "count_seconds": counted,
         "indexed_seconds": indexed,
@@ -166,6 +167,7 @@ def main():
     ap.add_argument("--indigo-bin", default=str(ROOT / "target" / "release" / "indigo"))
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--no-chroma", action="store_true")
+    ap.add_argument("--json", help="also write every figure (and the query latencies) here")
     args = ap.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as d:
@@ -182,6 +184,9 @@ def main():
             results["Chroma 1.5.9"] = run_server(
                 [chroma, "run", "--path", f"{d}/chroma", "--port", str(port)], port, "chroma", args.queries, env
             )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f)
     ind = results["Indigo"]
     chr_ = results.get("Chroma 1.5.9")
     print("## Server: `indigo run` vs `chroma run` (wordnet-minilm-10k, 10k x 384, cosine, official Python client, batches of 1000 with documents and metadata)\n")

@@ -82,6 +82,7 @@ def main():
         json.dumps(
             {
                 "engine": "chroma " + chromadb.__version__,
+                "latencies": lat,
                 "records": len(base),
                 "ack_seconds": acked,
                 "indexed_seconds": indexed,

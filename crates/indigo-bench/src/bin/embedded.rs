@@ -33,6 +33,9 @@ struct Args {
     /// Skip Chroma.
     #[arg(long)]
     no_peers: bool,
+    /// Also write every figure (and the query latencies) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Internal: run Indigo's part in this process and print JSON.
     #[arg(long, hide = true)]
     child: bool,
@@ -147,8 +150,10 @@ fn indigo_child(nq: usize) -> Value {
         flat.push(s.elapsed());
         assert_eq!(r[0].ids.len(), 10);
     }
+    let latencies: Vec<f64> = lat.iter().map(|d| d.as_secs_f64()).collect();
     json!({
         "engine": "indigo",
+        "latencies": latencies,
         "records": n,
         "ack_seconds": acked.as_secs_f64(),
         "indexed_seconds": indexed.as_secs_f64(),
@@ -354,9 +359,11 @@ fn main() {
             met(ind["filtered_p50"].as_f64().unwrap() <= 2.0 * ind["query_p50"].as_f64().unwrap()),
         );
     }
+    let mut scale = Value::Null;
     if args.scale > 0 {
         eprintln!("running the scale test ({} records) ...", args.scale);
         let s = run_self("--scale-child", &["--scale".into(), args.scale.to_string()]);
+        scale = s.clone();
         let ratio = s["last_rate"].as_f64().unwrap() / s["first_rate"].as_f64().unwrap();
         println!(
             "\n## Ingest at scale: {} records (wordnet vectors cycled with noise), batches of 1000\n",
@@ -379,6 +386,10 @@ fn main() {
             .map(|x| format!("{:.0}", x.as_f64().unwrap()))
             .collect();
         println!("rate by tenth of the ingest (records/s): {}", d.join(", "));
+    }
+    if let Some(p) = &args.json {
+        let all = json!({"indigo": ind, "chroma": chr, "scale": scale});
+        std::fs::write(p, serde_json::to_string(&all).unwrap()).unwrap();
     }
 }
 
