@@ -75,7 +75,7 @@ pub trait Jobs: Send + Sync {
 
 /// Fold at most this many records per chunk: big enough for a parallel index
 /// build, small enough that readers' tail overlays stay short.
-const CHUNK_RECORDS: usize = 4096;
+const CHUNK_RECORDS: usize = 1024;
 /// Checkpoint when this many entries are applied but not durable, or after
 /// [`CHECKPOINT_EVERY`] with anything pending.
 const CHECKPOINT_ENTRIES: u64 = 256;

@@ -228,7 +228,13 @@ impl Segment {
         durable: u64,
         log: &[(u64, WriteEntry)],
     ) -> Result<Segment> {
-        let store = Store::open(dir.join("store"), Options::default())?;
+        // One store per collection: a smaller memtable than a single big store's
+        // keeps many collections' memory bounded; the log already batches writes.
+        let opts = Options {
+            memtable_bytes: 16 << 20,
+            ..Options::default()
+        };
+        let store = Store::open(dir.join("store"), opts)?;
         let b = Buckets {
             ids: store.bucket("ids", Strategy::Replace)?,
             rec: store.bucket("rec", Strategy::Replace)?,

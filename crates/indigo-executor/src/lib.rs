@@ -126,8 +126,10 @@ struct Tail {
     /// compacted: a changed record keeps its place, new ones follow all others.
     records: Vec<(u64, Arc<Record>)>,
     /// Each record's embedding prepared for the collection's space (normalised
-    /// for cosine), so queries score the tail without preparing it again.
-    prepared: Vec<Arc<[f32]>>,
+    /// for cosine), made by the first query, so later ones score the tail without
+    /// preparing it again (and counts and gets never pay for it).
+    prepared: std::sync::OnceLock<Vec<Arc<[f32]>>>,
+    space: Option<indigo_index::Space>,
     /// Base internal ids the tail touches (their base state no longer holds).
     excluded: RoaringBitmap,
 }
@@ -149,6 +151,18 @@ struct Cached {
 
 const NEW_RECORD: u64 = 1 << 32;
 
+impl Tail {
+    fn prepared(&self) -> &[Arc<[f32]>] {
+        self.prepared.get_or_init(|| {
+            let space = self.space.unwrap_or(indigo_index::Space::L2);
+            self.records
+                .iter()
+                .map(|(_, r)| Arc::from(space.prepare_cow(&r.embedding).into_owned()))
+                .collect()
+        })
+    }
+}
+
 fn derive(res: &Resolver<u32>, space: indigo_index::Space) -> Tail {
     let mut excluded = RoaringBitmap::new();
     let mut records = Vec::new();
@@ -166,13 +180,10 @@ fn derive(res: &Resolver<u32>, space: indigo_index::Space) -> Tail {
         }
     }
     records.sort_unstable_by_key(|t| t.0);
-    let prepared = records
-        .iter()
-        .map(|(_, r)| Arc::from(space.prepare_cow(&r.embedding).into_owned()))
-        .collect();
     Tail {
         records,
-        prepared,
+        prepared: std::sync::OnceLock::new(),
+        space: Some(space),
         excluded,
     }
 }
@@ -366,7 +377,7 @@ impl<'a> View<'a> {
                 let space = seg.config().space;
                 let pq = space.prepare(q);
                 for &i in &selected {
-                    let v = &tail.prepared[i];
+                    let v = &tail.prepared()[i];
                     if v.len() == q.len() {
                         found.push((space.distance(&pq, v), Err(i)));
                     }
