@@ -14,7 +14,7 @@
 //! the batch; after a crash it may hold more or less than S, and
 //! [`Segment::open`] reconciles it with the store.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use indigo_storage::{Bucket, Options, Store, Strategy, WriteBatch, WriteOptions}
 use indigo_types::record::{
     decode_embedding, decode_record_body, encode_embedding, encode_record_body,
 };
-use indigo_types::{MetaValue, Metadata, Record, Resolver, Scalar, WriteEntry};
+use indigo_types::{MetaValue, Record, Resolver, WriteEntry};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
 use crate::{Error, Result};
@@ -611,20 +611,4 @@ impl<'a> Snapshot<'a> {
             .map(|(k, s)| (k, low_bits(s)))
             .collect())
     }
-}
-
-/// Records the touched ids resolve to, keyed by id (the executor's tail overlay
-/// uses the same resolver with the snapshot as base).
-pub type Touched = HashMap<String, indigo_types::Resolved<u32>>;
-
-/// A metadata value's posting keys (used by the executor to find equal values).
-pub fn scalar_key(list: bool, field: &str, v: &Scalar) -> Vec<u8> {
-    posting::value_key(if list { posting::LIST } else { posting::SCALAR }, field, v)
-}
-
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn f<T: Send + Sync>() {}
-    f::<Segment>();
-    let _ = |m: &Metadata| m.len();
 }
