@@ -291,7 +291,30 @@ impl Segment {
         p.max_neighbors = c.max_neighbors;
         p.ef_construction = c.ef_construction;
         p.ef_search = c.ef_search;
-        let idx = Arc::new(Hnsw::open(self.dir.join("hnsw"), p)?);
+        let dir = self.dir.join("hnsw");
+        let idx = match Hnsw::open(&dir, p.clone()) {
+            Ok(i) => i,
+            // The store holds every vector: a damaged index is set aside and rebuilt
+            // (by `reconcile`) rather than leaving the collection unreadable.
+            Err(indigo_index::IndexError::Corrupt { path, detail }) => {
+                let aside = self.dir.join(format!(
+                    "hnsw.damaged-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ));
+                eprintln!(
+                    "indigo: index file {} is damaged ({detail}); moved the index to {} and rebuilding it from the store",
+                    path.display(),
+                    aside.display()
+                );
+                std::fs::rename(&dir, &aside)
+                    .map_err(|e| Error::Io(format!("move {} aside: {e}", dir.display())))?;
+                Hnsw::open(&dir, p)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let idx = Arc::new(idx);
         idx.spawn_maintenance(64 << 20);
         Ok(idx)
     }

@@ -382,3 +382,49 @@ fn long_ids_up_to_the_limit_work() {
         .unwrap();
     assert_eq!(r.ids, [long]);
 }
+
+#[test]
+fn a_damaged_index_is_rebuilt_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let db = open(dir.path(), false);
+        let c = db.create_collection(T, D, "damaged", None, None).unwrap();
+        let ids: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
+        let embs = (0..300)
+            .map(|i| vec![i as f32, (i % 7) as f32, 1.0])
+            .collect();
+        c.add(Batch::new(ids, embs)).unwrap();
+        db.compact().unwrap();
+        c.id().to_string()
+    };
+    let hnsw = dir.path().join("collections").join(&id).join("hnsw");
+    let mut damaged = 0;
+    for e in std::fs::read_dir(&hnsw).unwrap() {
+        let p = e.unwrap().path();
+        let mut bytes = std::fs::read(&p).unwrap();
+        if bytes.len() > 8 {
+            bytes[..8].copy_from_slice(b"garbage!");
+            std::fs::write(&p, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    let db = open(dir.path(), false);
+    let c = db.get_collection(T, D, "damaged").unwrap();
+    assert_eq!(c.count().unwrap(), 300);
+    let q = c
+        .query(&QueryRequest::new(vec![vec![42.0, 0.0, 1.0]], 1))
+        .unwrap();
+    assert_eq!(q[0].ids, ["r42"]);
+    let aside = std::fs::read_dir(dir.path().join("collections").join(&id))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("hnsw.damaged-")
+        })
+        .count();
+    assert_eq!(aside, 1, "the damaged index is kept aside for inspection");
+}
