@@ -208,28 +208,7 @@ impl SqliteSysDb {
         }
         tx.execute("DELETE FROM schema_version", [])?;
         tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [known])?;
-        tx.execute(
-            "INSERT OR IGNORE INTO tenants (name) VALUES (?1)",
-            [DEFAULT_TENANT],
-        )?;
-        let has_default: bool = tx
-            .query_row(
-                "SELECT 1 FROM databases WHERE tenant = ?1 AND name = ?2",
-                [DEFAULT_TENANT, DEFAULT_DATABASE],
-                |_| Ok(true),
-            )
-            .optional()?
-            .unwrap_or(false);
-        if !has_default {
-            tx.execute(
-                "INSERT INTO databases (id, name, tenant) VALUES (?1, ?2, ?3)",
-                params![
-                    uuid::Uuid::new_v4().to_string(),
-                    DEFAULT_DATABASE,
-                    DEFAULT_TENANT
-                ],
-            )?;
-        }
+        ensure_defaults(&tx)?;
         tx.commit()?;
         Ok(SqliteSysDb {
             conn: Mutex::new(conn),
@@ -275,6 +254,33 @@ impl SqliteSysDb {
             .query_row(&sql, args, Self::row_to_collection)
             .optional()?)
     }
+}
+
+/// Creates the default tenant and database if they are missing.
+fn ensure_defaults(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO tenants (name) VALUES (?1)",
+        [DEFAULT_TENANT],
+    )?;
+    let has_default: bool = tx
+        .query_row(
+            "SELECT 1 FROM databases WHERE tenant = ?1 AND name = ?2",
+            [DEFAULT_TENANT, DEFAULT_DATABASE],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if !has_default {
+        tx.execute(
+            "INSERT INTO databases (id, name, tenant) VALUES (?1, ?2, ?3)",
+            params![
+                uuid::Uuid::new_v4().to_string(),
+                DEFAULT_DATABASE,
+                DEFAULT_TENANT
+            ],
+        )?;
+    }
+    Ok(())
 }
 
 fn check_name(kind: &str, name: &str) -> Result<()> {
@@ -449,15 +455,7 @@ impl SysDb for SqliteSysDb {
         let mut conn = self.conn.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute_batch("DELETE FROM collections; DELETE FROM databases; DELETE FROM tenants;")?;
-        tx.execute("INSERT INTO tenants (name) VALUES (?1)", [DEFAULT_TENANT])?;
-        tx.execute(
-            "INSERT INTO databases (id, name, tenant) VALUES (?1, ?2, ?3)",
-            params![
-                uuid::Uuid::new_v4().to_string(),
-                DEFAULT_DATABASE,
-                DEFAULT_TENANT
-            ],
-        )?;
+        ensure_defaults(&tx)?;
         tx.commit()?;
         Ok(())
     }
