@@ -19,22 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench" / "peers"))
+from vecs import fvecs, ivecs, quantile  # noqa: E402
+
 DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
-
-
-def fvecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    return a.reshape(-1, d + 1)[:, 1:].view(np.float32).copy()
-
-
-def ivecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    return a.reshape(-1, d + 1)[:, 1:].copy()
 
 
 def free_port():
@@ -78,11 +68,6 @@ def wait_up(url, proc, what):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not start")
-
-
-def quantile(xs, q):
-    xs = sorted(xs)
-    return xs[round((len(xs) - 1) * q)]
 
 
 def workload(port, nq):

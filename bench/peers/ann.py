@@ -13,18 +13,7 @@ import sys
 import time
 
 import numpy as np
-
-
-def fvecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    return a.reshape(-1, d + 1)[:, 1:].view(np.float32).copy()
-
-
-def ivecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    return a.reshape(-1, d + 1)[:, 1:].copy()
+from vecs import fvecs, ivecs
 
 
 def rss():

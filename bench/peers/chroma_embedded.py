@@ -11,19 +11,7 @@ import os
 import sys
 import time
 
-import numpy as np
-
-
-def fvecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    return a.reshape(-1, d + 1)[:, 1:].view(np.float32).copy()
-
-
-def ivecs(path):
-    a = np.fromfile(path, dtype=np.int32)
-    d = a[0]
-    return a.reshape(-1, d + 1)[:, 1:].copy()
+from vecs import fvecs, ivecs, quantile
 
 
 def rss():
@@ -32,11 +20,6 @@ def rss():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def quantile(xs, q):
-    xs = sorted(xs)
-    return xs[round((len(xs) - 1) * q)]
 
 
 def main():
