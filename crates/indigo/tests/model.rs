@@ -274,6 +274,29 @@ fn open(dir: &std::path::Path, background: bool) -> (Indigo, Collection) {
     (db, c)
 }
 
+/// The first record of each id: a request's ids must be unique.
+fn unique<T>(
+    recs: Vec<(u8, T, Option<String>, Option<Value>)>,
+) -> Vec<(u8, T, Option<String>, Option<Value>)> {
+    let mut seen = std::collections::HashSet::new();
+    recs.into_iter().filter(|r| seen.insert(r.0)).collect()
+}
+
+/// An add or upsert of `recs`.
+fn new_batch(recs: &[NewRec]) -> Batch {
+    Batch::new(
+        recs.iter().map(|r| id(r.0)).collect(),
+        recs.iter().map(|r| r.1.clone()).collect(),
+    )
+    .documents(recs.iter().map(|r| r.2.clone()).collect())
+    .metadatas_json(
+        recs.iter()
+            .map(|r| r.3.clone().unwrap_or(Value::Null))
+            .collect(),
+    )
+    .unwrap()
+}
+
 fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -299,19 +322,8 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
     for op in ops {
         match op {
             Op::Add(recs) => {
-                let mut seen = std::collections::HashSet::new();
-                let recs: Vec<_> = recs.into_iter().filter(|r| seen.insert(r.0)).collect();
-                let b = Batch::new(
-                    recs.iter().map(|r| id(r.0)).collect(),
-                    recs.iter().map(|r| r.1.clone()).collect(),
-                )
-                .documents(recs.iter().map(|r| r.2.clone()).collect())
-                .metadatas_json(
-                    recs.iter()
-                        .map(|r| r.3.clone().unwrap_or(Value::Null))
-                        .collect(),
-                )
-                .unwrap();
+                let recs = unique(recs);
+                let b = new_batch(&recs);
                 c.add(b).unwrap();
                 for r in &recs {
                     if m.find(&id(r.0)).is_none() {
@@ -320,19 +332,8 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
                 }
             }
             Op::Upsert(recs) => {
-                let mut seen = std::collections::HashSet::new();
-                let recs: Vec<_> = recs.into_iter().filter(|r| seen.insert(r.0)).collect();
-                let b = Batch::new(
-                    recs.iter().map(|r| id(r.0)).collect(),
-                    recs.iter().map(|r| r.1.clone()).collect(),
-                )
-                .documents(recs.iter().map(|r| r.2.clone()).collect())
-                .metadatas_json(
-                    recs.iter()
-                        .map(|r| r.3.clone().unwrap_or(Value::Null))
-                        .collect(),
-                )
-                .unwrap();
+                let recs = unique(recs);
+                let b = new_batch(&recs);
                 c.upsert(b).unwrap();
                 for r in &recs {
                     match m.find(&id(r.0)) {
@@ -342,8 +343,7 @@ fn run(ops: Vec<Op>, space: indigo::Space, background: bool) -> Result<(), TestC
                 }
             }
             Op::Update(recs) => {
-                let mut seen = std::collections::HashSet::new();
-                let recs: Vec<_> = recs.into_iter().filter(|r| seen.insert(r.0)).collect();
+                let recs = unique(recs);
                 // One request gives a field for every record or for none.
                 let with_emb = recs.iter().all(|r| r.1.is_some());
                 let b = Batch {
