@@ -342,7 +342,7 @@ pub struct Hnsw {
     pub(crate) log: Option<Mutex<LogWriter>>,
     dir: Option<PathBuf>,
     /// Serialises repair and condensation.
-    maint: Mutex<()>,
+    pub(crate) maint: Mutex<()>,
 }
 
 impl std::fmt::Debug for Hnsw {
