@@ -321,7 +321,11 @@ fn a_second_open_of_the_same_path_fails_at_once() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("opened twice"),
     }
-    assert!(t.elapsed() < std::time::Duration::from_secs(1));
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "the in-use error took {:?}",
+        t.elapsed()
+    );
     drop(db);
     Indigo::open(dir.path()).unwrap();
 }
@@ -345,7 +349,7 @@ fn background_compaction_catches_up_and_checkpoints() {
             break;
         }
         assert!(
-            t.elapsed().as_secs() < 30,
+            t.elapsed().as_secs() < 300,
             "compaction stalled at {applied}/{head}"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));

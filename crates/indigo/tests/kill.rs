@@ -199,7 +199,11 @@ fn acknowledged_batches_survive_sigkill() {
                 Err(e) => panic!("run {run}: expected an in-use error, got {e}"),
                 Ok(_) => panic!("run {run}: opened a directory another process holds"),
             }
-            assert!(t.elapsed() < Duration::from_secs(1));
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the in-use error took {:?}",
+                t.elapsed()
+            );
         }
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..150)));
         child.kill().unwrap(); // SIGKILL
