@@ -1147,7 +1147,10 @@ impl Hnsw {
 
     /// Inserts many vectors using `threads` threads.
     pub fn insert_parallel(&self, items: &[(u32, &[f32])], threads: usize) -> Result<()> {
-        self.reserve(items.len().saturating_sub(self.free.lock().len()));
+        // Not in one expression: the `free` guard would live through `reserve`,
+        // which takes `slots` (repair takes them in the other order).
+        let reusable = self.free.lock().len();
+        self.reserve(items.len().saturating_sub(reusable));
         let next = AtomicUsize::new(0);
         let err: Mutex<Option<IndexError>> = Mutex::new(None);
         std::thread::scope(|s| {

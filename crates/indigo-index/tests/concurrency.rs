@@ -143,3 +143,54 @@ fn bad_vectors_are_rejected_and_change_nothing() {
         Err(IndexError::NotFinite)
     ));
 }
+
+/// Batch inserts racing repairs and searches: inserts and repairs once took the
+/// slot table and the free list in opposite orders and could deadlock. A
+/// watchdog turns a hang into a failure.
+#[test]
+fn batch_inserts_and_repairs_do_not_deadlock() {
+    let finished = Arc::new(AtomicBool::new(false));
+    {
+        let finished = finished.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(120));
+            if !finished.load(Ordering::Relaxed) {
+                eprintln!("batch inserts and repairs deadlocked");
+                std::process::exit(101);
+            }
+        });
+    }
+    const B: u32 = 40;
+    let dim = 8;
+    let data = random_vectors(B as usize, dim, 9);
+    let idx = Arc::new(Hnsw::new(HnswParams::new(Space::L2, dim)));
+    let rounds = 3000u32;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                idx.search(&data[0], 5, None).unwrap();
+            }
+        });
+        for round in 0..rounds {
+            let base = round * B;
+            let items: Vec<(u32, &[f32])> = data
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (base + i as u32, &v[..]))
+                .collect();
+            std::thread::scope(|s| {
+                s.spawn(|| idx.insert_parallel(&items, 2).unwrap());
+                s.spawn(|| {
+                    if round > 0 {
+                        for i in 0..B {
+                            idx.delete(base - B + i).unwrap();
+                        }
+                    }
+                    idx.repair().unwrap();
+                });
+            });
+        }
+        finished.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(idx.len(), B as usize, "the last round's vectors are live");
+}
