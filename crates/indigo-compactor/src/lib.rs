@@ -22,7 +22,7 @@ use indigo_sysdb::{IndexVersion, SysDb};
 use indigo_types::WriteEntry;
 use parking_lot::{Condvar, Mutex};
 
-pub use segment::{IndexConfig, Segment, Snapshot};
+pub use segment::{Changing, IndexConfig, Segment, Snapshot};
 
 /// The consumer name of the compactor's checkpoints.
 pub const CONSUMER: &str = "compactor";

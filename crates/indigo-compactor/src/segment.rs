@@ -185,10 +185,25 @@ pub struct Segment {
     next_iid: AtomicU64,
     /// Labels the compactor has put in the index but not yet in the store.
     inflight: AtomicUsize,
+    /// Base records whose index entries the chunk in progress deletes or moves.
+    changing: RwLock<Arc<Changing>>,
     /// Serialises writers (the compactor, recovery).
     writer: Mutex<()>,
     /// Records deleted since the store was last compacted.
     deleted_since_compact: AtomicU64,
+}
+
+/// The base records a chunk being applied deletes from the index or moves in it,
+/// with their vectors as the installed store holds them (prepared for the space).
+///
+/// A reader's snapshot is the installed store, but the index is shared and changes
+/// before the chunk's store batch is installed (which waits for readers). So a
+/// query drops these labels from what the index answers and scores the vectors
+/// here instead: it sees exactly its snapshot, never a moved vector or a hole.
+#[derive(Default)]
+pub struct Changing {
+    pub iids: RoaringBitmap,
+    pub vectors: Vec<(u32, Arc<[f32]>)>,
 }
 
 /// A consistent view of a segment at [`Snapshot::applied`]; see [`Segment::snapshot`].
@@ -273,6 +288,7 @@ impl Segment {
             applied: AtomicU64::new(applied),
             next_iid: AtomicU64::new(next_iid),
             inflight: AtomicUsize::new(0),
+            changing: RwLock::default(),
             writer: Mutex::new(()),
             deleted_since_compact: AtomicU64::new(0),
         };
@@ -465,6 +481,13 @@ impl Segment {
         let mut deletes: Vec<u32> = Vec::new();
         let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
         let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
+        let mut changing = Changing::default();
+        let space = self.config.read().space;
+        let mut was = |iid: u32, old: &Record| {
+            changing.iids.insert(iid);
+            let v = space.prepare_cow(&old.embedding).into_owned();
+            changing.vectors.push((iid, v.into()));
+        };
         for r in res.touched.into_values() {
             match (&r.base, &r.current) {
                 (Some((iid, old)), Some(new)) if r.created.is_none() => {
@@ -479,6 +502,7 @@ impl Segment {
                     if old.embedding != new.embedding {
                         batch.put(&self.b.emb, iid_key(*iid), encode_embedding(&new.embedding));
                         inserts.push((*iid, new.embedding.clone()));
+                        was(*iid, old);
                     }
                     continue;
                 }
@@ -490,6 +514,7 @@ impl Segment {
                     batch.delete(&self.b.emb, iid_key(*iid));
                     batch.delete(&self.b.ids, old.id.as_bytes());
                     deletes.push(*iid);
+                    was(*iid, old);
                 }
                 (None, _) => {}
             }
@@ -524,6 +549,9 @@ impl Segment {
         if !inserts.is_empty() || !deletes.is_empty() {
             let idx = self.index_for(inserts.first().map(|v| v.1.len()))?;
             self.inflight.store(inserts.len(), Ordering::Release);
+            if !changing.iids.is_empty() {
+                *self.changing.write() = Arc::new(changing);
+            }
             for iid in &deletes {
                 idx.delete(*iid)?;
             }
@@ -537,6 +565,7 @@ impl Segment {
             self.applied.store(last, Ordering::Release);
             self.next_iid.store(next, Ordering::Release);
             self.inflight.store(0, Ordering::Release);
+            *self.changing.write() = Arc::default();
         }
         self.deleted_since_compact
             .fetch_add(deletes.len() as u64, Ordering::Relaxed);
@@ -593,6 +622,11 @@ impl Segment {
 
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
+    }
+
+    /// What the chunk in progress changes in the index; see [`Changing`].
+    pub fn changing(&self) -> Arc<Changing> {
+        self.changing.read().clone()
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use indigo_compactor::segment::posting;
-use indigo_compactor::{decode_records, Segment, Snapshot};
+use indigo_compactor::{decode_records, Changing, Segment, Snapshot};
 use indigo_index::{Neighbor, RoaringBitmap};
 use indigo_log::{CollectionId, Log, LogOffset};
 use indigo_storage::keys::encode_f64;
@@ -370,8 +370,32 @@ impl<'a> View<'a> {
         for q in queries {
             let mut found: Vec<(f32, Result<u32, usize>)> = Vec::new();
             if let Some(index) = &index {
-                let hits = self.search_base(index, q, k, allow.as_ref(), exact)?;
+                // A chunk may start changing the index during the search; then
+                // search again without its labels. Only one can: the next waits
+                // for this view's snapshot to be released.
+                let mut changing = seg.changing();
+                let hits = loop {
+                    let hits = self.search_base(index, q, k, allow.as_ref(), exact, &changing)?;
+                    let now = seg.changing();
+                    if Arc::ptr_eq(&now, &changing) {
+                        break hits;
+                    }
+                    changing = now;
+                };
                 found.extend(hits.into_iter().map(|n| (n.distance, Ok(n.label))));
+                if !changing.vectors.is_empty() {
+                    let space = seg.config().space;
+                    let pq = space.prepare(q);
+                    for (iid, v) in &changing.vectors {
+                        let base = match &allow {
+                            Some(a) => a.contains(*iid),
+                            None => !self.tail.excluded.contains(*iid),
+                        };
+                        if base && v.len() == q.len() {
+                            found.push((space.distance(&pq, v), Ok(*iid)));
+                        }
+                    }
+                }
             }
             if !selected.is_empty() {
                 let space = seg.config().space;
@@ -412,7 +436,17 @@ impl<'a> View<'a> {
         k: usize,
         allow: Option<&RoaringBitmap>,
         exact: bool,
+        changing: &Changing,
     ) -> Result<Vec<Neighbor>> {
+        // Labels the chunk in progress changes are scored from the snapshot instead.
+        let narrowed;
+        let allow = match allow {
+            Some(a) if !changing.iids.is_empty() => {
+                narrowed = a - &changing.iids;
+                Some(&narrowed)
+            }
+            a => a,
+        };
         if let Some(a) = allow {
             return Ok(if exact {
                 index.search_exact(q, k, Some(a))?
@@ -420,8 +454,9 @@ impl<'a> View<'a> {
                 index.search(q, k, Some(a))?
             });
         }
-        if exact || self.tail.excluded.len() > 256 {
-            let live = self.live()?.clone();
+        let skipped = self.tail.excluded.len() + changing.iids.len();
+        if exact || skipped > 256 {
+            let live = self.live()?.clone() - &changing.iids;
             return Ok(if exact {
                 index.search_exact(q, k, Some(&live))?
             } else {
@@ -430,12 +465,16 @@ impl<'a> View<'a> {
         }
         // Over-fetch by what the snapshot must skip: labels of a chunk being
         // compacted, and base records the tail replaced.
-        let extra = self.tail.excluded.len() as usize + self.snap.segment().inflight();
+        let extra = skipped as usize + self.snap.segment().inflight();
         let mut hits = index.search(q, k + extra, None)?;
         let next = self.snap.next_iid;
-        hits.retain(|n| (n.label as u64) < next && !self.tail.excluded.contains(n.label));
+        hits.retain(|n| {
+            (n.label as u64) < next
+                && !self.tail.excluded.contains(n.label)
+                && !changing.iids.contains(n.label)
+        });
         if hits.len() < k {
-            let live = self.live()?.clone();
+            let live = self.live()?.clone() - &changing.iids;
             if (hits.len() as u64) < live.len() {
                 hits = index.search(q, k, Some(&live))?;
             }

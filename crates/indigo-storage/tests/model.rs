@@ -99,8 +99,16 @@ fn check(store: &Store, m: &Model) {
     }
 }
 
+/// `PROPTEST_CASES` raises the count for a longer hunt; CI runs the default.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(150))]
+    #![proptest_config(ProptestConfig { cases: cases(150), ..ProptestConfig::default() })]
     #[test]
     fn store_matches_btreemap_model(steps in prop::collection::vec(step(), 1..60)) {
         run(steps, false)?;

@@ -461,8 +461,16 @@ fn space() -> impl Strategy<Value = indigo::Space> {
     ])
 }
 
+/// `PROPTEST_CASES` raises the count for a longer hunt; CI runs the default.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     /// Compaction only when the sequence asks: reads mix the folded state with
     /// the log tail.
