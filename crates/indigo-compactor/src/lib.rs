@@ -127,8 +127,12 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
     Ok(durable)
 }
 
-/// Applies everything logged so far for `job` and checkpoints it.
+/// Applies everything logged so far for `job` and checkpoints it (nothing if its
+/// collection was deleted).
 pub fn drain(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
+    let Some(_held) = job.segment.hold() else {
+        return Ok(0);
+    };
     while step(job, log)? {}
     checkpoint(job, log, sysdb)
 }
@@ -209,12 +213,17 @@ fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb) {
         if s.stop.load(Ordering::Acquire) {
             // What is not yet applied stays in the log for the next open.
             for job in &all {
-                let _ = checkpoint(job, log, sysdb);
+                if let Some(_held) = job.segment.hold() {
+                    let _ = checkpoint(job, log, sysdb);
+                }
             }
             return;
         }
         let mut did = false;
         for job in &all {
+            let Some(_held) = job.segment.hold() else {
+                continue; // its collection was deleted
+            };
             let r = (|| -> Result<()> {
                 if step(job, log)? {
                     did = true;

@@ -189,6 +189,9 @@ pub struct Segment {
     changing: RwLock<Arc<Changing>>,
     /// Serialises writers (the compactor, recovery).
     writer: Mutex<()>,
+    /// Set once the collection is deleted; the compactor holds it shared while it
+    /// works on the segment, so deletion waits for that work, then turns it away.
+    retired: RwLock<bool>,
     /// Records deleted since the store was last compacted.
     deleted_since_compact: AtomicU64,
 }
@@ -290,6 +293,7 @@ impl Segment {
             inflight: AtomicUsize::new(0),
             changing: RwLock::default(),
             writer: Mutex::new(()),
+            retired: RwLock::new(false),
             deleted_since_compact: AtomicU64::new(0),
         };
         if let Some(dim) = dim {
@@ -622,6 +626,19 @@ impl Segment {
 
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Keeps the segment from being retired while the caller works on it; `None`
+    /// once it is retired.
+    pub fn hold(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let g = self.retired.read();
+        (!*g).then_some(g)
+    }
+
+    /// Retiring waits for compactor work on the segment to finish and turns away
+    /// any more, so its collection can be deleted.
+    pub fn set_retired(&self, retired: bool) {
+        *self.retired.write() = retired;
     }
 
     /// What the chunk in progress changes in the index; see [`Changing`].

@@ -411,9 +411,23 @@ impl Indigo {
     /// Deletes a collection and its data; its space comes back at once.
     pub fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<()> {
         let _g = self.inner.opening.lock();
-        let info = self.inner.sysdb.delete_collection(tenant, database, name)?;
-        let open = self.inner.open.write().remove(&info.id);
-        drop(open);
+        // The compactor finishes with the segment (it records checkpoints in the
+        // system database) before the catalogue entry and the files go.
+        let id = self.inner.sysdb.get_collection(tenant, database, name)?.id;
+        let open = self.inner.open.read().get(&id).cloned();
+        if let Some(o) = &open {
+            o.segment.set_retired(true);
+        }
+        let info = match self.inner.sysdb.delete_collection(tenant, database, name) {
+            Ok(info) => info,
+            Err(e) => {
+                if let Some(o) = &open {
+                    o.segment.set_retired(false);
+                }
+                return Err(e.into());
+            }
+        };
+        self.inner.open.write().remove(&info.id);
         let lid = log_id(&info.id)?;
         self.inner.log.truncate(lid, self.inner.log.head(lid))?;
         let dir = self.inner.collection_dir(&info.id);

@@ -432,3 +432,40 @@ fn a_damaged_index_is_rebuilt_from_the_store() {
         .count();
     assert_eq!(aside, 1, "the damaged index is kept aside for inspection");
 }
+
+#[test]
+fn deleting_collections_while_they_compact_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    for round in 0..20 {
+        let c = db
+            .create_collection("default_tenant", "default_database", "busy", None, None)
+            .unwrap();
+        for i in 0..4 {
+            let ids: Vec<String> = (0..500).map(|j| format!("{i}-{j}")).collect();
+            let embs = (0..500)
+                .map(|j| vec![i as f32, j as f32, round as f32])
+                .collect();
+            c.add(Batch::new(ids, embs)).unwrap();
+        }
+        // The compactor is folding these entries when the collection goes.
+        db.delete_collection("default_tenant", "default_database", "busy")
+            .unwrap();
+    }
+    let c = db
+        .create_collection("default_tenant", "default_database", "after", None, None)
+        .unwrap();
+    c.add(batch(&["a"], 3)).unwrap();
+    db.compact().unwrap();
+    assert_eq!(c.count().unwrap(), 1);
+    assert_eq!(db.compactor_errors(), Vec::<String>::new());
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("collections"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "only the live collection's directory is left: {left:?}"
+    );
+}
