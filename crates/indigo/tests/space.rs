@@ -21,6 +21,20 @@ fn dir_bytes(p: &Path) -> u64 {
     total
 }
 
+/// Files over 64 KiB under `dir`, for the failure message.
+fn big_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            out.extend(big_files(&e.path()));
+        } else if m.len() > 64 << 10 {
+            out.push((e.path().display().to_string(), m.len()));
+        }
+    }
+    out
+}
+
 fn wait_indexed(c: &indigo::Collection) {
     let t = Instant::now();
     while c.indexing_status().0 < c.indexing_status().1 {
@@ -82,13 +96,25 @@ fn deleting_everything_gives_the_space_back() {
         if now <= 2 * empty || t.elapsed() > Duration::from_secs(300) {
             break now;
         }
+        if std::env::var("INDIGO_SPACE_VERBOSE").is_ok() && t.elapsed().as_millis() % 5000 < 100 {
+            eprintln!(
+                "{:?}: {now} B, indexing {:?}, files {:?}",
+                t.elapsed(),
+                c.indexing_status(),
+                big_files(dir.path())
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!("empty {empty} B, full {full} B, after deleting all {after} B");
     assert!(full > 20 * empty, "the data did not take space: {full} B");
     assert!(
         after <= 2 * empty,
-        "after deleting everything the directory holds {after} B; empty it held {empty} B"
+        "after deleting everything the directory holds {after} B; empty it held {empty} B; \
+         indexing {:?}; files over 64 KiB: {:?}; compactor errors: {:?}",
+        c.indexing_status(),
+        big_files(dir.path()),
+        db.compactor_errors()
     );
     assert!(
         db.compactor_errors().is_empty(),
