@@ -342,7 +342,26 @@ def test_search_api(server, client):
                                Knn(query=[0.1, 1.0, 0.0], return_rank=True)])).limit(2)
     r = col.search([fused, Search().limit(1)])
     assert r["ids"] == [["a", "d"], ["a"]]
-    # Bad rank expressions are 400s.
-    for bad in [{"rank": {"$bogus": 1}}, {"rank": {"$knn": {"query": "text"}}}, {"filter": {"n": {"$gt": "x"}}}]:
+    # group_by: top k per tag (records without a tag form a group of their own),
+    # then ranked by score again. Distances to [1, .1, 0]: a .01, d .81, e 1.01,
+    # b 1.81, c 2.01.
+    from chromadb.execution.expression import GroupBy, MaxK, MinK
+    q = Knn(query=[1.0, 0.1, 0.0])
+    best = Search().rank(q).group_by(GroupBy(keys=[K("tag")], aggregate=MinK(keys=[K.SCORE], k=1)))
+    assert col.search(best)["ids"] == [["a", "e", "b"]]
+    # The record with the largest n per tag; c has no n and loses to e.
+    most = Search().rank(q).group_by(GroupBy(keys=[K("tag")], aggregate=MaxK(keys=[K("n")], k=1)))
+    assert col.search(most)["ids"] == [["d", "e", "b"]]
+    two = Search().rank(q).group_by(GroupBy(keys=[K("tag")], aggregate=MinK(keys=[K.SCORE], k=2))).limit(2)
+    r = col.search(two.select(K.SCORE))
+    assert r["ids"] == [["a", "d"]] and r["scores"][0][1] == pytest.approx(0.81)
+    # Bad rank expressions and groupings are 400s.
+    knn = {"$knn": {"query": [1.0, 0.0, 0.0]}}
+    for bad in [{"rank": {"$bogus": 1}}, {"rank": {"$knn": {"query": "text"}}}, {"filter": {"n": {"$gt": "x"}}},
+                {"rank": knn, "group_by": {"keys": ["tag"]}},
+                {"rank": knn, "group_by": {"keys": [], "aggregate": {"$min_k": {"keys": ["#score"], "k": 1}}}},
+                {"rank": knn, "group_by": {"keys": ["tag"], "aggregate": {"$top": {"keys": ["#score"], "k": 1}}}},
+                {"rank": knn, "group_by": {"keys": ["tag"], "aggregate": {"$min_k": {"keys": ["#score"], "k": 0}}}},
+                {"group_by": {"keys": ["tag"], "aggregate": {"$min_k": {"keys": ["#score"], "k": 1}}}}]:
         r = httpx.post(f"{server.url}{C}/{col.id}/search", json={"searches": [bad]})
         assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError", bad

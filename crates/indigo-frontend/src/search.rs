@@ -2,7 +2,9 @@
 //! clause, `#document` conditions included), an optional rank expression over
 //! dense KNN results (`$knn`, `$val`, `$sum`, `$sub`, `$mul`, `$div`, `$abs`,
 //! `$exp`, `$log`, `$max`, `$min`; reciprocal rank fusion is built from these by
-//! the client), a limit/offset and the keys to return. Lower scores rank first.
+//! the client), an optional `group_by` (top k per combination of metadata values,
+//! by `$min_k`/`$max_k` over the score and metadata fields), a limit/offset and the
+//! keys to return. Lower scores rank first.
 
 use std::collections::HashMap;
 
@@ -189,15 +191,7 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
         where_: filter.map(Where::parse).transpose()?,
         where_document: None,
     };
-    if s.get("group_by")
-        .is_some_and(|g| g.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        return Err(ApiError::new(
-            501,
-            "InternalError",
-            "group_by is not supported yet",
-        ));
-    }
+    let group = parse_group_by(s.get("group_by"))?;
     let limit = s
         .get("limit")
         .and_then(|l| l.get("limit"))
@@ -221,6 +215,11 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
         Some(r) => Some(parse_rank(r, &mut knns)?),
         None => None,
     };
+    if group.is_some() && rank.is_none() {
+        return Err(bad(
+            "group_by needs a rank (a $knn expression) to pick the top records of each group",
+        ));
+    }
     let (records, scores) = match rank {
         None => {
             let r = c.get(&GetRequest {
@@ -269,6 +268,9 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
                 })
                 .collect();
             scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some(g) = &group {
+                scored = g.apply(c, scored)?;
+            }
             let page: Vec<(f64, String)> = scored
                 .into_iter()
                 .skip(offset)
@@ -348,6 +350,192 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
 }
 
 /// `got` (in collection order) in the order of `ids`.
+/// `group_by`: records grouped by their values of `keys` (a missing key is a
+/// value of its own); each group keeps its first `k` by the aggregate keys
+/// (ascending for `$min_k`, descending for `$max_k`, missing values last); the
+/// kept records are ranked by score again.
+#[derive(Debug)]
+struct GroupBy {
+    keys: Vec<String>,
+    order: Vec<String>,
+    k: usize,
+    max: bool,
+}
+
+fn string_list(v: Option<&Value>, what: &str) -> Result<Vec<String>, ApiError> {
+    let list: Vec<String> = match v {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|k| k.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad(format!("{what} must be strings")))?,
+        Some(Value::String(k)) => vec![k.clone()],
+        _ => return Err(bad(format!("{what} must be a list of keys"))),
+    };
+    if list.is_empty() {
+        return Err(bad(format!("{what} cannot be empty")));
+    }
+    Ok(list)
+}
+
+fn parse_group_by(v: Option<&Value>) -> Result<Option<GroupBy>, ApiError> {
+    let g = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) if o.is_empty() => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(other) => return Err(bad(format!("group_by must be an object, got {other}"))),
+    };
+    let keys = string_list(g.get("keys"), "group_by keys")?;
+    if let Some(k) = keys.iter().find(|k| k.starts_with('#')) {
+        return Err(bad(format!("group_by keys are metadata fields, not {k}")));
+    }
+    let agg = g
+        .get("aggregate")
+        .and_then(Value::as_object)
+        .filter(|a| a.len() == 1)
+        .ok_or_else(|| bad("group_by needs an aggregate: {\"$min_k\": …} or {\"$max_k\": …}"))?;
+    let (op, arg) = agg.iter().next().unwrap();
+    let max = match op.as_str() {
+        "$min_k" => false,
+        "$max_k" => true,
+        _ => {
+            return Err(bad(format!(
+                "unknown group_by aggregate {op}; use $min_k or $max_k"
+            )))
+        }
+    };
+    let order = string_list(arg.get("keys"), "aggregate keys")?;
+    if let Some(k) = order.iter().find(|k| k.starts_with('#') && *k != "#score") {
+        return Err(bad(format!(
+            "aggregate keys are #score or metadata fields, not {k}"
+        )));
+    }
+    let k = arg
+        .get("k")
+        .and_then(Value::as_u64)
+        .filter(|&k| k > 0)
+        .ok_or_else(|| bad("aggregate k must be a positive integer"))? as usize;
+    Ok(Some(GroupBy {
+        keys,
+        order,
+        k,
+        max,
+    }))
+}
+
+/// One aggregate key's value: numbers before strings before other values.
+#[derive(PartialEq, PartialOrd)]
+enum SortValue {
+    Num(f64),
+    Str(String),
+    Other(String),
+}
+
+/// A record's aggregate keys; `None` where it lacks the field.
+type SortKey = Vec<Option<SortValue>>;
+
+impl GroupBy {
+    /// Aggregate order: ascending for `$min_k`, descending for `$max_k`, and
+    /// missing values last either way.
+    fn compare(&self, a: &SortKey, b: &SortKey) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        for (x, y) in a.iter().zip(b) {
+            let o = match (x, y) {
+                (Some(x), Some(y)) => {
+                    let o = x.partial_cmp(y).unwrap_or(Ordering::Equal);
+                    if self.max {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            };
+            if o.is_ne() {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
+    fn apply(
+        &self,
+        c: &Collection,
+        scored: Vec<(f64, String)>,
+    ) -> Result<Vec<(f64, String)>, ApiError> {
+        let got = c.get(&GetRequest {
+            selection: Selection {
+                ids: Some(scored.iter().map(|s| s.1.clone()).collect()),
+                ..Default::default()
+            },
+            limit: None,
+            offset: 0,
+            include: Include {
+                metadatas: true,
+                ..Default::default()
+            },
+        })?;
+        let metas: HashMap<&str, Value> = got
+            .ids
+            .iter()
+            .zip(got.metadatas.iter().flatten())
+            .map(|(id, m)| {
+                let v = m
+                    .as_ref()
+                    .map_or(Value::Null, indigo_types::record::metadata_to_json);
+                (id.as_str(), v)
+            })
+            .collect();
+        let field = |id: &str, key: &str| -> Option<Value> {
+            metas
+                .get(id)
+                .and_then(|m| m.get(key))
+                .filter(|v| !v.is_null())
+                .cloned()
+        };
+        // Groups in order of their best-scored record, so ties stay stable.
+        let mut groups: Vec<Vec<(f64, String)>> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (score, id) in scored {
+            let key: Vec<Option<Value>> = self.keys.iter().map(|k| field(&id, k)).collect();
+            let key = serde_json::to_string(&key).unwrap_or_default();
+            let i = *index.entry(key).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[i].push((score, id));
+        }
+        let sort_key = |score: f64, id: &str| -> SortKey {
+            self.order
+                .iter()
+                .map(|k| {
+                    if k == "#score" {
+                        return Some(SortValue::Num(score));
+                    }
+                    field(id, k).map(|v| match v {
+                        Value::Number(n) => SortValue::Num(n.as_f64().unwrap_or(f64::NAN)),
+                        Value::String(s) => SortValue::Str(s),
+                        other => SortValue::Other(other.to_string()),
+                    })
+                })
+                .collect()
+        };
+        let mut kept = Vec::new();
+        for mut g in groups {
+            let mut keyed: Vec<(SortKey, (f64, String))> = g
+                .drain(..)
+                .map(|(s, id)| (sort_key(s, &id), (s, id)))
+                .collect();
+            keyed.sort_by(|a, b| self.compare(&a.0, &b.0));
+            kept.extend(keyed.into_iter().take(self.k).map(|(_, r)| r));
+        }
+        kept.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(kept)
+    }
+}
+
 fn reorder(got: Records, ids: &[String], include: Include) -> Records {
     let pos: HashMap<&str, usize> = got
         .ids
