@@ -79,7 +79,9 @@ fn run(exact_search: bool) {
                 swaps += PAIRS;
                 // Let the compactor keep up, so reads find most records in the
                 // index rather than in the log tail.
-                while c.indexing_status().0 + 2 < c.indexing_status().1 {
+                while c.indexing_status().0 + 2 < c.indexing_status().1
+                    && !stop.load(Ordering::Relaxed)
+                {
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
             }
