@@ -71,6 +71,9 @@ pub trait Log: Send + Sync {
     fn head(&self, collection: CollectionId) -> LogOffset;
     /// Every consumer has `collection`'s records up to `upto`: the log may drop them.
     fn truncate(&self, collection: CollectionId, upto: LogOffset) -> Result<()>;
+    /// Collections that still have records (not yet truncated), so recovery can
+    /// drop those of collections deleted by a process that crashed mid-delete.
+    fn collections(&self) -> Vec<CollectionId>;
 }
 
 const MAGIC: &[u8; 6] = b"IDGLOG";
@@ -569,6 +572,16 @@ impl Log for FileLog {
                 .get(&collection)
                 .map_or(0, |c| c.head),
         )
+    }
+
+    fn collections(&self) -> Vec<CollectionId> {
+        self.state
+            .lock()
+            .collections
+            .iter()
+            .filter(|(_, c)| c.head > c.truncated)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn truncate(&self, collection: CollectionId, upto: LogOffset) -> Result<()> {

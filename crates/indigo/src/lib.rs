@@ -214,6 +214,7 @@ impl Indigo {
             opening: Mutex::new(()),
             _lock: lock,
         });
+        inner.settle_with_catalogue()?;
         // Collections with log entries not yet folded are opened now, so the
         // compactor picks them up.
         let pending: Vec<String> = {
@@ -508,6 +509,51 @@ impl Drop for Indigo {
 impl Inner {
     fn collection_dir(&self, id: &str) -> PathBuf {
         self.path.join("collections").join(id)
+    }
+
+    /// Settles the log and the collection directories with the catalogue:
+    /// - the log does not persist truncation, so on open each collection's records
+    ///   up to its checkpoint are truncated again (otherwise they would pin log
+    ///   files until that collection is next compacted);
+    /// - a process that crashed while deleting a collection can leave its log
+    ///   records and its directory behind after the catalogue entry went; the
+    ///   catalogue is the truth, so they go now.
+    fn settle_with_catalogue(&self) -> Result<()> {
+        let known: std::collections::HashSet<String> =
+            self.all_collection_ids()?.into_iter().collect();
+        let mut checkpoints: HashMap<CollectionId, u64> = HashMap::new();
+        for id in &known {
+            if let Ok(lid) = log_id(id) {
+                let at = self.sysdb.checkpoint(indigo_compactor::CONSUMER, id)?;
+                checkpoints.insert(lid, at);
+            }
+        }
+        for lid in self.log.collections() {
+            let upto = match checkpoints.get(&lid) {
+                Some(&at) => at,
+                None => self.log.head(lid).0,
+            };
+            self.log.truncate(lid, LogOffset(upto))?;
+        }
+        let dir = self.path.join("collections");
+        let io =
+            |e: std::io::Error, p: &Path| Error::Storage(format!("clean up {}: {e}", p.display()));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e, &dir)),
+        };
+        for e in entries {
+            let e = e.map_err(|e| io(e, &dir))?;
+            let name = e.file_name();
+            // Only directories named like a collection id: anything else is not ours.
+            if let Some(name) = name.to_str() {
+                if log_id(name).is_ok() && !known.contains(name) {
+                    std::fs::remove_dir_all(e.path()).map_err(|err| io(err, &e.path()))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn all_collection_ids(&self) -> Result<Vec<String>> {

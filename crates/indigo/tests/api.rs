@@ -469,3 +469,66 @@ fn deleting_collections_while_they_compact_is_clean() {
         "only the live collection's directory is left: {left:?}"
     );
 }
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_delete_cut_short_by_a_crash_is_finished_on_open() {
+    use indigo_sysdb::SysDb;
+    let dir = tempfile::tempdir().unwrap();
+    let gone_id = {
+        let db = open(dir.path(), false);
+        let keep = db
+            .create_collection("default_tenant", "default_database", "keep", None, None)
+            .unwrap();
+        keep.add(batch(&["k"], 3)).unwrap();
+        let c = db
+            .create_collection("default_tenant", "default_database", "gone", None, None)
+            .unwrap();
+        c.add(batch(&["g"], 3)).unwrap();
+        db.compact().unwrap(); // both collections have directories now
+        for i in 0..40 {
+            let ids: Vec<String> = (0..500).map(|j| format!("{i}-{j}")).collect();
+            let embs = (0..500).map(|j| vec![i as f32, j as f32, 0.5]).collect();
+            c.add(Batch::new(ids, embs)).unwrap(); // left in the log
+        }
+        c.id().to_string()
+    };
+    // The crash came right after the catalogue entry went: the collection's log
+    // records and its directory are still there.
+    let sys = indigo_sysdb::SqliteSysDb::open(dir.path().join("sysdb.sqlite3")).unwrap();
+    sys.delete_collection("default_tenant", "default_database", "gone")
+        .unwrap();
+    drop(sys);
+    let gone_dir = dir.path().join("collections").join(&gone_id);
+    assert!(gone_dir.exists());
+    let log_before = dir_bytes(&dir.path().join("log"));
+
+    let db = open(dir.path(), false);
+    assert!(
+        !gone_dir.exists(),
+        "the deleted collection's directory is removed"
+    );
+    db.compact().unwrap();
+    let log_after = dir_bytes(&dir.path().join("log"));
+    assert!(
+        log_after * 4 < log_before,
+        "the deleted collection's records still pin the log: {log_before} B before, {log_after} B after"
+    );
+    let keep = db
+        .get_collection("default_tenant", "default_database", "keep")
+        .unwrap();
+    assert_eq!(keep.count().unwrap(), 1);
+}
