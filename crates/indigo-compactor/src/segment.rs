@@ -641,6 +641,11 @@ impl Segment {
         *self.retired.write() = retired;
     }
 
+    /// Whether the segment's collection was deleted.
+    pub fn is_retired(&self) -> bool {
+        *self.retired.read()
+    }
+
     /// What the chunk in progress changes in the index; see [`Changing`].
     pub fn changing(&self) -> Arc<Changing> {
         self.changing.read().clone()

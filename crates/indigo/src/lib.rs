@@ -815,6 +815,7 @@ impl Collection {
     /// Applies one write request given as records (the server's path: each record
     /// may carry a different set of fields).
     pub fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
+        self.exists()?;
         if records.is_empty() {
             return Ok(());
         }
@@ -855,7 +856,21 @@ impl Collection {
         }
     }
 
+    /// A handle outlives its collection: once deleted, it answers NotFound
+    /// rather than logging writes nobody will fold.
+    fn exists(&self) -> Result<()> {
+        if self.open.segment.is_retired() {
+            return Err(Error::NotFound(format!(
+                "collection {:?} ({}) was deleted",
+                self.name(),
+                self.id()
+            )));
+        }
+        Ok(())
+    }
+
     fn view<T>(&self, f: impl FnOnce(&mut View<'_>) -> indigo_executor::Result<T>) -> Result<T> {
+        self.exists()?;
         let mut v = View::open(
             &self.open.segment,
             &*self.inner.log,

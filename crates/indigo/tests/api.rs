@@ -532,3 +532,24 @@ fn a_delete_cut_short_by_a_crash_is_finished_on_open() {
         .unwrap();
     assert_eq!(keep.count().unwrap(), 1);
 }
+
+#[test]
+fn a_handle_to_a_deleted_collection_answers_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let c = db
+        .create_collection("default_tenant", "default_database", "short", None, None)
+        .unwrap();
+    c.add(batch(&["a", "b"], 3)).unwrap();
+    db.delete_collection("default_tenant", "default_database", "short")
+        .unwrap();
+    assert!(matches!(c.add(batch(&["c"], 3)), Err(Error::NotFound(_))));
+    assert!(matches!(c.count(), Err(Error::NotFound(_))));
+    // A new collection of the same name is another collection.
+    let again = db
+        .create_collection("default_tenant", "default_database", "short", None, None)
+        .unwrap();
+    assert_eq!(again.count().unwrap(), 0);
+    again.add(batch(&["c"], 3)).unwrap();
+    assert_eq!(again.count().unwrap(), 1);
+}
