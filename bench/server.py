@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
-from vecs import fvecs, ivecs, quantile  # noqa: E402
+from vecs import add_in_batches, load_wordnet, measure_queries  # noqa: E402
 
 DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
 
@@ -74,21 +74,11 @@ def workload(port, nq):
     import chromadb
     from chromadb.config import Settings
 
-    base = fvecs(DATA / "base.fvecs")
-    queries = fvecs(DATA / "query.fvecs")[:nq]
-    truth = ivecs(DATA / "groundtruth.ivecs")[:nq]
-    recs = [json.loads(l) for l in open(DATA / "base.jsonl")]
+    base, queries, truth, recs = load_wordnet(DATA, nq)
     client = chromadb.HttpClient(host="127.0.0.1", port=port, settings=Settings(anonymized_telemetry=False))
     col = client.create_collection("bench", configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
     t0 = time.perf_counter()
-    for i in range(0, len(base), 1000):
-        chunk = recs[i : i + 1000]
-        col.add(
-            ids=[r["id"] for r in chunk],
-            embeddings=base[i : i + 1000],
-            documents=[r["document"] for r in chunk],
-            metadatas=[r["metadata"] for r in chunk],
-        )
+    add_in_batches(col, base, recs)
     added = time.perf_counter() - t0
     while col.count() < len(base):
         time.sleep(0.01)
@@ -108,27 +98,11 @@ def workload(port, nq):
             break
         time.sleep(0.01)
     indexed = time.perf_counter() - t0
-    lat, hits = [], 0
-    for q, t in zip(queries, truth):
-        s = time.perf_counter()
-        r = col.query(query_embeddings=[q], n_results=10)
-        lat.append(time.perf_counter() - s)
-        hits += len({int(i[2:]) for i in r["ids"][0]} & set(t[:10].tolist()))
-    flat = []
-    for q in queries:
-        s = time.perf_counter()
-        r = col.query(query_embeddings=[q], n_results=10, where={"bucket": 3})
-        flat.append(time.perf_counter() - s)
-        assert len(r["ids"][0]) == 10
     return {
-        "latencies": lat,
         "add_rate": len(base) / added,
         "count_seconds": counted,
         "indexed_seconds": indexed,
-        "query_p50": quantile(lat, 0.5),
-        "query_p99": quantile(lat, 0.99),
-        "recall10": hits / (10 * len(queries)),
-        "filtered_p50": quantile(flat, 0.5),
+        **measure_queries(col, queries, truth),
     }
 
 
