@@ -214,26 +214,13 @@ impl Indigo {
             opening: Mutex::new(()),
             _lock: lock,
         });
-        inner.settle_with_catalogue()?;
+        let checkpoints = inner.settle_with_catalogue()?;
         // Collections with log entries not yet folded are opened now, so the
         // compactor picks them up.
-        let pending: Vec<String> = {
-            let conn_ids = inner.all_collection_ids()?;
-            conn_ids
-                .into_iter()
-                .filter(|id| {
-                    log_id(id).is_ok_and(|l| {
-                        inner.log.head(l).0
-                            > inner
-                                .sysdb
-                                .checkpoint(indigo_compactor::CONSUMER, id)
-                                .unwrap_or(0)
-                    })
-                })
-                .collect()
-        };
-        for id in pending {
-            inner.open_collection(&id)?;
+        for (id, (lid, at)) in &checkpoints {
+            if inner.log.head(*lid).0 > *at {
+                inner.open_collection(id)?;
+            }
         }
         let worker = inner.options.background_compaction.then(|| {
             Arc::new(Worker::spawn(
@@ -518,16 +505,17 @@ impl Inner {
     /// - a process that crashed while deleting a collection can leave its log
     ///   records and its directory behind after the catalogue entry went; the
     ///   catalogue is the truth, so they go now.
-    fn settle_with_catalogue(&self) -> Result<()> {
-        let known: std::collections::HashSet<String> =
-            self.all_collection_ids()?.into_iter().collect();
-        let mut checkpoints: HashMap<CollectionId, u64> = HashMap::new();
-        for id in &known {
-            if let Ok(lid) = log_id(id) {
-                let at = self.sysdb.checkpoint(indigo_compactor::CONSUMER, id)?;
-                checkpoints.insert(lid, at);
+    ///
+    /// Returns each collection's log id and checkpoint, by collection id.
+    fn settle_with_catalogue(&self) -> Result<HashMap<String, (CollectionId, u64)>> {
+        let mut known = HashMap::new();
+        for id in self.all_collection_ids()? {
+            if let Ok(lid) = log_id(&id) {
+                let at = self.sysdb.checkpoint(indigo_compactor::CONSUMER, &id)?;
+                known.insert(id, (lid, at));
             }
         }
+        let checkpoints: HashMap<CollectionId, u64> = known.values().copied().collect();
         for lid in self.log.collections() {
             let upto = match checkpoints.get(&lid) {
                 Some(&at) => at,
@@ -540,7 +528,7 @@ impl Inner {
             |e: std::io::Error, p: &Path| Error::Storage(format!("clean up {}: {e}", p.display()));
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(known),
             Err(e) => return Err(io(e, &dir)),
         };
         for e in entries {
@@ -548,12 +536,12 @@ impl Inner {
             let name = e.file_name();
             // Only directories named like a collection id: anything else is not ours.
             if let Some(name) = name.to_str() {
-                if log_id(name).is_ok() && !known.contains(name) {
+                if log_id(name).is_ok() && !known.contains_key(name) {
                     std::fs::remove_dir_all(e.path()).map_err(|err| io(err, &e.path()))?;
                 }
             }
         }
-        Ok(())
+        Ok(known)
     }
 
     fn all_collection_ids(&self) -> Result<Vec<String>> {
