@@ -17,12 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use indigo_health::{Backoff, Health};
 use indigo_log::{CollectionId, Log, LogOffset};
 use indigo_sysdb::{IndexVersion, SysDb};
 use indigo_types::WriteEntry;
 use parking_lot::{Condvar, Mutex};
 
-pub use segment::{Changing, IndexConfig, Segment, Snapshot};
+pub use segment::{Changing, Env, IndexConfig, Segment, Snapshot};
 
 /// The consumer name of the compactor's checkpoints.
 pub const CONSUMER: &str = "compactor";
@@ -71,6 +74,10 @@ pub struct Job {
 /// Where the worker finds its collections.
 pub trait Jobs: Send + Sync {
     fn jobs(&self) -> Vec<Job>;
+    /// Replaces `job`'s segment by a fresh open of its files, after a failure
+    /// that may have left the segment's memory and disk in disagreement (a
+    /// poisoned store or index log refuses writes until reopened).
+    fn reopen(&self, job: &Job) -> Result<()>;
 }
 
 /// Fold at most this many records per chunk: big enough for a parallel index
@@ -141,27 +148,33 @@ struct Shared {
     stop: AtomicBool,
     wake: Mutex<bool>,
     cv: Condvar,
-    errors: Mutex<Vec<String>>,
 }
 
-/// The background compactor: one thread serving every collection.
+/// The background compactor: one thread serving every collection. A collection
+/// whose work fails is reported to [`Health`] (component `compactor`, subject its
+/// id), has its segment reopened from its files, and is retried with backoff;
+/// the others go on.
 pub struct Worker {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Worker {
-    pub fn spawn(jobs: Arc<dyn Jobs>, log: Arc<dyn Log>, sysdb: Arc<dyn SysDb>) -> Worker {
+    pub fn spawn(
+        jobs: Arc<dyn Jobs>,
+        log: Arc<dyn Log>,
+        sysdb: Arc<dyn SysDb>,
+        health: Arc<Health>,
+    ) -> Worker {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             wake: Mutex::new(false),
             cv: Condvar::new(),
-            errors: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("indigo-compactor".into())
-            .spawn(move || run(&s, &*jobs, &*log, &*sysdb))
+            .spawn(move || run(&s, &*jobs, &*log, &*sysdb, &health))
             .expect("spawn compactor thread");
         Worker {
             shared,
@@ -174,11 +187,6 @@ impl Worker {
         let mut w = self.shared.wake.lock();
         *w = true;
         self.shared.cv.notify_one();
-    }
-
-    /// Errors the worker met (it retries; they usually mean a full or failing disk).
-    pub fn errors(&self) -> Vec<String> {
-        self.shared.errors.lock().clone()
     }
 }
 
@@ -204,10 +212,18 @@ fn lower_priority() {
     }
 }
 
-fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb) {
+/// Per collection: when to try again after a failure, and whether the segment
+/// must be reopened first.
+#[derive(Default)]
+struct Retry {
+    backoff: Backoff,
+    reopen: bool,
+}
+
+fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb, health: &Health) {
     lower_priority();
     let mut last_checkpoint = Instant::now();
-    let mut failing = false;
+    let mut retries: HashMap<String, Retry> = HashMap::new();
     loop {
         let all = jobs.jobs();
         if s.stop.load(Ordering::Acquire) {
@@ -219,12 +235,28 @@ fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb) {
             }
             return;
         }
+        retries.retain(|id, _| all.iter().any(|j| &j.id == id));
         let mut did = false;
+        let mut waiting = false;
         for job in &all {
+            let retry = retries.entry(job.id.clone()).or_default();
+            if !retry.backoff.ready() {
+                waiting = true;
+                continue;
+            }
             let Some(_held) = job.segment.hold() else {
                 continue; // its collection was deleted
             };
+            let mut reopened = false;
             let r = (|| -> Result<()> {
+                if retry.reopen {
+                    jobs.reopen(job)?;
+                    retry.reopen = false;
+                    // The fresh segment comes with the next list of jobs; the
+                    // failure stands until work on it succeeds.
+                    reopened = true;
+                    return Ok(());
+                }
                 if step(job, log)? {
                     did = true;
                 }
@@ -241,19 +273,27 @@ fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb) {
                 }
                 Ok(())
             })();
-            if let Err(e) = r {
-                failing = true;
-                let mut errs = s.errors.lock();
-                if errs.len() < 100 {
-                    errs.push(format!("collection {}: {e}", job.id));
+            match r {
+                Ok(()) => {
+                    if retry.backoff.is_failing() && !reopened {
+                        retry.backoff.succeeded();
+                        health.recovered(indigo_health::COMPACTOR, &job.id);
+                    }
+                }
+                Err(e) => {
+                    health.failed(indigo_health::COMPACTOR, &job.id, &e);
+                    retry.backoff.failed();
+                    // A failure of the catalogue leaves the segment as it was;
+                    // anything else may have poisoned it.
+                    retry.reopen = !matches!(e, Error::SysDb(_));
+                    waiting = true;
                 }
             }
         }
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
         }
-        if !did || failing {
-            failing = false;
+        if !did || waiting {
             let mut w = s.wake.lock();
             if !*w {
                 s.cv.wait_for(&mut w, Duration::from_millis(100));

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use indigo_fs::{FileSystem, StdFs};
+use indigo_health::Health;
 use indigo_index::{Hnsw, HnswParams, RoaringBitmap, Space};
 use indigo_storage::{Bucket, Options, Store, Strategy, WriteBatch, WriteOptions};
 use indigo_types::record::{
@@ -163,6 +165,22 @@ impl Default for IndexConfig {
     }
 }
 
+/// Where a segment keeps its files and reports background failures.
+#[derive(Clone)]
+pub struct Env {
+    pub fs: Arc<dyn FileSystem>,
+    pub health: Arc<Health>,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env {
+            fs: Arc::new(StdFs),
+            health: Arc::new(Health::new()),
+        }
+    }
+}
+
 struct Buckets {
     ids: Bucket,
     rec: Bucket,
@@ -174,6 +192,7 @@ struct Buckets {
 /// One collection's store and index.
 pub struct Segment {
     dir: PathBuf,
+    env: Env,
     store: Store,
     b: Buckets,
     index: RwLock<Option<Arc<Hnsw>>>,
@@ -194,6 +213,8 @@ pub struct Segment {
     retired: RwLock<bool>,
     /// Records deleted since the store was last compacted.
     deleted_since_compact: AtomicU64,
+    /// Live records in the store (kept by `apply`, for cheap metrics).
+    live_count: AtomicU64,
 }
 
 /// The base records a chunk being applied deletes from the index or moves in it,
@@ -240,6 +261,7 @@ impl Segment {
     /// with the store can be reconciled; the caller then applies the entries after
     /// [`Segment::applied`].
     pub fn open(
+        env: &Env,
         dir: &Path,
         config: IndexConfig,
         dim: Option<usize>,
@@ -250,9 +272,10 @@ impl Segment {
         // keeps many collections' memory bounded; the log already batches writes.
         let opts = Options {
             memtable_bytes: 16 << 20,
+            health: Some(env.health.clone()),
             ..Options::default()
         };
-        let store = Store::open(dir.join("store"), opts)?;
+        let store = Store::open_with_fs(env.fs.clone(), &dir.join("store"), opts)?;
         let b = Buckets {
             ids: store.bucket("ids", Strategy::Replace)?,
             rec: store.bucket("rec", Strategy::Replace)?,
@@ -283,6 +306,7 @@ impl Segment {
         }
         let seg = Segment {
             dir: dir.to_path_buf(),
+            env: env.clone(),
             store,
             b,
             index: RwLock::new(None),
@@ -295,7 +319,9 @@ impl Segment {
             writer: Mutex::new(()),
             retired: RwLock::new(false),
             deleted_since_compact: AtomicU64::new(0),
+            live_count: AtomicU64::new(0),
         };
+        seg.live_count.store(seg.live()?.len(), Ordering::Relaxed);
         if let Some(dim) = dim {
             // With no index yet, reconciling inserts everything the store holds.
             let idx = seg.open_index(dim)?;
@@ -312,7 +338,8 @@ impl Segment {
         p.ef_construction = c.ef_construction;
         p.ef_search = c.ef_search;
         let dir = self.dir.join("hnsw");
-        let idx = match Hnsw::open(&dir, p.clone()) {
+        let fs = self.env.fs.clone();
+        let idx = match Hnsw::open_with_fs(fs.clone(), &dir, p.clone()) {
             Ok(i) => i,
             // The store holds every vector: a damaged index is set aside and rebuilt
             // (by `reconcile`) rather than leaving the collection unreadable.
@@ -323,19 +350,20 @@ impl Segment {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs())
                 ));
-                eprintln!(
-                    "indigo: index file {} is damaged ({detail}); moved the index to {} and rebuilding it from the store",
+                tracing::error!(
+                    "index file {} is damaged ({detail}); moved the index to {} and rebuilding it from the store",
                     path.display(),
                     aside.display()
                 );
-                std::fs::rename(&dir, &aside)
+                fs.rename(&dir, &aside)
+                    .and_then(|_| fs.sync_dir(&self.dir))
                     .map_err(|e| Error::Io(format!("move {} aside: {e}", dir.display())))?;
-                Hnsw::open(&dir, p)?
+                Hnsw::open_with_fs(fs, &dir, p)?
             }
             Err(e) => return Err(e.into()),
         };
         let idx = Arc::new(idx);
-        idx.spawn_maintenance(64 << 20);
+        idx.spawn_maintenance(64 << 20, self.env.health.clone());
         Ok(idx)
     }
 
@@ -573,6 +601,9 @@ impl Segment {
         }
         self.deleted_since_compact
             .fetch_add(deletes.len() as u64, Ordering::Relaxed);
+        let live = self.live_count.load(Ordering::Relaxed) + created.len() as u64;
+        self.live_count
+            .store(live.saturating_sub(deletes.len() as u64), Ordering::Relaxed);
         Ok(())
     }
 
@@ -622,6 +653,23 @@ impl Segment {
 
     pub fn index(&self) -> Option<Arc<Hnsw>> {
         self.index.read().clone()
+    }
+
+    /// Stops the store's and the index's background work and refuses further
+    /// changes; reads still work. After a failure that left memory and disk in
+    /// doubt, the collection is opened afresh from its files and this one, still
+    /// held by readers, must not touch them again.
+    pub fn close(&self) {
+        let _w = self.writer.lock();
+        if let Some(i) = &*self.index.read() {
+            i.close();
+        }
+        self.store.close();
+    }
+
+    /// Records the store holds (what the log tail changes is not counted).
+    pub fn live_count(&self) -> u64 {
+        self.live_count.load(Ordering::Relaxed)
     }
 
     pub fn inflight(&self) -> usize {

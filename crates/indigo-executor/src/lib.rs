@@ -140,6 +140,13 @@ struct Tail {
 #[derive(Default)]
 pub struct TailCache(Mutex<Option<Cached>>);
 
+impl TailCache {
+    /// Forgets the cached resolution (its segment was replaced).
+    pub fn clear(&self) {
+        *self.0.lock() = None;
+    }
+}
+
 struct Cached {
     /// The segment offset the resolution is based on.
     applied: u64,

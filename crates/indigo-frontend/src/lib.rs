@@ -79,6 +79,7 @@ impl From<CoreError> for ApiError {
                 ApiError::new(409, "UniqueConstraintError", format!("{m} already exists"))
             }
             e @ CoreError::DimensionMismatch { .. } => ApiError::invalid(e.to_string()),
+            CoreError::Unavailable(m) => ApiError::new(503, "InternalError", m),
             e => ApiError::new(500, "InternalError", e.to_string()),
         }
     }
@@ -134,6 +135,7 @@ pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
     let api = Router::new()
         .route("/api/v2/heartbeat", get(heartbeat))
         .route("/api/v2/healthcheck", get(healthcheck))
+        .route("/ready", get(healthcheck))
         .route("/api/v2/version", get(|| async { Json(json!("1.0.0")) }))
         .route("/api/v2/pre-flight-checks", get(preflight))
         .route("/api/v2/auth/identity", get(identity))
@@ -218,7 +220,7 @@ async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let open = matches!(
         route.as_str(),
-        "/metrics" | "/openapi.json" | "/api/v2/heartbeat" | "/api/v2/healthcheck"
+        "/metrics" | "/openapi.json" | "/api/v2/heartbeat" | "/api/v2/healthcheck" | "/ready"
     );
     let length = req
         .headers()
@@ -294,8 +296,41 @@ async fn heartbeat() -> Json<Value> {
     Json(json!({"nanosecond heartbeat": ns as u64}))
 }
 
-async fn healthcheck() -> Json<Value> {
-    Json(json!({"is_executor_ready": true, "is_log_client_ready": true}))
+/// 200 while every background component works; 503 naming each standing
+/// failure (component, what it failed on, the error, since when) otherwise.
+async fn healthcheck(State(st): St) -> Response {
+    let failures = st.db.failures();
+    if failures.is_empty() {
+        return Json(json!({"is_executor_ready": true, "is_log_client_ready": true}))
+            .into_response();
+    }
+    let list: Vec<Value> = failures
+        .iter()
+        .map(|f| {
+            let since = f
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            json!({"component": f.component, "subject": f.subject, "error": f.error,
+                   "since_unix": since, "attempts": f.attempts})
+        })
+        .collect();
+    let summary = failures
+        .iter()
+        .map(|f| format!("{} failing on {}: {}", f.component, f.subject, f.error))
+        .collect::<Vec<_>>()
+        .join("; ");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "error": "InternalError",
+            "message": format!("background work is failing (Indigo retries it): {summary}"),
+            "is_executor_ready": false,
+            "is_log_client_ready": true,
+            "failures": list,
+        })),
+    )
+        .into_response()
 }
 
 async fn preflight(State(st): St) -> Json<Value> {
@@ -1076,9 +1111,26 @@ async fn v1_gone() -> Response {
 async fn metrics(State(st): St, _h: HeaderMap) -> Response {
     let db = st.db.clone();
     let extra = blocking(move || Ok(db.gauges())).await.unwrap_or_default();
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        st.metrics.render(&extra),
-    )
-        .into_response()
+    let mut text = st.metrics.render(&extra);
+    text.push_str(
+        "# HELP indigo_background_errors_total Failed attempts of background work, by component.\n\
+         # TYPE indigo_background_errors_total counter\n",
+    );
+    for (component, n) in st.db.background_errors_total() {
+        text.push_str(&format!(
+            "indigo_background_errors_total{{component=\"{component}\"}} {n}\n"
+        ));
+    }
+    text.push_str(
+        "# HELP indigo_background_failing Standing background failures, by component.\n\
+         # TYPE indigo_background_failing gauge\n",
+    );
+    let failures = st.db.failures();
+    for component in indigo::BACKGROUND_COMPONENTS {
+        let n = failures.iter().filter(|f| f.component == component).count();
+        text.push_str(&format!(
+            "indigo_background_failing{{component=\"{component}\"}} {n}\n"
+        ));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }

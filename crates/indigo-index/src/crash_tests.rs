@@ -136,7 +136,7 @@ fn a_crash_during_condensation_loses_nothing() {
         let back = Hnsw::open(dir.path(), params())
             .unwrap_or_else(|e| panic!("crash after step {crash_after:?}: {e}"));
         assert_eq!(back.dump(), want, "crash after step {crash_after:?}");
-        let (snaps, logs) = persist::list_gens(dir.path()).unwrap();
+        let (snaps, logs) = persist::list_gens(&indigo_fs::StdFs, dir.path()).unwrap();
         if crash_after.is_none() {
             assert_eq!((snaps, logs), (vec![1], vec![1]), "old files removed");
         }
@@ -185,7 +185,8 @@ fn opening_with_another_dimension_is_refused() {
 fn background_maintenance_repairs_and_condenses() {
     let dir = tempfile::tempdir().unwrap();
     let idx = std::sync::Arc::new(Hnsw::open(dir.path(), params()).unwrap());
-    let handle = idx.spawn_maintenance(4 << 10);
+    let health = std::sync::Arc::new(indigo_health::Health::new());
+    let handle = idx.spawn_maintenance(4 << 10, health.clone());
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     for i in 0..400u32 {
         let v: Vec<f32> = (0..8).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -200,18 +201,22 @@ fn background_maintenance_repairs_and_condenses() {
             idx.delete(i).unwrap();
         }
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Waits for the outcome (listing the directory no longer races with the
+    // condensation writing its temporary snapshot).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        let (snaps, _) = persist::list_gens(dir.path()).unwrap();
+        let (snaps, _) = persist::list_gens(&indigo_fs::StdFs, dir.path()).unwrap();
         if idx.tombstones() == 0 && !snaps.is_empty() {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "maintenance did not run"
+            "maintenance did not run: {:?}",
+            health.failures()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert!(health.failures().is_empty());
     assert_eq!(idx.stats().free_slots, 80, "deleted slots freed for reuse");
     idx.sync().unwrap();
     let want = idx.dump();
@@ -220,18 +225,75 @@ fn background_maintenance_repairs_and_condenses() {
     assert_eq!(Hnsw::open(dir.path(), params()).unwrap().dump(), want);
 }
 
+/// A condensation that cannot write its snapshot (disk full) is reported, shows
+/// as a standing failure, is retried although the log does not grow, and clears
+/// once the disk has room; nothing is lost meanwhile.
+#[test]
+fn maintenance_failures_are_reported_and_retried_until_they_clear() {
+    use indigo_fs::{FaultFs, FaultKind, FaultOp};
+    let fs = FaultFs::new();
+    let dir = std::path::Path::new("/idx");
+    let idx = std::sync::Arc::new(
+        Hnsw::open_with_fs(std::sync::Arc::new(fs.clone()), dir, params()).unwrap(),
+    );
+    fs.fail_where(
+        |p| p.to_string_lossy().contains("snapshot-"),
+        Some(FaultOp::Write),
+        FaultKind::NoSpace,
+    );
+    let health = std::sync::Arc::new(indigo_health::Health::new());
+    let handle = idx.spawn_maintenance(4 << 10, health.clone());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    for i in 0..300u32 {
+        let v: Vec<f32> = (0..8).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        idx.insert(i, &v).unwrap();
+    }
+    idx.sync().unwrap();
+    let subject = dir.display().to_string();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait("the failure was not reported", &|| {
+        health
+            .is_failing(indigo_health::INDEX_MAINTENANCE, &subject)
+            .is_some_and(|f| f.attempts >= 2)
+    });
+    let f = health
+        .is_failing(indigo_health::INDEX_MAINTENANCE, &subject)
+        .unwrap();
+    assert!(f.error.contains("snapshot"), "{}", f.error);
+    fs.clear_fault();
+    wait("maintenance did not recover", &|| {
+        health.failures().is_empty()
+    });
+    let (snaps, _) = persist::list_gens(&fs, dir).unwrap();
+    assert!(
+        !snaps.is_empty(),
+        "the retried condensation wrote a snapshot"
+    );
+    let counts: std::collections::BTreeMap<_, _> = health.errors_total().into_iter().collect();
+    assert!(counts[indigo_health::INDEX_MAINTENANCE] >= 2);
+    let want = idx.dump();
+    idx.close();
+    drop(idx);
+    handle.join().unwrap();
+    let back = Hnsw::open_with_fs(std::sync::Arc::new(fs.clone()), dir, params()).unwrap();
+    assert_eq!(back.dump(), want);
+}
+
 #[test]
 fn a_failed_log_write_refuses_further_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let idx = Hnsw::open(dir.path(), params()).unwrap();
+    use indigo_fs::{FaultFs, FaultKind, FaultOp};
+    let fs = FaultFs::new();
+    let dir = std::path::Path::new("/idx");
+    let idx = Hnsw::open_with_fs(std::sync::Arc::new(fs.clone()), dir, params()).unwrap();
     idx.insert(1, &[0.1; 8]).unwrap();
     idx.sync().unwrap();
-    // Every write to /dev/full fails with ENOSPC.
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
-    *idx.log.as_ref().unwrap().lock() = persist::LogWriter::from_file(full, "/dev/full".into());
+    fs.fail_under(dir, Some(FaultOp::Write), FaultKind::NoSpace);
     idx.insert(2, &[0.2; 8]).unwrap(); // buffered, not yet written
     let err = idx.sync().unwrap_err();
     assert!(

@@ -11,7 +11,7 @@
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
@@ -21,6 +21,8 @@ use crate::distance::Space;
 use crate::persist::{self, FileParams, GraphState, LogWriter, Op, NO_ENTRY};
 use crate::topk::{Scored, TopK};
 use crate::{check_vector, IndexError, Neighbor, Result};
+use indigo_fs::{FileSystem, StdFs};
+use indigo_health::{Backoff, Health};
 
 const VACANT: u8 = 0;
 const LIVE: u8 = 1;
@@ -341,8 +343,11 @@ pub struct Hnsw {
     tombstones: AtomicUsize,
     pub(crate) log: Option<Mutex<LogWriter>>,
     dir: Option<PathBuf>,
+    fs: Arc<dyn FileSystem>,
     /// Serialises repair and condensation.
     pub(crate) maint: Mutex<()>,
+    /// Set by [`Hnsw::close`]: no more changes or maintenance.
+    closed: AtomicBool,
 }
 
 impl std::fmt::Debug for Hnsw {
@@ -382,7 +387,9 @@ impl Hnsw {
             tombstones: AtomicUsize::new(0),
             log: log.map(Mutex::new),
             dir,
+            fs: Arc::new(StdFs),
             maint: Mutex::new(()),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -398,16 +405,23 @@ impl Hnsw {
     /// Opens (or creates) a persistent index in `dir`: loads the newest snapshot,
     /// replays the commit log (cutting a torn tail) and appends after it.
     pub fn open(dir: impl AsRef<Path>, params: HnswParams) -> Result<Hnsw> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(IndexError::io("create index directory", dir))?;
+        Self::open_with_fs(Arc::new(StdFs), dir.as_ref(), params)
+    }
+
+    /// [`Hnsw::open`] on any [`FileSystem`] (tests inject faults and crashes).
+    pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, params: HnswParams) -> Result<Hnsw> {
+        indigo_fs::create_dir_durable(&*fs, dir)
+            .map_err(IndexError::io("create index directory", dir))?;
         let mut idx = Self::build(params, None, Some(dir.to_path_buf()));
-        let (state, tail) = persist::load(dir, idx.file_params())?;
+        idx.fs = fs.clone();
+        let (state, tail) = persist::load(&*fs, dir, idx.file_params())?;
         idx.restore(&state);
         let log = match tail {
-            Some((gen, len)) => LogWriter::reopen(&persist::log_path(dir, gen), gen, len)?,
+            Some((gen, len)) => LogWriter::reopen(&*fs, &persist::log_path(dir, gen), gen, len)?,
             None => {
-                let (snaps, _) = persist::list_gens(dir)?;
-                LogWriter::create(dir, snaps.last().copied().unwrap_or(0), &idx.file_params())?
+                let (snaps, _) = persist::list_gens(&*fs, dir)?;
+                let gen = snaps.last().copied().unwrap_or(0);
+                LogWriter::create(&*fs, dir, gen, &idx.file_params())?
             }
         };
         idx.log = Some(Mutex::new(log));
@@ -1200,25 +1214,75 @@ impl Hnsw {
             let mut l = log.lock();
             l.sync()?;
             let gen = l.gen;
-            *l = LogWriter::create(dir, gen + 1, &self.file_params())?;
+            *l = LogWriter::create(&*self.fs, dir, gen + 1, &self.file_params())?;
             gen
         };
-        persist::condense(dir, gen, self.file_params(), crash_after)
+        persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
     }
 
     /// Starts a thread that repairs tombstones and condenses the commit log when it
-    /// outgrows `log_bytes`. It stops when the index is dropped.
-    pub fn spawn_maintenance(self: &Arc<Self>, log_bytes: u64) -> std::thread::JoinHandle<()> {
+    /// outgrows `log_bytes`. A failure is reported to `health` (subject: the index
+    /// directory) and retried with backoff; a condensation that failed is retried
+    /// even if the log has not grown since. The thread stops when the index is
+    /// dropped or closed.
+    pub fn spawn_maintenance(
+        self: &Arc<Self>,
+        log_bytes: u64,
+        health: Arc<Health>,
+    ) -> std::thread::JoinHandle<()> {
         let weak: Weak<Hnsw> = Arc::downgrade(self);
-        std::thread::spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            let Some(idx) = weak.upgrade() else { return };
-            if idx.tombstones() > 0 && idx.tombstones() * 20 >= idx.len().max(1) {
-                let _ = idx.repair();
-            }
-            if idx.log_len() > log_bytes {
-                let _ = idx.condense();
+        let subject = self.dir.as_ref().map_or_else(
+            || "in-memory index".to_string(),
+            |d| d.display().to_string(),
+        );
+        std::thread::spawn(move || {
+            let mut backoff = Backoff::default();
+            let mut condense_pending = false;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                let Some(idx) = weak.upgrade() else { return };
+                if idx.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                if !backoff.ready() {
+                    continue;
+                }
+                let r = (|| {
+                    if idx.tombstones() > 0 && idx.tombstones() * 20 >= idx.len().max(1) {
+                        idx.repair()?;
+                    }
+                    if condense_pending || idx.log_len() > log_bytes {
+                        condense_pending = true;
+                        idx.condense()?;
+                        condense_pending = false;
+                    }
+                    Ok::<(), IndexError>(())
+                })();
+                match r {
+                    // Closed while it ran: the failure is the closing, not the disk.
+                    Err(_) if idx.closed.load(Ordering::Acquire) => return,
+                    Err(e) => {
+                        backoff.failed();
+                        health.failed(indigo_health::INDEX_MAINTENANCE, &subject, &e);
+                    }
+                    Ok(()) => {
+                        if backoff.is_failing() {
+                            health.recovered(indigo_health::INDEX_MAINTENANCE, &subject);
+                        }
+                        backoff.succeeded();
+                    }
+                }
             }
         })
+    }
+
+    /// Stops maintenance and refuses further changes (searches still work), so a
+    /// fresh load of the index's files can take over its directory.
+    pub fn close(&self) {
+        let _m = self.maint.lock();
+        self.closed.store(true, Ordering::Release);
+        if let Some(l) = &self.log {
+            l.lock().close();
+        }
     }
 }

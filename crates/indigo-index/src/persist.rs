@@ -8,9 +8,10 @@
 //!
 //! Load = newest valid snapshot + replay of every log with generation ≥ its own.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indigo_fs::{FileSystem, WritableFile};
 
 use crate::distance::Space;
 use crate::error::{IndexError, Result};
@@ -279,7 +280,7 @@ fn parse_header(buf: &[u8], magic: &[u8; 8], path: &Path) -> Result<FileParams> 
 
 /// The open commit log. Appends are buffered; `sync` makes them durable.
 pub(crate) struct LogWriter {
-    file: File,
+    file: Arc<dyn WritableFile>,
     pub path: PathBuf,
     pub gen: u64,
     buf: Vec<u8>,
@@ -294,63 +295,66 @@ pub(crate) struct LogWriter {
 }
 
 impl LogWriter {
-    pub fn create(dir: &Path, gen: u64, p: &FileParams) -> Result<LogWriter> {
-        let path = log_path(dir, gen);
-        let mut file = File::create(&path).map_err(IndexError::io("create commit log", &path))?;
-        file.write_all(&header(p, LOG_MAGIC))
-            .map_err(IndexError::io("write commit log", &path))?;
-        file.sync_data()
-            .map_err(IndexError::io("fsync commit log", &path))?;
-        sync_dir(dir)?;
-        Ok(LogWriter {
-            file,
-            path,
-            gen,
-            buf: Vec::with_capacity(LOG_BUFFER + 4096),
-            written: LOG_HEADER_LEN as u64,
-            failed: None,
-            #[cfg(test)]
-            recorded: Vec::new(),
-        })
-    }
-
-    /// Opens an existing log for appending after its last whole record (a torn tail
-    /// is cut off first).
-    pub fn reopen(path: &Path, gen: u64, valid_len: u64) -> Result<LogWriter> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(IndexError::io("open commit log", path))?;
-        file.set_len(valid_len)
-            .map_err(IndexError::io("truncate torn commit log", path))?;
-        let mut file = file;
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::End(0))
-            .map_err(IndexError::io("seek commit log", path))?;
-        Ok(LogWriter {
-            file,
-            path: path.to_path_buf(),
-            gen,
-            buf: Vec::with_capacity(LOG_BUFFER + 4096),
-            written: valid_len,
-            failed: None,
-            #[cfg(test)]
-            recorded: Vec::new(),
-        })
-    }
-
-    /// A writer over an already open file (tests point it at /dev/full).
-    #[cfg(test)]
-    pub fn from_file(file: File, path: PathBuf) -> LogWriter {
+    fn new(file: Arc<dyn WritableFile>, path: PathBuf, gen: u64, written: u64) -> LogWriter {
         LogWriter {
             file,
             path,
-            gen: 0,
-            buf: Vec::new(),
-            written: 0,
+            gen,
+            buf: Vec::with_capacity(LOG_BUFFER + 4096),
+            written,
             failed: None,
+            #[cfg(test)]
             recorded: Vec::new(),
         }
+    }
+
+    pub fn create(fs: &dyn FileSystem, dir: &Path, gen: u64, p: &FileParams) -> Result<LogWriter> {
+        let path = log_path(dir, gen);
+        let file = fs
+            .create(&path)
+            .map_err(IndexError::io("create commit log", &path))?;
+        file.append(&header(p, LOG_MAGIC))
+            .map_err(IndexError::io("write commit log", &path))?;
+        file.sync()
+            .map_err(IndexError::io("fsync commit log", &path))?;
+        sync_dir(fs, dir)?;
+        Ok(LogWriter::new(file, path, gen, LOG_HEADER_LEN as u64))
+    }
+
+    /// Opens an existing log for appending after its last whole record. A torn
+    /// tail is cut off first, by rewriting the whole records under a temporary
+    /// name and renaming it over the log.
+    pub fn reopen(fs: &dyn FileSystem, path: &Path, gen: u64, valid_len: u64) -> Result<LogWriter> {
+        let len = fs
+            .open(path)
+            .map_err(IndexError::io("open commit log", path))?
+            .len();
+        if len > valid_len {
+            let bytes = fs
+                .read_all(path)
+                .map_err(IndexError::io("read commit log", path))?;
+            let tmp = path.with_extension("tmp");
+            let f = fs
+                .create(&tmp)
+                .map_err(IndexError::io("create commit log", &tmp))?;
+            f.append(&bytes[..valid_len as usize])
+                .and_then(|_| f.sync())
+                .map_err(IndexError::io("write commit log", &tmp))?;
+            drop(f);
+            fs.rename(&tmp, path)
+                .map_err(IndexError::io("replace torn commit log", path))?;
+            sync_dir(fs, path.parent().unwrap_or(Path::new(".")))?;
+        }
+        let file = fs
+            .open_append(path)
+            .map_err(IndexError::io("open commit log", path))?;
+        Ok(LogWriter::new(file, path.to_path_buf(), gen, valid_len))
+    }
+
+    /// Refuses every later change (the index is being replaced).
+    pub fn close(&mut self) {
+        self.failed
+            .get_or_insert_with(|| "the index was closed".to_string());
     }
 
     fn check(&self) -> Result<()> {
@@ -374,7 +378,7 @@ impl LogWriter {
     fn write_out(&mut self) -> Result<()> {
         self.check()?;
         if !self.buf.is_empty() {
-            if let Err(e) = self.file.write_all(&self.buf) {
+            if let Err(e) = self.file.append(&self.buf) {
                 self.failed = Some(e.to_string());
                 return Err(IndexError::io("write commit log", &self.path)(e));
             }
@@ -391,18 +395,13 @@ impl LogWriter {
 
     pub fn sync(&mut self) -> Result<()> {
         self.write_out()?;
-        if let Err(e) = self.file.sync_data() {
+        if let Err(e) = self.file.sync() {
             self.failed = Some(e.to_string());
             return Err(IndexError::io("fsync commit log", &self.path)(e));
         }
         // The commit log is read only when the index is loaded: let its synced
         // pages go instead of growing the page cache.
-        #[cfg(target_os = "linux")]
-        // SAFETY: the fd is open for the life of `self.file`; the call only advises.
-        unsafe {
-            use std::os::fd::AsRawFd;
-            libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
+        self.file.drop_cache();
         Ok(())
     }
 }
@@ -415,8 +414,10 @@ pub(crate) struct LogContents {
     pub torn: bool,
 }
 
-pub(crate) fn read_log(path: &Path) -> Result<LogContents> {
-    let buf = std::fs::read(path).map_err(IndexError::io("read commit log", path))?;
+pub(crate) fn read_log(fs: &dyn FileSystem, path: &Path) -> Result<LogContents> {
+    let buf = fs
+        .read_all(path)
+        .map_err(IndexError::io("read commit log", path))?;
     let params = parse_header(&buf, LOG_MAGIC, path)?;
     let dim = params.dim as usize;
     let mut pos = LOG_HEADER_LEN;
@@ -452,7 +453,12 @@ pub(crate) fn read_log(path: &Path) -> Result<LogContents> {
 }
 
 /// Writes `state` as snapshot `gen`: temporary name, fsync, rename, fsync directory.
-pub(crate) fn write_snapshot(dir: &Path, gen: u64, state: &GraphState) -> Result<()> {
+pub(crate) fn write_snapshot(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    gen: u64,
+    state: &GraphState,
+) -> Result<()> {
     let path = snapshot_path(dir, gen);
     let tmp = path.with_extension("tmp");
     let p = &state.params;
@@ -496,18 +502,23 @@ pub(crate) fn write_snapshot(dir: &Path, gen: u64, state: &GraphState) -> Result
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    let mut f = File::create(&tmp).map_err(IndexError::io("create snapshot", &tmp))?;
-    f.write_all(&out)
+    let f = fs
+        .create(&tmp)
+        .map_err(IndexError::io("create snapshot", &tmp))?;
+    f.append(&out)
         .map_err(IndexError::io("write snapshot", &tmp))?;
-    f.sync_data()
-        .map_err(IndexError::io("fsync snapshot", &tmp))?;
+    f.sync().map_err(IndexError::io("fsync snapshot", &tmp))?;
+    f.drop_cache();
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(IndexError::io("rename snapshot", &path))?;
-    sync_dir(dir)
+    fs.rename(&tmp, &path)
+        .map_err(IndexError::io("rename snapshot", &path))?;
+    sync_dir(fs, dir)
 }
 
-pub(crate) fn read_snapshot(path: &Path) -> Result<GraphState> {
-    let buf = std::fs::read(path).map_err(IndexError::io("read snapshot", path))?;
+pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphState> {
+    let buf = fs
+        .read_all(path)
+        .map_err(IndexError::io("read snapshot", path))?;
     if buf.len() < LOG_HEADER_LEN + 4 {
         return Err(IndexError::corrupt(path, "truncated"));
     }
@@ -562,24 +573,20 @@ pub(crate) fn read_snapshot(path: &Path) -> Result<GraphState> {
     parse().ok_or_else(|| IndexError::corrupt(path, "malformed body"))
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(IndexError::io("fsync directory", dir))
 }
 
-/// Generations of the snapshot and log files in `dir`, sorted.
-pub(crate) fn list_gens(dir: &Path) -> Result<(Vec<u64>, Vec<u64>)> {
+/// Generations of the snapshot and log files in `dir`, sorted. Only lists: a
+/// condensation may be writing its temporary snapshot meanwhile.
+pub(crate) fn list_gens(fs: &dyn FileSystem, dir: &Path) -> Result<(Vec<u64>, Vec<u64>)> {
     let mut snaps = Vec::new();
     let mut logs = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(IndexError::io("list index directory", dir))? {
-        let e = e.map_err(IndexError::io("list index directory", dir))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
-            // An interrupted condensation; the files it would replace are still there.
-            let _ = std::fs::remove_file(e.path());
-            continue;
-        }
+    for name in fs
+        .list(dir)
+        .map_err(IndexError::io("list index directory", dir))?
+    {
         let Some(stem) = name.strip_suffix(".hnsw") else {
             continue;
         };
@@ -594,35 +601,76 @@ pub(crate) fn list_gens(dir: &Path) -> Result<(Vec<u64>, Vec<u64>)> {
     Ok((snaps, logs))
 }
 
+/// Removes what an interrupted condensation or torn-log rewrite left: temporary
+/// files. Only [`load`] calls it, when nothing else uses the directory.
+fn remove_temporaries(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    for name in fs
+        .list(dir)
+        .map_err(IndexError::io("list index directory", dir))?
+    {
+        if name.ends_with(".tmp") {
+            let p = dir.join(&name);
+            fs.remove(&p)
+                .map_err(IndexError::io("remove temporary file", &p))?;
+        }
+    }
+    Ok(())
+}
+
 /// Loads the newest snapshot and replays the logs after it.
 /// Returns the state, the newest log's generation and its valid length (to append
 /// after), or `None` for the log if there is none.
-pub(crate) fn load(dir: &Path, params: FileParams) -> Result<(GraphState, Option<(u64, u64)>)> {
-    let (state, tail) = load_upto(dir, params, u64::MAX)?;
-    let (snaps, logs) = list_gens(dir)?;
-    // Files older than the newest snapshot were condensed into it.
+pub(crate) fn load(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    params: FileParams,
+) -> Result<(GraphState, Option<(u64, u64)>)> {
+    remove_temporaries(fs, dir)?;
+    let (state, tail) = load_upto(fs, dir, params, u64::MAX)?;
+    let (snaps, logs) = list_gens(fs, dir)?;
+    // Files older than the newest snapshot were condensed into it (a crash came
+    // between the rename and their removal).
     if let Some(&base) = snaps.last() {
-        for &g in logs.iter().filter(|&&g| g < base) {
-            let _ = std::fs::remove_file(log_path(dir, g));
-        }
-        for &g in snaps.iter().filter(|&&g| g < base) {
-            let _ = std::fs::remove_file(snapshot_path(dir, g));
-        }
+        remove_gens(fs, dir, &snaps, &logs, |g| g < base)?;
     }
     Ok((state, tail))
+}
+
+fn remove_gens(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    snaps: &[u64],
+    logs: &[u64],
+    doomed: impl Fn(u64) -> bool,
+) -> Result<()> {
+    let logs = logs.iter().map(|&g| log_path(dir, g));
+    let snaps = snaps.iter().map(|&g| snapshot_path(dir, g));
+    let gen_of = |p: &Path| -> u64 {
+        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        stem.rsplit('-')
+            .next()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    for p in logs.chain(snaps).filter(|p| doomed(gen_of(p))) {
+        fs.remove(&p)
+            .map_err(IndexError::io("remove condensed file", &p))?;
+    }
+    Ok(())
 }
 
 /// The state after every log with generation ≤ `max_gen`: the newest snapshot at or
 /// below it, plus the logs from its generation up to `max_gen`. A torn tail is
 /// allowed only in the newest of those logs.
 fn load_upto(
+    fs: &dyn FileSystem,
     dir: &Path,
     params: FileParams,
     max_gen: u64,
 ) -> Result<(GraphState, Option<(u64, u64)>)> {
-    let (snaps, logs) = list_gens(dir)?;
+    let (snaps, logs) = list_gens(fs, dir)?;
     let (mut state, base) = match snaps.iter().rev().find(|&&g| g <= max_gen) {
-        Some(&g) => (read_snapshot(&snapshot_path(dir, g))?, g),
+        Some(&g) => (read_snapshot(fs, &snapshot_path(dir, g))?, g),
         None => (GraphState::new(params), 0),
     };
     check_params(&state.params, &params, &snapshot_path(dir, base))?;
@@ -634,7 +682,7 @@ fn load_upto(
     let mut tail = None;
     for (i, &g) in live.iter().enumerate() {
         let path = log_path(dir, g);
-        let c = read_log(&path)?;
+        let c = read_log(fs, &path)?;
         check_params(&c.params, &params, &path)?;
         if c.torn && i + 1 < live.len() {
             return Err(IndexError::corrupt(
@@ -671,31 +719,28 @@ fn check_params(on_disk: &FileParams, want: &FileParams, path: &Path) -> Result<
 /// log `gen + 1`. `crash_after` stops part-way (for crash tests): 1 = after writing
 /// a partial temporary file, 2 = after the rename, before removing the inputs.
 pub(crate) fn condense(
+    fs: &dyn FileSystem,
     dir: &Path,
     gen: u64,
     params: FileParams,
     crash_after: Option<u8>,
 ) -> Result<()> {
-    let (state, _) = load_upto(dir, params, gen)?;
+    let (state, _) = load_upto(fs, dir, params, gen)?;
     if crash_after == Some(1) {
         // Leave a half-written temporary file behind, as a crash would.
-        std::fs::write(
-            snapshot_path(dir, gen + 1).with_extension("tmp"),
-            b"IDGHNSWS partial",
-        )
-        .map_err(IndexError::io("write snapshot", dir))?;
+        let tmp = snapshot_path(dir, gen + 1).with_extension("tmp");
+        fs.create(&tmp)
+            .and_then(|f| f.append(b"IDGHNSWS partial"))
+            .map_err(IndexError::io("write snapshot", dir))?;
         return Ok(());
     }
-    write_snapshot(dir, gen + 1, &state)?;
+    write_snapshot(fs, dir, gen + 1, &state)?;
     if crash_after == Some(2) {
         return Ok(());
     }
-    let (snaps, logs) = list_gens(dir)?;
-    for g in logs.into_iter().filter(|&g| g <= gen) {
-        let _ = std::fs::remove_file(log_path(dir, g));
-    }
-    for g in snaps.into_iter().filter(|&g| g <= gen) {
-        let _ = std::fs::remove_file(snapshot_path(dir, g));
-    }
+    let (snaps, logs) = list_gens(fs, dir)?;
+    remove_gens(fs, dir, &snaps, &logs, |g| g <= gen)?;
+    // The removals need not be durable: a crash before they are leaves files that
+    // the newest snapshot supersedes, and the next load removes them.
     Ok(())
 }

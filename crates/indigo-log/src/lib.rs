@@ -212,7 +212,7 @@ impl FileLog {
                 source,
             }
         };
-        fs.create_dir_all(dir)
+        indigo_storage::fs::create_dir_durable(&*fs, dir)
             .map_err(io("create log directory", dir))?;
         let mut nos: Vec<u64> = fs
             .list(dir)

@@ -98,6 +98,12 @@ impl FileSystem for SlowSync {
             syncs: self.syncs.clone(),
         }))
     }
+    fn open_append(&self, p: &Path) -> std::io::Result<Arc<dyn WritableFile>> {
+        Ok(Arc::new(SlowFile {
+            inner: self.inner.open_append(p)?,
+            syncs: self.syncs.clone(),
+        }))
+    }
     fn open(&self, p: &Path) -> std::io::Result<Arc<dyn ReadableFile>> {
         self.inner.open(p)
     }
@@ -112,6 +118,9 @@ impl FileSystem for SlowSync {
     }
     fn create_dir_all(&self, d: &Path) -> std::io::Result<()> {
         self.inner.create_dir_all(d)
+    }
+    fn remove_dir_all(&self, d: &Path) -> std::io::Result<()> {
+        self.inner.remove_dir_all(d)
     }
     fn sync_dir(&self, d: &Path) -> std::io::Result<()> {
         self.inner.sync_dir(d)

@@ -13,7 +13,8 @@
 //! - Segments are immutable; a merged-away segment's file is removed when its last
 //!   reader drops it.
 
-pub mod fs;
+pub use indigo_fs as fs;
+use indigo_health::{Backoff, Health};
 pub mod keys;
 
 mod bloom;
@@ -76,6 +77,9 @@ pub struct Options {
     pub background: bool,
     /// Writers wait when this many frozen memtables are queued for flushing.
     pub max_frozen: usize,
+    /// Where the background threads report failures (subject: the store's
+    /// directory). Without one they are only seen by writers, as errors.
+    pub health: Option<Arc<Health>>,
 }
 
 impl Default for Options {
@@ -84,6 +88,7 @@ impl Default for Options {
             memtable_bytes: 64 << 20,
             background: true,
             max_frozen: 2,
+            health: None,
         }
     }
 }
@@ -254,7 +259,7 @@ struct Inner {
 /// The LSM store. Cheap to share by reference across threads.
 pub struct Store {
     inner: Arc<Inner>,
-    workers: Vec<JoinHandle<()>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn wal_name(no: u64) -> String {
@@ -262,6 +267,15 @@ fn wal_name(no: u64) -> String {
 }
 fn seg_name(no: u64) -> String {
     format!("{no:010}.seg")
+}
+/// A segment being written: flushes (level 0) and merges apart, so an operator
+/// (and a test) can tell which was interrupted. Open removes both.
+fn tmp_seg_name(no: u64, level: u32) -> String {
+    if level == 0 {
+        format!("{no:010}.seg.tmp")
+    } else {
+        format!("{no:010}.seg.merge.tmp")
+    }
 }
 fn parse_name(name: &str) -> Option<(u64, &str)> {
     let (num, ext) = name.split_once('.')?;
@@ -276,8 +290,7 @@ impl Store {
 
     /// Opens a store on any [`FileSystem`]; replays and flushes WAL left by a crash.
     pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, opts: Options) -> Result<Store> {
-        fs.create_dir_all(dir)
-            .map_err(StorageError::io("create directory", dir))?;
+        fs::create_dir_durable(&*fs, dir).map_err(StorageError::io("create directory", dir))?;
         let manifest = match Manifest::load(&*fs, dir)? {
             Some(m) => m,
             None => {
@@ -430,7 +443,12 @@ impl Store {
                 workers.push(h);
             }
         }
-        Ok(Store { inner, workers })
+        inner.recovered(indigo_health::FLUSH);
+        inner.recovered(indigo_health::MERGE);
+        Ok(Store {
+            inner,
+            workers: Mutex::new(workers),
+        })
     }
 
     /// Returns the bucket `name`, creating it (durably) if it does not exist.
@@ -668,19 +686,36 @@ impl Store {
     }
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
+impl Store {
+    /// Stops the background threads, makes what was written durable (if it can),
+    /// and refuses every later write; reads still work. For handing the directory
+    /// to a fresh [`Store::open`] while readers still hold this one.
+    pub fn close(&self) {
         {
             let mut g = self.inner.bg.lock();
             g.shutdown = true;
             self.inner.bg_cv.notify_all();
         }
-        for h in self.workers.drain(..) {
+        for h in self.workers.lock().drain(..) {
             let _ = h.join();
         }
         // A clean close makes buffered writes durable; failure here is reported by
         // the next open's replay, which cuts at the last whole record.
         let _ = self.sync();
+        let _w = self.inner.writer.lock();
+        let mut p = self.inner.poisoned.lock();
+        p.get_or_insert_with(|| "the store was closed".to_string());
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner.poisoned.lock().clone()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -971,7 +1006,7 @@ impl Inner {
         bottom: bool,
     ) -> Result<Option<Arc<Segment>>> {
         let path = self.dir.join(seg_name(no));
-        let tmp = self.dir.join(format!("{}.tmp", seg_name(no)));
+        let tmp = self.dir.join(tmp_seg_name(no, level));
         let mut w = SegmentWriter::create(&*self.fs, &tmp, strategy)?;
         let empty = RoaringTreemap::new();
         for r in entries {
@@ -1053,6 +1088,8 @@ impl Inner {
             .map(|s| Box::new(s.iter(Bound::Unbounded, Bound::Unbounded)) as Box<_>)
             .collect();
         let no = self.next_file.fetch_add(1, Ordering::SeqCst);
+        // Nothing names the output yet, so a failure here changes nothing: the
+        // partial file goes and the merge can be tried again.
         let written = (|| {
             let merged = MergeIter::new(sources);
             let seg = self.write_segment(no, level, strategy, merged, range.start == 0)?;
@@ -1061,7 +1098,11 @@ impl Inner {
                 .map_err(StorageError::io("fsync directory", &self.dir))?;
             Ok(seg)
         })()
-        .map_err(|e| self.poison(e))?;
+        .inspect_err(|_| {
+            for name in [tmp_seg_name(no, level), seg_name(no)] {
+                let _ = self.fs.remove(&self.dir.join(name));
+            }
+        })?;
         let mut man = self.maint.lock();
         let r = (|| {
             let mut next = man.clone();
@@ -1094,40 +1135,75 @@ impl Inner {
         Ok(())
     }
 
+    fn report(&self, component: &'static str, e: &StorageError) {
+        if let Some(h) = &self.opts.health {
+            h.failed(component, &self.dir.display().to_string(), e);
+        }
+    }
+
+    fn recovered(&self, component: &'static str) {
+        if let Some(h) = &self.opts.health {
+            h.recovered(component, &self.dir.display().to_string());
+        }
+    }
+
     /// The flush thread (`low_priority == false`) writes frozen memtables; the merge
     /// thread runs at a lower CPU priority so merging yields to writers and flushes.
+    /// A failed flush poisons the store (writers see it; reopening recovers); a
+    /// merge that fails before it changes the manifest is retried with backoff.
     fn background_loop(&self, low_priority: bool) {
         if low_priority {
             lower_thread_priority();
         }
+        let mut backoff = Backoff::default();
         loop {
             {
                 let mut g = self.bg.lock();
                 let pending = |g: &Background| if low_priority { g.merge } else { g.flush };
-                if !g.shutdown && !pending(&g) {
+                if !g.shutdown && (!pending(&g) || !backoff.ready()) {
                     self.bg_cv.wait_for(&mut g, Duration::from_millis(200));
                 }
                 if g.shutdown {
                     return;
                 }
-                if low_priority {
+                if !backoff.ready() {
+                    continue;
+                }
+                if low_priority && !backoff.is_failing() {
                     g.merge = false;
-                } else {
+                } else if !low_priority {
                     g.flush = false;
                 }
             }
             if self.poisoned.lock().is_some() {
                 continue;
             }
-            // Errors poison the store; writers see them.
             if !low_priority {
-                while let Ok(true) = self.flush_oldest() {}
+                loop {
+                    match self.flush_oldest() {
+                        Ok(true) => continue,
+                        Ok(false) => break,
+                        Err(e) => {
+                            self.report(indigo_health::FLUSH, &e);
+                            break;
+                        }
+                    }
+                }
                 continue;
             }
             while !self.bg.lock().shutdown {
                 match self.merge_once() {
-                    Ok(true) => continue,
-                    _ => break,
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.report(indigo_health::MERGE, &e);
+                        backoff.failed();
+                        break;
+                    }
+                }
+                if backoff.is_failing() {
+                    backoff.succeeded();
+                    self.recovered(indigo_health::MERGE);
                 }
             }
         }

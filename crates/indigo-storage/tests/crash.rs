@@ -18,6 +18,7 @@ fn opts() -> Options {
         memtable_bytes: 2 << 10,
         background: false,
         max_frozen: 2,
+        ..Default::default()
     }
 }
 
@@ -223,4 +224,29 @@ fn injected_io_errors_are_typed_and_lose_nothing_acknowledged() {
             );
         }
     }
+}
+
+/// A store opened in a directory that did not exist must make the directory's own
+/// name durable: otherwise a crash loses the directory, and every batch synced in
+/// it, even though each file in it was fsynced.
+#[test]
+fn a_new_store_directory_survives_a_crash() {
+    let fs = FaultFs::new();
+    let dir = Path::new("/data/collections/c1/store");
+    {
+        let store = Store::open_with_fs(Arc::new(fs.clone()), dir, opts()).unwrap();
+        let kv = store.bucket("kv", Strategy::Replace).unwrap();
+        let mut wb = WriteBatch::new();
+        wb.put(&kv, "k", "v");
+        store.write(&wb, WriteOptions { sync: true }).unwrap();
+        std::mem::forget(store); // no orderly close: the machine stops here
+    }
+    fs.crash(|_| 0);
+    let store = Store::open_with_fs(Arc::new(fs.clone()), dir, opts()).unwrap();
+    let kv = store.bucket("kv", Strategy::Replace).unwrap();
+    assert_eq!(
+        store.get(&kv, b"k").unwrap().as_deref(),
+        Some(&b"v"[..]),
+        "a synced batch was lost with its directory"
+    );
 }

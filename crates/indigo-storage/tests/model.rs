@@ -64,6 +64,7 @@ fn open(fs: &FaultFs, background: bool) -> Store {
         memtable_bytes: 512,
         background,
         max_frozen: 2,
+        ..Default::default()
     };
     Store::open_with_fs(Arc::new(fs.clone()), Path::new("/db"), opts).unwrap()
 }

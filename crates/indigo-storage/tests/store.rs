@@ -10,6 +10,7 @@ fn small() -> Options {
         memtable_bytes: 4 << 10,
         background: false,
         max_frozen: 2,
+        ..Default::default()
     }
 }
 
@@ -166,6 +167,7 @@ fn background_merging_bounds_the_segment_count() {
         memtable_bytes: 16 << 10,
         background: true,
         max_frozen: 2,
+        ..Default::default()
     };
     let s = Store::open(dir.path(), opts).unwrap();
     let b = s.bucket("objects", Strategy::Replace).unwrap();
@@ -265,6 +267,7 @@ fn concurrent_readers_and_writers_see_whole_batches() {
         memtable_bytes: 32 << 10,
         background: true,
         max_frozen: 2,
+        ..Default::default()
     };
     let s = Arc::new(Store::open(dir.path(), opts).unwrap());
     let b = s.bucket("objects", Strategy::Replace).unwrap();
@@ -304,4 +307,120 @@ fn concurrent_readers_and_writers_see_whole_batches() {
     );
     let fs = indigo_storage::fs::StdFs;
     assert!(fs.exists(dir.path()));
+}
+
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn background(health: &Arc<indigo_health::Health>) -> Options {
+    Options {
+        memtable_bytes: 4 << 10,
+        background: true,
+        max_frozen: 2,
+        health: Some(health.clone()),
+    }
+}
+
+/// A flush that cannot write its segment (disk full) is reported and stands as a
+/// failure; the store refuses writes (memory and disk may disagree) until it is
+/// reopened, which recovers everything written and clears the failure.
+#[test]
+fn a_failed_flush_is_reported_and_reopening_recovers() {
+    use indigo_storage::fs::{FaultKind, FaultOp};
+    let fs = FaultFs::new();
+    let dir = Path::new("/flush");
+    let health = Arc::new(indigo_health::Health::new());
+    let subject = dir.display().to_string();
+    let s = Store::open_with_fs(Arc::new(fs.clone()), dir, background(&health)).unwrap();
+    let b = s.bucket("objects", Strategy::Replace).unwrap();
+    fs.fail_where(
+        |p| p.to_string_lossy().ends_with(".seg.tmp"),
+        Some(FaultOp::Write),
+        FaultKind::NoSpace,
+    );
+    let mut acked = 0;
+    for i in 0..5000u32 {
+        let mut wb = WriteBatch::new();
+        wb.put(&b, key(i), format!("v{i}"));
+        if s.write(&wb, WriteOptions::SYNC).is_err() {
+            break;
+        }
+        acked = i + 1;
+    }
+    assert!(acked < 5000, "writes must be refused once the flush failed");
+    wait_for("the flush failure was not reported", || {
+        health.is_failing(indigo_health::FLUSH, &subject).is_some()
+    });
+    let f = health.is_failing(indigo_health::FLUSH, &subject).unwrap();
+    assert!(f.error.contains("No space"), "{}", f.error);
+    assert!(s.poisoned().is_some());
+    fs.clear_fault();
+    drop(s);
+    let s = Store::open_with_fs(Arc::new(fs.clone()), dir, background(&health)).unwrap();
+    assert!(health.failures().is_empty(), "reopening clears the failure");
+    let b = s.bucket("objects", Strategy::Replace).unwrap();
+    for i in 0..acked {
+        assert_eq!(
+            s.get(&b, &key(i)).unwrap(),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    let counts: std::collections::BTreeMap<_, _> = health.errors_total().into_iter().collect();
+    assert!(counts[indigo_health::FLUSH] >= 1);
+}
+
+/// A merge that cannot write its output is reported and retried with backoff;
+/// writes go on meanwhile (nothing was changed), and the failure clears once the
+/// merge works.
+#[test]
+fn a_failed_merge_is_retried_with_backoff_while_writes_go_on() {
+    use indigo_storage::fs::{FaultKind, FaultOp};
+    let fs = FaultFs::new();
+    let dir = Path::new("/merge");
+    let health = Arc::new(indigo_health::Health::new());
+    let subject = dir.display().to_string();
+    let s = Store::open_with_fs(Arc::new(fs.clone()), dir, background(&health)).unwrap();
+    let b = s.bucket("objects", Strategy::Replace).unwrap();
+    fs.fail_where(
+        |p| p.to_string_lossy().ends_with(".merge.tmp"),
+        Some(FaultOp::Write),
+        FaultKind::NoSpace,
+    );
+    let write = |from: u32, to: u32| {
+        for i in from..to {
+            let mut wb = WriteBatch::new();
+            wb.put(&b, key(i), format!("v{i}"));
+            s.write(&wb, WriteOptions::default()).unwrap();
+        }
+    };
+    write(0, 3000);
+    wait_for("the merge failure was not retried", || {
+        health
+            .is_failing(indigo_health::MERGE, &subject)
+            .is_some_and(|f| f.attempts >= 2)
+    });
+    assert!(s.poisoned().is_none(), "a failed merge changes nothing");
+    write(3000, 4000);
+    s.sync().unwrap();
+    fs.clear_fault();
+    wait_for("the merge did not recover", || health.failures().is_empty());
+    for i in (0..4000).step_by(97) {
+        assert_eq!(
+            s.get(&b, &key(i)).unwrap(),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    drop(s); // waits for a merge in progress
+    assert!(
+        !fs.files()
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".tmp")),
+        "failed merges leave no temporary files: {:?}",
+        fs.files()
+    );
 }

@@ -26,9 +26,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use indigo_compactor::{IndexConfig, Job, Jobs, Segment, Worker};
+use indigo_compactor::{Env, IndexConfig, Job, Jobs, Segment, Worker};
 use indigo_executor::View;
+use indigo_health::Health;
 use indigo_log::{CollectionId, FileLog, Log, LogOffset};
+use indigo_storage::fs::{FileSystem, StdFs};
 use indigo_sysdb::{NewCollection, SqliteSysDb, SysDb, SysDbError};
 use indigo_types::record::validate_write;
 use indigo_types::WriteEntry;
@@ -37,6 +39,7 @@ use serde_json::Value;
 
 pub use config::CollectionConfig;
 pub use indigo_executor::{Include, Records, Selection};
+pub use indigo_health::{Failure, COMPONENTS as BACKGROUND_COMPONENTS};
 pub use indigo_index::Space;
 pub use indigo_sysdb::{Collection as CollectionInfo, Database, DEFAULT_DATABASE, DEFAULT_TENANT};
 pub use indigo_types::{
@@ -57,6 +60,10 @@ pub enum Error {
     DimensionMismatch { expected: u32, got: u32 },
     #[error("{0} is in use by another process; stop it, or open another path")]
     InUse(PathBuf),
+    /// The collection cannot take writes now: its log cannot be folded into its
+    /// indexes (Indigo retries in the background). Retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// A storage failure (disk full, I/O error, damaged file): the message names
     /// the file. Writes are refused until the database is reopened.
     #[error("storage error: {0}")]
@@ -98,13 +105,26 @@ impl From<indigo_log::LogError> for Error {
 }
 
 /// How to open a data directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Fold the log into indexes on a background thread (off: only
     /// [`Indigo::compact`] does, which tests use to exercise the log-tail path).
     pub background_compaction: bool,
     /// Answer every query by an exact scan instead of HNSW (for tests).
     pub exact_search: bool,
+    /// Where the log and the collections' files live (tests inject faults and
+    /// crashes here). The lock file and the system database are always on the
+    /// real file system.
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("background_compaction", &self.background_compaction)
+            .field("exact_search", &self.exact_search)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Options {
@@ -112,6 +132,7 @@ impl Default for Options {
         Options {
             background_compaction: true,
             exact_search: false,
+            fs: Arc::new(StdFs),
         }
     }
 }
@@ -120,15 +141,23 @@ impl Default for Options {
 struct Open {
     id: String,
     log_id: CollectionId,
-    segment: Arc<Segment>,
+    /// Replaced by a fresh open of its files after a failure (see [`Jobs::reopen`]).
+    segment: RwLock<Arc<Segment>>,
     /// 0 until the first write fixes it.
     dim: AtomicU32,
     tail: indigo_executor::TailCache,
 }
 
+impl Open {
+    fn segment(&self) -> Arc<Segment> {
+        self.segment.read().clone()
+    }
+}
+
 struct Inner {
     path: PathBuf,
     options: Options,
+    env: Env,
     sysdb: Arc<SqliteSysDb>,
     log: Arc<FileLog>,
     open: RwLock<HashMap<String, Arc<Open>>>,
@@ -149,9 +178,35 @@ impl Jobs for Registry {
             .map(|o| Job {
                 id: o.id.clone(),
                 log_id: o.log_id,
-                segment: o.segment.clone(),
+                segment: o.segment(),
             })
             .collect()
+    }
+
+    fn reopen(&self, job: &Job) -> indigo_compactor::Result<()> {
+        let Some(inner) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let _g = inner.opening.lock();
+        let Some(open) = inner.open.read().get(&job.id).cloned() else {
+            return Ok(());
+        };
+        let current = open.segment();
+        if !Arc::ptr_eq(&current, &job.segment) || current.is_retired() {
+            return Ok(()); // already replaced, or its collection is going
+        }
+        current.close();
+        let info = inner
+            .sysdb
+            .get_collection_by_id(&job.id)
+            .map_err(indigo_compactor::Error::SysDb)?;
+        let fresh = inner
+            .load_segment(&info)
+            .map_err(|e| indigo_compactor::Error::Corrupt(e.to_string()))?;
+        *open.segment.write() = Arc::new(fresh);
+        open.tail.clear();
+        tracing::info!(collection = %job.id, "reopened the collection's files after a failure");
+        Ok(())
     }
 }
 
@@ -204,10 +259,19 @@ impl Indigo {
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
         }
         let sysdb = Arc::new(SqliteSysDb::open(path.join("sysdb.sqlite3"))?);
-        let log = Arc::new(FileLog::open(path.join("log"))?);
+        let log = Arc::new(FileLog::open_with_fs(
+            options.fs.clone(),
+            &path.join("log"),
+            Default::default(),
+        )?);
+        let env = Env {
+            fs: options.fs.clone(),
+            health: Arc::new(Health::new()),
+        };
         let inner = Arc::new(Inner {
             path,
             options,
+            env,
             sysdb,
             log,
             open: RwLock::new(HashMap::new()),
@@ -227,6 +291,7 @@ impl Indigo {
                 Arc::new(Registry(Arc::downgrade(&inner))),
                 inner.log.clone(),
                 inner.sysdb.clone(),
+                inner.env.health.clone(),
             ))
         });
         Ok(Indigo { inner, worker })
@@ -391,7 +456,7 @@ impl Indigo {
             },
         )?;
         if let Some(o) = self.inner.open.read().get(id) {
-            o.segment.set_ef_search(config.ef_search);
+            o.segment().set_ef_search(config.ef_search);
         }
         Ok(info)
     }
@@ -402,19 +467,20 @@ impl Indigo {
         // The compactor finishes with the segment (it records checkpoints in the
         // system database) before the catalogue entry and the files go.
         let id = self.inner.sysdb.get_collection(tenant, database, name)?.id;
-        let open = self.inner.open.read().get(&id).cloned();
-        if let Some(o) = &open {
-            o.segment.set_retired(true);
+        let open = self.inner.open.read().get(&id).map(|o| o.segment());
+        if let Some(seg) = &open {
+            seg.set_retired(true);
         }
         let info = match self.inner.sysdb.delete_collection(tenant, database, name) {
             Ok(info) => info,
             Err(e) => {
-                if let Some(o) = &open {
-                    o.segment.set_retired(false);
+                if let Some(seg) = &open {
+                    seg.set_retired(false);
                 }
                 return Err(e.into());
             }
         };
+        self.inner.env.health.forget(&info.id);
         self.inner.open.write().remove(&info.id);
         let lid = log_id(&info.id)?;
         self.inner.log.truncate(lid, self.inner.log.head(lid))?;
@@ -449,21 +515,21 @@ impl Indigo {
     }
 
     /// Operational figures for monitoring: log bytes on disk, log entries not yet
-    /// folded into indexes, records in open collections.
+    /// folded into indexes, records folded into open collections' indexes. Costs
+    /// O(open collections), whatever their size.
     pub fn gauges(&self) -> Vec<(String, f64)> {
         let mut lag = 0u64;
         let mut records = 0u64;
         let open: Vec<Arc<Open>> = self.inner.open.read().values().cloned().collect();
         for o in open {
+            let seg = o.segment();
             lag += self
                 .inner
                 .log
                 .head(o.log_id)
                 .0
-                .saturating_sub(o.segment.applied());
-            if let Ok(mut v) = View::open(&o.segment, &*self.inner.log, o.log_id, &o.tail) {
-                records += v.count().unwrap_or(0);
-            }
+                .saturating_sub(seg.applied());
+            records += seg.live_count();
         }
         let log_bytes: u64 = std::fs::read_dir(self.inner.path.join("log"))
             .map(|rd| {
@@ -480,9 +546,15 @@ impl Indigo {
         ]
     }
 
-    /// Errors the background compactor met (it keeps retrying).
-    pub fn compactor_errors(&self) -> Vec<String> {
-        self.worker.as_ref().map_or_else(Vec::new, |w| w.errors())
+    /// Background failures that stand now (compactor, flush, merge, index
+    /// maintenance), each with what it failed on; empty when all is well.
+    pub fn failures(&self) -> Vec<Failure> {
+        self.inner.env.health.failures()
+    }
+
+    /// Failed background attempts so far, per component (for metrics).
+    pub fn background_errors_total(&self) -> Vec<(&'static str, u64)> {
+        self.inner.env.health.errors_total()
     }
 }
 
@@ -562,12 +634,32 @@ impl Inner {
             return Ok(o.clone());
         }
         let info = self.sysdb.get_collection_by_id(id)?;
+        let lid = log_id(id)?;
+        let segment = self.load_segment(&info)?;
+        let open = Arc::new(Open {
+            id: id.to_string(),
+            log_id: lid,
+            segment: RwLock::new(Arc::new(segment)),
+            dim: AtomicU32::new(info.dimension.unwrap_or(0)),
+            tail: Default::default(),
+        });
+        self.open.write().insert(id.to_string(), open.clone());
+        Ok(open)
+    }
+}
+
+impl Inner {
+    /// Opens a collection's segment from its files, reconciling its index with its
+    /// store using the log after the checkpoint.
+    fn load_segment(&self, info: &CollectionInfo) -> Result<Segment> {
+        let id = &info.id;
         let config = CollectionConfig::from_stored(&info.configuration)?;
         let lid = log_id(id)?;
         let durable = self.sysdb.checkpoint(indigo_compactor::CONSUMER, id)?;
         let recs = self.log.read(lid, LogOffset(durable), usize::MAX)?;
         let entries = indigo_compactor::decode_records(&recs)?;
-        let segment = Segment::open(
+        Ok(Segment::open(
+            &self.env,
             &self.collection_dir(id),
             IndexConfig {
                 space: config.space,
@@ -579,16 +671,7 @@ impl Inner {
             info.dimension.map(|d| d as usize),
             durable,
             &entries,
-        )?;
-        let open = Arc::new(Open {
-            id: id.to_string(),
-            log_id: lid,
-            segment: Arc::new(segment),
-            dim: AtomicU32::new(info.dimension.unwrap_or(0)),
-            tail: Default::default(),
-        });
-        self.open.write().insert(id.to_string(), open.clone());
-        Ok(open)
+        )?)
     }
 }
 
@@ -804,6 +887,20 @@ impl Collection {
     /// may carry a different set of fields).
     pub fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
         self.exists()?;
+        if let Some(f) = self
+            .inner
+            .env
+            .health
+            .is_failing(indigo_health::COMPACTOR, self.id())
+        {
+            return Err(Error::Unavailable(format!(
+                "collection {:?} ({}) cannot take writes now: its log cannot be folded into \
+                 its indexes ({}); Indigo retries in the background, so retry later",
+                self.name(),
+                self.id(),
+                f.error
+            )));
+        }
         if records.is_empty() {
             return Ok(());
         }
@@ -847,7 +944,7 @@ impl Collection {
     /// A handle outlives its collection: once deleted, it answers NotFound
     /// rather than logging writes nobody will fold.
     fn exists(&self) -> Result<()> {
-        if self.open.segment.is_retired() {
+        if self.open.segment().is_retired() {
             return Err(Error::NotFound(format!(
                 "collection {:?} ({}) was deleted",
                 self.name(),
@@ -859,12 +956,8 @@ impl Collection {
 
     fn view<T>(&self, f: impl FnOnce(&mut View<'_>) -> indigo_executor::Result<T>) -> Result<T> {
         self.exists()?;
-        let mut v = View::open(
-            &self.open.segment,
-            &*self.inner.log,
-            self.open.log_id,
-            &self.open.tail,
-        )?;
+        let seg = self.open.segment();
+        let mut v = View::open(&seg, &*self.inner.log, self.open.log_id, &self.open.tail)?;
         Ok(f(&mut v)?)
     }
 
@@ -904,7 +997,7 @@ impl Collection {
     /// (applied, logged): how far the compactor has folded this collection's log.
     pub fn indexing_status(&self) -> (u64, u64) {
         (
-            self.open.segment.applied(),
+            self.open.segment().applied(),
             self.inner.log.head(self.open.log_id).0,
         )
     }

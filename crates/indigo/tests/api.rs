@@ -27,6 +27,7 @@ fn open(dir: &std::path::Path, background: bool) -> Indigo {
         Options {
             background_compaction: background,
             exact_search: false,
+            ..Default::default()
         },
     )
     .unwrap()
@@ -359,7 +360,7 @@ fn background_compaction_catches_up_and_checkpoints() {
         .query(&QueryRequest::new(vec![vec![3.0, 7.0, 1.0]], 1))
         .unwrap();
     assert_eq!(q[0].ids, ["3-7"]);
-    assert!(db.compactor_errors().is_empty());
+    assert!(db.failures().is_empty());
 }
 
 #[test]
@@ -458,7 +459,7 @@ fn deleting_collections_while_they_compact_is_clean() {
     c.add(batch(&["a"], 3)).unwrap();
     db.compact().unwrap();
     assert_eq!(c.count().unwrap(), 1);
-    assert_eq!(db.compactor_errors(), Vec::<String>::new());
+    assert_eq!(db.failures(), Vec::<indigo::Failure>::new());
     let left: Vec<_> = std::fs::read_dir(dir.path().join("collections"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -131,7 +131,7 @@ fn run(exact_search: bool) {
     let swaps = writer.join().unwrap();
     eprintln!("exact {exact_search}: {queries} queries during {swaps} swaps");
     assert!(swaps > 100 && queries > 100, "too little overlap to test");
-    assert!(db.compactor_errors().is_empty());
+    assert!(db.failures().is_empty());
 }
 
 #[test]

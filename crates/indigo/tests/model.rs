@@ -265,6 +265,7 @@ fn open(dir: &std::path::Path, background: bool) -> (Indigo, Collection) {
         Options {
             background_compaction: background,
             exact_search: true,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -114,11 +114,7 @@ fn deleting_everything_gives_the_space_back() {
          indexing {:?}; files over 64 KiB: {:?}; compactor errors: {:?}",
         c.indexing_status(),
         big_files(dir.path()),
-        db.compactor_errors()
+        db.failures()
     );
-    assert!(
-        db.compactor_errors().is_empty(),
-        "{:?}",
-        db.compactor_errors()
-    );
+    assert!(db.failures().is_empty(), "{:?}", db.failures());
 }

@@ -36,7 +36,12 @@ fn read_fixture() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
 }
 
 fn exact_top(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
-    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = |v: &[f32]| {
+        v.iter()
+            .map(|x| (*x as f64) * (*x as f64))
+            .sum::<f64>()
+            .sqrt()
+    };
     let qn = norm(q);
     let mut d: Vec<(f64, u32)> = base
         .iter()
