@@ -310,3 +310,32 @@ fn a_failed_log_write_refuses_further_changes() {
         Err(crate::IndexError::LogFailed(_))
     ));
 }
+
+/// A snapshot whose checksum is right but whose links point past the slots is
+/// refused as damaged (searches read vectors by slot without bounds checks).
+#[test]
+fn a_consistent_checksum_over_an_inconsistent_graph_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Hnsw::open(dir.path(), params()).unwrap();
+    workload(&idx, &mut rand::rngs::StdRng::seed_from_u64(6), 60);
+    idx.condense().unwrap();
+    let mut st = idx.dump();
+    drop(idx);
+    let n = st.slots.len() as u32;
+    let node = st.slots.iter_mut().flatten().next().unwrap();
+    node.links[0].push(n + 7);
+    persist::write_snapshot(&indigo_fs::StdFs, dir.path(), 1, &st).unwrap();
+    let err = Hnsw::open(dir.path(), params()).unwrap_err();
+    assert!(
+        matches!(&err, crate::IndexError::Corrupt { .. })
+            && err.to_string().contains("links to slot"),
+        "{err}"
+    );
+    // And an entry point beyond the slots.
+    let mut st2 = st.clone();
+    st2.slots.iter_mut().flatten().next().unwrap().links[0].pop();
+    st2.entry = Some((n + 100, 0));
+    persist::write_snapshot(&indigo_fs::StdFs, dir.path(), 1, &st2).unwrap();
+    let err = Hnsw::open(dir.path(), params()).unwrap_err();
+    assert!(err.to_string().contains("entry point"), "{err}");
+}

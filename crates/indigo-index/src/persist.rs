@@ -239,6 +239,41 @@ impl GraphState {
     }
 }
 
+impl GraphState {
+    /// What a loaded graph must satisfy before the index trusts it (searches read
+    /// vectors by slot without bounds checks): every link and the entry point name
+    /// a slot that exists, and levels and vectors have sane sizes. (Any prefix of
+    /// a real log satisfies it: a node is logged before links or the entry name it.)
+    /// A file can pass its checksums and still break this (a bug, or a file made
+    /// by hand); it is then damaged, never a reason to read out of bounds.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let n = self.slots.len();
+        if n > u32::MAX as usize {
+            return Err(format!("{n} slots"));
+        }
+        if let Some((slot, level)) = self.entry {
+            match self.slots.get(slot as usize) {
+                Some(Some(s)) if (level as usize) < s.links.len() => {}
+                Some(Some(_)) => return Err(format!("entry point {slot} above its level")),
+                _ => return Err(format!("entry point {slot} names no node")),
+            }
+        }
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.links.is_empty() || s.links.len() > 64 {
+                return Err(format!("slot {i} has {} levels", s.links.len()));
+            }
+            if s.vector.len() != self.params.dim as usize {
+                return Err(format!("slot {i} has a vector of the wrong dimension"));
+            }
+            if let Some(bad) = s.links.iter().flatten().find(|&&l| l as usize >= n) {
+                return Err(format!("slot {i} links to slot {bad} of {n}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn log_path(dir: &Path, gen: u64) -> PathBuf {
     dir.join(format!("log-{gen:010}.hnsw"))
 }
@@ -697,6 +732,9 @@ fn load_upto(
         }
         tail = Some((g, c.valid_len));
     }
+    state
+        .validate()
+        .map_err(|why| IndexError::corrupt(dir, format!("inconsistent graph: {why}")))?;
     Ok((state, tail))
 }
 
