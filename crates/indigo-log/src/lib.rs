@@ -74,6 +74,10 @@ pub trait Log: Send + Sync {
     /// Collections that still have records (not yet truncated), so recovery can
     /// drop those of collections deleted by a process that crashed mid-delete.
     fn collections(&self) -> Vec<CollectionId>;
+    /// Whether the log's storage still holds records of `collection`, truncated or
+    /// not (a reopened log would read them again), so a deleted collection's
+    /// tombstone can go only once it does not.
+    fn holds(&self, collection: CollectionId) -> bool;
 }
 
 const MAGIC: &[u8; 6] = b"IDGLOG";
@@ -582,6 +586,14 @@ impl Log for FileLog {
             .filter(|(_, c)| c.head > c.truncated)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    fn holds(&self, collection: CollectionId) -> bool {
+        self.state
+            .lock()
+            .files
+            .values()
+            .any(|maxes| maxes.contains_key(&collection))
     }
 
     fn truncate(&self, collection: CollectionId, upto: LogOffset) -> Result<()> {

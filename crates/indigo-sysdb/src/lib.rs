@@ -74,6 +74,9 @@ pub struct NewCollection<'a> {
     pub configuration: Value,
     /// Return the existing collection of that name instead of failing.
     pub get_or_create: bool,
+    /// The id to give it (a catalogue rebuilt from the collections' own records
+    /// keeps their ids); `None` makes a new one.
+    pub id: Option<&'a str>,
 }
 
 /// Changes to a collection; `None` leaves a field as it is.
@@ -128,7 +131,12 @@ pub trait SysDb: Send + Sync {
     fn update_collection(&self, id: &str, u: CollectionUpdate) -> Result<Collection>;
     /// Fixes the dimension if unset; errors if it is set to another value.
     fn set_dimension(&self, id: &str, dim: u32) -> Result<()>;
+    /// Deletes a collection and records its id among the deleted ones.
     fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
+    /// Ids of deleted collections whose data may still be somewhere (the log).
+    fn deleted_collections(&self) -> Result<Vec<String>>;
+    /// Nothing of a deleted collection is left: its record can go.
+    fn forget_deleted(&self, id: &str) -> Result<()>;
     fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()>;
     /// A consumer's checkpoint (0 if it has none).
     fn checkpoint(&self, consumer: &str, collection: &str) -> Result<u64>;
@@ -137,7 +145,8 @@ pub trait SysDb: Send + Sync {
 }
 
 /// Schema migrations, applied in order; `schema_version` counts those applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE tenants (name TEXT PRIMARY KEY);
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE tenants (name TEXT PRIMARY KEY);
      CREATE TABLE databases (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -162,7 +171,13 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tenants (name TEXT PRIMARY KEY);
         version INTEGER NOT NULL,
         log_offset INTEGER NOT NULL,
         location TEXT NOT NULL,
-        PRIMARY KEY (collection_id, version));"];
+        PRIMARY KEY (collection_id, version));",
+    // Deleted collections, so start-up knows whose log records and directories may
+    // go (and does not mistake them for data the catalogue forgot).
+    "CREATE TABLE deleted_collections (
+        id TEXT PRIMARY KEY,
+        deleted_at INTEGER NOT NULL);",
+];
 
 pub struct SqliteSysDb {
     conn: Mutex<Connection>,
@@ -407,7 +422,10 @@ impl SysDb for SqliteSysDb {
                 c.name
             )));
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = match c.id {
+            Some(id) => id.to_string(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         tx.execute(
             "INSERT INTO collections (id, name, database_id, metadata, configuration) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, c.name, db, c.metadata.as_ref().map(json_text), json_text(&c.configuration)],
@@ -550,8 +568,31 @@ impl SysDb for SqliteSysDb {
         )?
         .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))?;
         tx.execute("DELETE FROM collections WHERE id = ?1", [&c.id])?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        tx.execute(
+            "INSERT OR REPLACE INTO deleted_collections (id, deleted_at) VALUES (?1, ?2)",
+            params![c.id, now],
+        )?;
         tx.commit()?;
         Ok(c)
+    }
+
+    fn deleted_collections(&self) -> Result<Vec<String>> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare("SELECT id FROM deleted_collections ORDER BY id")?;
+        let ids = st
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(ids)
+    }
+
+    fn forget_deleted(&self, id: &str) -> Result<()> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM deleted_collections WHERE id = ?1", [id])?;
+        Ok(())
     }
 
     fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()> {

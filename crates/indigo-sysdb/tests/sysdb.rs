@@ -12,6 +12,7 @@ fn new<'a>(name: &'a str, get_or_create: bool) -> NewCollection<'a> {
         metadata: Some(json!({"a": 1})),
         configuration: json!({"hnsw": {"space": "cosine"}}),
         get_or_create,
+        id: None,
     }
 }
 

@@ -18,6 +18,7 @@
 //! Data directory: `LOCK` (held while open), `sysdb.sqlite3`, `log/`, and
 //! `collections/<id>/{store,hnsw}`. See `docs/format.md`.
 
+mod catalogue;
 pub mod config;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use indigo_types::WriteEntry;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+pub use catalogue::{repair, RepairReport};
 pub use config::CollectionConfig;
 pub use indigo_executor::{Include, Records, Selection};
 pub use indigo_health::{Failure, COMPONENTS as BACKGROUND_COMPONENTS};
@@ -60,6 +62,11 @@ pub enum Error {
     DimensionMismatch { expected: u32, got: u32 },
     #[error("{0} is in use by another process; stop it, or open another path")]
     InUse(PathBuf),
+    /// The catalogue and the data directory disagree (a lost or replaced
+    /// catalogue, unknown or missing collection directories): the message says
+    /// what was found and what to do. Nothing was changed.
+    #[error("{0}")]
+    Catalogue(String),
     /// The collection cannot take writes now: its log cannot be folded into its
     /// indexes (Indigo retries in the background). Retry later.
     #[error("{0}")]
@@ -216,6 +223,41 @@ pub struct Indigo {
     worker: Option<Arc<Worker>>,
 }
 
+/// Takes the data directory's lock (`LOCK`), creating the directory if needed:
+/// another process gets [`Error::InUse`] at once.
+fn lock_dir(path: &Path) -> Result<File> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Error::Storage(format!("{what} {}: {e}", p.display()))
+    };
+    indigo_storage::fs::create_dir_durable(&StdFs, path)
+        .map_err(|e| io("create data directory", path, e))?;
+    let lock_path = path.join("LOCK");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io("open lock file", &lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("lock", &lock_path, e)),
+    }
+}
+
+/// A collection id (a UUID) from its log id.
+fn id_string(lid: CollectionId) -> String {
+    let h: String = lid.0.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
 fn log_id(id: &str) -> Result<CollectionId> {
     let hex: String = id.chars().filter(|c| *c != '-').collect();
     let mut b = [0u8; 16];
@@ -242,23 +284,22 @@ impl Indigo {
     /// opening the same path gets [`Error::InUse`] at once.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Indigo> {
         let path = path.as_ref().to_path_buf();
-        let io = |what: &str, p: &Path, e: std::io::Error| {
-            Error::Storage(format!("{what} {}: {e}", p.display()))
-        };
-        std::fs::create_dir_all(&path).map_err(|e| io("create data directory", &path, e))?;
-        let lock_path = path.join("LOCK");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io("open lock file", &lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::InUse(path)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path, e)),
+        let lock = lock_dir(&path)?;
+        if let Some(msg) = catalogue::missing_catalogue(&*options.fs, &path)? {
+            return Err(Error::Catalogue(msg));
         }
         let sysdb = Arc::new(SqliteSysDb::open(path.join("sysdb.sqlite3"))?);
+        // Before anything else touches the data: does the catalogue account for it?
+        let mut known = HashMap::new();
+        for c in sysdb.all_collections()? {
+            if let Ok(lid) = log_id(&c.id) {
+                let at = sysdb.checkpoint(indigo_compactor::CONSUMER, &c.id)?;
+                known.insert(c.id, (lid, at));
+            }
+        }
+        if let Some(msg) = catalogue::disagreement(&*options.fs, &path, &known)? {
+            return Err(Error::Catalogue(msg));
+        }
         let log = Arc::new(FileLog::open_with_fs(
             options.fs.clone(),
             &path.join("log"),
@@ -278,7 +319,7 @@ impl Indigo {
             opening: Mutex::new(()),
             _lock: lock,
         });
-        let checkpoints = inner.settle_with_catalogue()?;
+        let checkpoints = inner.settle(known)?;
         // Collections with log entries not yet folded are opened now, so the
         // compactor picks them up.
         for (id, (lid, at)) in &checkpoints {
@@ -386,7 +427,13 @@ impl Indigo {
             metadata,
             configuration: config.to_json(),
             get_or_create,
+            id: None,
         })?;
+        catalogue::write_record(
+            &*self.inner.env.fs,
+            &self.inner.collection_dir(&info.id),
+            &info,
+        )?;
         self.handle(info)
     }
 
@@ -458,6 +505,7 @@ impl Indigo {
         if let Some(o) = self.inner.open.read().get(id) {
             o.segment().set_ef_search(config.ef_search);
         }
+        catalogue::write_record(&*self.inner.env.fs, &self.inner.collection_dir(id), &info)?;
         Ok(info)
     }
 
@@ -471,25 +519,31 @@ impl Indigo {
         if let Some(seg) = &open {
             seg.set_retired(true);
         }
-        let info = match self.inner.sysdb.delete_collection(tenant, database, name) {
+        let dir = self.inner.collection_dir(&id);
+        let fs = &*self.inner.env.fs;
+        // The marker first: once the catalogue entry goes, start-up must know the
+        // directory's data may go with it (and is not data the catalogue forgot).
+        let deleted = catalogue::mark_deleting(fs, &dir).and_then(|_| {
+            self.inner
+                .sysdb
+                .delete_collection(tenant, database, name)
+                .map_err(Error::from)
+        });
+        let info = match deleted {
             Ok(info) => info,
             Err(e) => {
+                let _ = fs.remove(&dir.join(catalogue::DELETING));
                 if let Some(seg) = &open {
                     seg.set_retired(false);
                 }
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.inner.env.health.forget(&info.id);
-        self.inner.open.write().remove(&info.id);
-        let lid = log_id(&info.id)?;
-        self.inner.log.truncate(lid, self.inner.log.head(lid))?;
-        let dir = self.inner.collection_dir(&info.id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::Storage(format!("remove {}: {e}", dir.display()))),
+        if let Some(o) = self.inner.open.write().remove(&info.id) {
+            o.segment().close();
         }
+        catalogue::remove_deleted(fs, &*self.inner.log, &dir, log_id(&info.id)?)
     }
 
     /// Deletes every collection, database and tenant, leaving the defaults.
@@ -570,59 +624,61 @@ impl Inner {
         self.path.join("collections").join(id)
     }
 
-    /// Settles the log and the collection directories with the catalogue:
-    /// - the log does not persist truncation, so on open each collection's records
-    ///   up to its checkpoint are truncated again (otherwise they would pin log
-    ///   files until that collection is next compacted);
-    /// - a process that crashed while deleting a collection can leave its log
-    ///   records and its directory behind after the catalogue entry went; the
-    ///   catalogue is the truth, so they go now.
+    /// Settles the log and the collection directories with the catalogue, which
+    /// is the authority but never a reason to delete. (Before this, open has
+    /// refused to start if the catalogue does not know a collection directory, or
+    /// names one with folded data whose directory is gone: [`Error::Catalogue`].)
+    /// - a directory marked `DELETING` whose catalogue entry is gone is a delete
+    ///   that a crash cut short: it is finished (while the catalogue still has the
+    ///   entry, the delete never happened and the marker goes instead);
+    /// - the log does not persist truncation, so each collection's records up to
+    ///   its checkpoint are truncated again; records of collections that nothing
+    ///   names are kept, and said so.
     ///
     /// Returns each collection's log id and checkpoint, by collection id.
-    fn settle_with_catalogue(&self) -> Result<HashMap<String, (CollectionId, u64)>> {
-        let mut known = HashMap::new();
-        for id in self.all_collection_ids()? {
-            if let Ok(lid) = log_id(&id) {
-                let at = self.sysdb.checkpoint(indigo_compactor::CONSUMER, &id)?;
-                known.insert(id, (lid, at));
+    fn settle(
+        &self,
+        known: HashMap<String, (CollectionId, u64)>,
+    ) -> Result<HashMap<String, (CollectionId, u64)>> {
+        let fs = &*self.env.fs;
+        for (id, dir, deleting) in catalogue::collection_dirs(fs, &self.path)? {
+            if !deleting {
+                continue;
             }
+            if known.contains_key(&id) {
+                tracing::warn!(collection = %id, "a delete was interrupted before the catalogue entry went; the collection stays");
+                fs.remove(&dir.join(catalogue::DELETING))
+                    .and_then(|_| fs.sync_dir(&dir))
+                    .map_err(|e| Error::Storage(format!("unmark {}: {e}", dir.display())))?;
+                continue;
+            }
+            catalogue::remove_deleted(fs, &*self.log, &dir, log_id(&id)?)?;
         }
+        let deleted: HashMap<CollectionId, String> = self
+            .sysdb
+            .deleted_collections()?
+            .into_iter()
+            .filter_map(|id| Some((log_id(&id).ok()?, id)))
+            .collect();
         let checkpoints: HashMap<CollectionId, u64> = known.values().copied().collect();
         for lid in self.log.collections() {
-            let upto = match checkpoints.get(&lid) {
-                Some(&at) => at,
-                None => self.log.head(lid).0,
-            };
-            self.log.truncate(lid, LogOffset(upto))?;
+            match checkpoints.get(&lid) {
+                Some(&at) => self.log.truncate(lid, LogOffset(at))?,
+                None if deleted.contains_key(&lid) => self.log.truncate(lid, self.log.head(lid))?,
+                None => tracing::warn!(
+                    collection = %id_string(lid),
+                    "the log holds records of a collection that the catalogue does not \
+                     know; they are kept (run `indigo repair` to list them)"
+                ),
+            }
         }
-        let dir = self.path.join("collections");
-        let io =
-            |e: std::io::Error, p: &Path| Error::Storage(format!("clean up {}: {e}", p.display()));
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(known),
-            Err(e) => return Err(io(e, &dir)),
-        };
-        for e in entries {
-            let e = e.map_err(|e| io(e, &dir))?;
-            let name = e.file_name();
-            // Only directories named like a collection id: anything else is not ours.
-            if let Some(name) = name.to_str() {
-                if log_id(name).is_ok() && !known.contains_key(name) {
-                    std::fs::remove_dir_all(e.path()).map_err(|err| io(err, &e.path()))?;
-                }
+        // A deleted collection is remembered until no log file holds its records.
+        for (lid, id) in &deleted {
+            if !self.log.holds(*lid) {
+                self.sysdb.forget_deleted(id)?;
             }
         }
         Ok(known)
-    }
-
-    fn all_collection_ids(&self) -> Result<Vec<String>> {
-        Ok(self
-            .sysdb
-            .all_collections()?
-            .into_iter()
-            .map(|c| c.id)
-            .collect())
     }
 
     fn open_collection(&self, id: &str) -> Result<Arc<Open>> {
@@ -635,6 +691,8 @@ impl Inner {
         }
         let info = self.sysdb.get_collection_by_id(id)?;
         let lid = log_id(id)?;
+        // Directories made before collections kept their own record get one now.
+        catalogue::write_record(&*self.env.fs, &self.collection_dir(id), &info)?;
         let segment = self.load_segment(&info)?;
         let open = Arc::new(Open {
             id: id.to_string(),
@@ -929,7 +987,12 @@ impl Collection {
         match self.inner.sysdb.set_dimension(&self.open.id, dim) {
             Ok(()) => {
                 self.open.dim.store(dim, Ordering::Release);
-                Ok(())
+                let info = self.inner.sysdb.get_collection_by_id(&self.open.id)?;
+                catalogue::write_record(
+                    &*self.inner.env.fs,
+                    &self.inner.collection_dir(&self.open.id),
+                    &info,
+                )
             }
             Err(SysDbError::InvalidArgument(_)) => {
                 let info = self.inner.sysdb.get_collection_by_id(&self.open.id)?;

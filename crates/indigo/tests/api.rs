@@ -508,12 +508,14 @@ fn a_delete_cut_short_by_a_crash_is_finished_on_open() {
         c.id().to_string()
     };
     // The crash came right after the catalogue entry went: the collection's log
-    // records and its directory are still there.
+    // records and its directory are still there, the directory marked (as a
+    // delete marks it before the entry goes).
+    let gone_dir = dir.path().join("collections").join(&gone_id);
+    std::fs::write(gone_dir.join("DELETING"), b"").unwrap();
     let sys = indigo_sysdb::SqliteSysDb::open(dir.path().join("sysdb.sqlite3")).unwrap();
     sys.delete_collection("default_tenant", "default_database", "gone")
         .unwrap();
     drop(sys);
-    let gone_dir = dir.path().join("collections").join(&gone_id);
     assert!(gone_dir.exists());
     let log_before = dir_bytes(&dir.path().join("log"));
 

@@ -37,6 +37,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Rebuilds a lost or older catalogue (sysdb.sqlite3) from the collections'
+    /// own records. Run it on a stopped server's data directory; it deletes nothing.
+    Repair {
+        /// Data directory [default: ./indigo_data]
+        #[arg(long, default_value = "./indigo_data")]
+        path: PathBuf,
+        /// Also drop catalogue entries whose collection directory is gone.
+        #[arg(long)]
+        forget_missing: bool,
+    },
 }
 
 /// mimalloc's `purge_delay` option (its index in `mi_option_t`).
@@ -56,12 +66,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let Command::Run {
-        path,
-        host,
-        port,
-        config,
-    } = cli.command;
+    let (path, host, port, config) = match cli.command {
+        Command::Run {
+            path,
+            host,
+            port,
+            config,
+        } => (path, host, port, config),
+        Command::Repair {
+            path,
+            forget_missing,
+        } => std::process::exit(repair(&path, forget_missing)),
+    };
     let mut settings = match Settings::load(config.as_deref(), std::env::vars()) {
         Ok(s) => s,
         Err(e) => {
@@ -81,6 +97,40 @@ fn main() {
     if let Err(e) = run(settings) {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+fn repair(path: &std::path::Path, forget_missing: bool) -> i32 {
+    match indigo::repair(path, forget_missing) {
+        Ok(r) => {
+            for (id, tenant, database, name) in &r.restored {
+                println!("restored collection {name:?} ({id}) in {tenant}/{database}");
+            }
+            for id in &r.forgotten {
+                println!("dropped collection {id} from the catalogue (its directory is gone)");
+            }
+            for id in &r.unknown_log {
+                println!(
+                    "the log holds records of collection {id}, which nothing else names; they are kept"
+                );
+            }
+            if r.restored.is_empty() && r.forgotten.is_empty() {
+                println!("the catalogue already accounts for every collection directory");
+            }
+            println!("done: `indigo run --path {}` will start", path.display());
+            0
+        }
+        Err(indigo::Error::InUse(p)) => {
+            eprintln!(
+                "error: {} is in use by a running Indigo; stop it first",
+                p.display()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }
 
