@@ -89,7 +89,10 @@ pub fn authenticate(
     }
 }
 
-/// Token buckets, one per key (a token, or "" without auth).
+/// Buckets kept before idle ones are dropped.
+const MAX_BUCKETS: usize = 10_000;
+
+/// Token buckets, one per key (a token, or a client address without auth).
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
@@ -112,6 +115,12 @@ impl RateLimiter {
         }
         let now = Instant::now();
         let mut b = self.buckets.lock();
+        if b.len() >= MAX_BUCKETS {
+            // Buckets that have refilled hold nothing worth keeping; without this,
+            // clients at new addresses could grow the map without bound.
+            let (rate, burst) = (self.rate, self.burst);
+            b.retain(|_, (t, last)| *t + now.duration_since(*last).as_secs_f64() * rate < burst);
+        }
         let (tokens, last) = b.entry(key.to_string()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
         *last = now;

@@ -80,6 +80,7 @@ impl From<CoreError> for ApiError {
             }
             e @ CoreError::DimensionMismatch { .. } => ApiError::invalid(e.to_string()),
             CoreError::Unavailable(m) => ApiError::new(503, "InternalError", m),
+            CoreError::Quota(m) => ApiError::quota(m),
             e => ApiError::new(500, "InternalError", e.to_string()),
         }
     }
@@ -108,7 +109,11 @@ type ApiResult<T = Response> = Result<T, ApiError>;
 pub struct AppState {
     pub db: Arc<Indigo>,
     pub settings: Settings,
+    limits: indigo::Limits,
     limiter: RateLimiter,
+    /// Failed authentications per client address.
+    auth_failures: RateLimiter,
+    in_flight: Arc<tokio::sync::Semaphore>,
     metrics: Metrics,
 }
 
@@ -127,7 +132,15 @@ async fn blocking<T: Send + 'static>(
 pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
     let state = Arc::new(AppState {
         db,
+        limits: settings.limits(),
         limiter: RateLimiter::new(settings.rate_limit_per_second, settings.rate_limit_burst),
+        auth_failures: RateLimiter::new(
+            settings.auth_failures_per_minute / 60.0,
+            settings.auth_failures_per_minute,
+        ),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            settings.max_requests_in_flight.max(1),
+        )),
         settings,
         metrics: Metrics::default(),
     });
@@ -210,69 +223,148 @@ pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
     api.with_state(state)
 }
 
-/// Authentication, rate limiting and metrics around every request.
+/// The methods counted by name in metrics; any other is counted as `OTHER`, so a
+/// client cannot grow the label set.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Authentication, rate limiting, the bounds on requests in flight and their
+/// time, and metrics, around every request.
 async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let open = matches!(
         route.as_str(),
         "/metrics" | "/openapi.json" | "/api/v2/heartbeat" | "/api/v2/healthcheck" | "/ready"
     );
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "local".to_string(), |c| c.0.ip().to_string());
+    let resp = admit(&st, &mut req, open, &peer)
+        .map(|()| next.run(req))
+        .map_err(IntoResponse::into_response);
+    let resp = match resp {
+        Err(r) => r,
+        Ok(fut) => {
+            let permit = if open {
+                None
+            } else {
+                match st.in_flight.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        let e = ApiError::new(
+                            503,
+                            "InternalError",
+                            format!(
+                                "{} requests are in flight, the most this server takes \
+                                 (max_requests_in_flight); retry shortly",
+                                st.settings.max_requests_in_flight
+                            ),
+                        );
+                        return finish(&st, method, &route, started, e.into_response());
+                    }
+                }
+            };
+            let limit = std::time::Duration::from_secs(st.settings.request_timeout_secs.max(1));
+            let r = match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => ApiError::new(
+                    503,
+                    "InternalError",
+                    format!(
+                        "the request took longer than {} s (request_timeout_secs); work \
+                         already handed to the database may still complete",
+                        limit.as_secs()
+                    ),
+                )
+                .into_response(),
+            };
+            drop(permit);
+            r
+        }
+    };
+    finish(&st, method, &route, started, resp)
+}
+
+fn finish(st: &AppState, method: &str, route: &str, started: Instant, resp: Response) -> Response {
+    st.metrics.record(
+        method,
+        route,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
+    resp
+}
+
+/// Checks the payload size, authenticates and rate-limits a request, and tags it
+/// with who is asking. Without tokens, clients are told apart by address; a
+/// client whose tokens keep failing is slowed down before it can guess more.
+fn admit(st: &AppState, req: &mut Request, open: bool, peer: &str) -> Result<(), ApiError> {
     let length = req
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if let Some(n) = length.filter(|&n| n > st.settings.max_payload_bytes) {
-        let e = ApiError::new(
+        return Err(ApiError::new(
             413,
             "QuotaError",
             format!(
                 "request body of {n} bytes is over this server's limit of {} (max_payload_bytes)",
                 st.settings.max_payload_bytes
             ),
-        );
-        return e.into_response();
+        ));
+    }
+    if open {
+        // Liveness and metrics are neither authenticated nor rate-limited.
+        req.extensions_mut().insert(Identity {
+            user_id: String::new(),
+            grant: None,
+        });
+        return Ok(());
     }
     let h = req.headers();
     let header = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
-    let resp = match gateway::authenticate(
+    let identity = match gateway::authenticate(
         &st.settings.tokens,
         header("authorization"),
         header("x-chroma-token"),
     ) {
-        Err(e) if !open => e.into_response(),
-        r => {
-            let identity = r.unwrap_or(Identity {
-                user_id: String::new(),
-                grant: None,
-            });
-            let key = identity
-                .grant
-                .as_ref()
-                .map_or("", |g| g.token.as_str())
-                .to_string();
-            // Liveness and metrics are neither authenticated nor rate-limited.
-            match if open { Ok(()) } else { st.limiter.check(&key) } {
-                Err(e) => e.into_response(),
-                Ok(()) => {
-                    req.extensions_mut().insert(identity);
-                    next.run(req).await
-                }
+        Ok(i) => i,
+        Err(e) => {
+            // Every failure costs the address a token: guessing is slowed to
+            // `auth_failures_per_minute`.
+            if st.auth_failures.check(peer).is_err() {
+                return Err(ApiError::rate_limited(
+                    "too many failed authentications from this address; wait a minute",
+                ));
             }
+            return Err(e);
         }
     };
-    st.metrics.record(
-        &method,
-        &route,
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
-    resp
+    let key = match &identity.grant {
+        Some(g) => format!("token:{}", g.token),
+        None => format!("addr:{peer}"),
+    };
+    st.limiter.check(&key)?;
+    req.extensions_mut().insert(identity);
+    Ok(())
 }
 
 type Who = axum::Extension<Identity>;
@@ -843,15 +935,19 @@ async fn update(
 }
 
 /// `where`, `where_document` and `ids` of a read or delete.
-fn selection(v: &Value) -> ApiResult<Selection> {
+fn selection(v: &Value, limits: &indigo::Limits) -> ApiResult<Selection> {
     let filter = |key: &str| -> Option<&Value> {
         v.get(key)
             .filter(|w| !w.is_null() && !w.as_object().is_some_and(|o| o.is_empty()))
     };
     Ok(Selection {
         ids: string_list(v.get("ids"), "ids")?,
-        where_: filter("where").map(Where::parse).transpose()?,
-        where_document: filter("where_document").map(DocFilter::parse).transpose()?,
+        where_: filter("where")
+            .map(|w| Where::parse_with(w, &limits.filter))
+            .transpose()?,
+        where_document: filter("where_document")
+            .map(|w| DocFilter::parse_with(w, &limits.filter))
+            .transpose()?,
     })
 }
 
@@ -940,7 +1036,7 @@ async fn delete_records(
     b: Bytes,
 ) -> ApiResult {
     who.check(&t, Some(&d))?;
-    let sel = selection(&body(&b)?)?;
+    let sel = selection(&body(&b)?, &st.limits)?;
     let db = st.db.clone();
     let n = blocking(move || Ok(by_id(&db, &t, &d, &id)?.delete(&sel)?)).await?;
     ok(json!({"deleted": n}))
@@ -956,7 +1052,7 @@ async fn get_records(
     let v = body(&b)?;
     let inc = include(&v, Include::GET_DEFAULT)?;
     let req = GetRequest {
-        selection: selection(&v)?,
+        selection: selection(&v, &st.limits)?,
         limit: count_arg(&v, "limit")?,
         offset: count_arg(&v, "offset")?.unwrap_or(0),
         include: inc,
@@ -994,7 +1090,7 @@ async fn query(
     };
     let inc = include(&v, Include::QUERY_DEFAULT)?;
     let mut req = QueryRequest::new(qs, count_arg(&v, "n_results")?.unwrap_or(10));
-    req.selection = selection(&v)?;
+    req.selection = selection(&v, &st.limits)?;
     req.include = inc;
     let db = st.db.clone();
     let rs = blocking(move || Ok(by_id(&db, &t, &d, &id)?.query(&req)?)).await?;
@@ -1065,6 +1161,13 @@ async fn search_records(
         .and_then(Value::as_array)
         .cloned()
         .ok_or_else(|| ApiError::invalid("searches (a list) is required"))?;
+    if searches.len() > st.limits.max_searches {
+        return Err(ApiError::quota(format!(
+            "{} searches in one request; this server takes at most {}",
+            searches.len(),
+            st.limits.max_searches
+        )));
+    }
     let db = st.db.clone();
     let results = blocking(move || {
         let c = by_id(&db, &t, &d, &id)?;

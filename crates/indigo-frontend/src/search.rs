@@ -186,9 +186,12 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
     let filter = s
         .get("filter")
         .filter(|f| !f.is_null() && !f.as_object().is_some_and(|o| o.is_empty()));
+    let limits = c.limits();
     let selection = Selection {
         ids: None,
-        where_: filter.map(Where::parse).transpose()?,
+        where_: filter
+            .map(|f| Where::parse_with(f, &limits.filter))
+            .transpose()?,
         where_document: None,
     };
     let group = parse_group_by(s.get("group_by"))?;
@@ -197,6 +200,12 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
         .and_then(|l| l.get("limit"))
         .and_then(Value::as_u64)
         .map(|n| n as usize);
+    if let Some(n) = limit.filter(|&n| n > limits.max_n_results) {
+        return Err(ApiError::quota(format!(
+            "a search limit of {n} is more than the {} this server returns",
+            limits.max_n_results
+        )));
+    }
     let offset = s
         .get("limit")
         .and_then(|l| l.get("offset"))

@@ -28,6 +28,35 @@ pub struct Settings {
     pub rate_limit_per_second: f64,
     /// Requests a token may burst above the rate.
     pub rate_limit_burst: f64,
+    /// Failed authentications per minute per client address before it gets 429s.
+    pub auth_failures_per_minute: f64,
+    /// A request taking longer is answered 503 (work already handed to the core
+    /// may still finish).
+    pub request_timeout_secs: u64,
+    /// Requests served at once; more are answered 503 at once.
+    pub max_requests_in_flight: usize,
+    /// Embedding dimension.
+    pub max_dimension: usize,
+    /// HNSW `max_neighbors` (`hnsw:M`).
+    pub max_hnsw_neighbors: usize,
+    /// HNSW `ef_construction` and `ef_search`.
+    pub max_hnsw_ef: usize,
+    /// Results per query (`n_results`, a search's `limit`).
+    pub max_n_results: usize,
+    /// Query embeddings per query request.
+    pub max_query_embeddings: usize,
+    /// Ids per get or delete.
+    pub max_ids: usize,
+    /// Searches per search request.
+    pub max_searches: usize,
+    /// Values in one `$in`/`$nin` (and parts of one `$and`/`$or`).
+    pub max_filter_values: usize,
+    /// Conditions in one filter.
+    pub max_filter_conditions: usize,
+    /// `$regex`/`$not_regex` conditions in one filter.
+    pub max_regexes: usize,
+    /// Compiled size of one regular expression, bytes.
+    pub max_regex_bytes: usize,
 }
 
 /// What one token may reach.
@@ -45,6 +74,7 @@ pub struct TokenGrant {
 
 impl Default for Settings {
     fn default() -> Self {
+        let l = indigo::Limits::default();
         Settings {
             path: PathBuf::from("./indigo_data"),
             host: "127.0.0.1".into(),
@@ -57,11 +87,44 @@ impl Default for Settings {
             tokens: Vec::new(),
             rate_limit_per_second: 0.0,
             rate_limit_burst: 100.0,
+            auth_failures_per_minute: 30.0,
+            request_timeout_secs: 300,
+            max_requests_in_flight: 1024,
+            max_dimension: l.max_dimension,
+            max_hnsw_neighbors: l.max_hnsw_neighbors,
+            max_hnsw_ef: l.max_hnsw_ef,
+            max_n_results: l.max_n_results,
+            max_query_embeddings: l.max_query_embeddings,
+            max_ids: l.max_ids,
+            max_searches: l.max_searches,
+            max_filter_values: l.filter.max_values,
+            max_filter_conditions: l.filter.max_conditions,
+            max_regexes: l.filter.max_regexes,
+            max_regex_bytes: l.filter.max_regex_bytes,
         }
     }
 }
 
 impl Settings {
+    /// The per-request bounds the core and the gateway enforce.
+    pub fn limits(&self) -> indigo::Limits {
+        indigo::Limits {
+            max_dimension: self.max_dimension,
+            max_hnsw_neighbors: self.max_hnsw_neighbors,
+            max_hnsw_ef: self.max_hnsw_ef,
+            max_n_results: self.max_n_results,
+            max_query_embeddings: self.max_query_embeddings,
+            max_ids: self.max_ids,
+            max_searches: self.max_searches,
+            filter: indigo::FilterLimits {
+                max_values: self.max_filter_values,
+                max_conditions: self.max_filter_conditions,
+                max_regexes: self.max_regexes,
+                max_regex_bytes: self.max_regex_bytes,
+            },
+        }
+    }
+
     /// Loads `file` (YAML if it ends in .yaml/.yml, else TOML) over the defaults,
     /// then applies `INDIGO_*` variables from `env`.
     pub fn load(
@@ -93,27 +156,33 @@ impl Settings {
                 "0" | "false" | "no" | "off" => Ok(false),
                 _ => Err(bad("true or false")),
             };
+            let num = |v: &str| v.parse::<usize>().map_err(|_| bad("a whole number"));
+            let real = |v: &str| v.parse::<f64>().map_err(|_| bad("a number"));
             match name.to_ascii_lowercase().as_str() {
                 "path" => s.path = PathBuf::from(&v),
                 "host" => s.host = v.clone(),
                 "port" => s.port = v.parse().map_err(|_| bad("a port number"))?,
                 "allow_reset" => s.allow_reset = flag(&v)?,
-                "max_batch_size" => s.max_batch_size = v.parse().map_err(|_| bad("a number"))?,
-                "max_payload_bytes" => {
-                    s.max_payload_bytes = v.parse().map_err(|_| bad("a number"))?
-                }
-                "max_collections_per_database" => {
-                    s.max_collections_per_database = v.parse().map_err(|_| bad("a number"))?
-                }
-                "max_records_per_collection" => {
-                    s.max_records_per_collection = v.parse().map_err(|_| bad("a number"))?
-                }
-                "rate_limit_per_second" => {
-                    s.rate_limit_per_second = v.parse().map_err(|_| bad("a number"))?
-                }
-                "rate_limit_burst" => {
-                    s.rate_limit_burst = v.parse().map_err(|_| bad("a number"))?
-                }
+                "max_batch_size" => s.max_batch_size = num(&v)?,
+                "max_payload_bytes" => s.max_payload_bytes = num(&v)?,
+                "max_collections_per_database" => s.max_collections_per_database = num(&v)? as u64,
+                "max_records_per_collection" => s.max_records_per_collection = num(&v)? as u64,
+                "rate_limit_per_second" => s.rate_limit_per_second = real(&v)?,
+                "rate_limit_burst" => s.rate_limit_burst = real(&v)?,
+                "auth_failures_per_minute" => s.auth_failures_per_minute = real(&v)?,
+                "request_timeout_secs" => s.request_timeout_secs = num(&v)? as u64,
+                "max_requests_in_flight" => s.max_requests_in_flight = num(&v)?,
+                "max_dimension" => s.max_dimension = num(&v)?,
+                "max_hnsw_neighbors" => s.max_hnsw_neighbors = num(&v)?,
+                "max_hnsw_ef" => s.max_hnsw_ef = num(&v)?,
+                "max_n_results" => s.max_n_results = num(&v)?,
+                "max_query_embeddings" => s.max_query_embeddings = num(&v)?,
+                "max_ids" => s.max_ids = num(&v)?,
+                "max_searches" => s.max_searches = num(&v)?,
+                "max_filter_values" => s.max_filter_values = num(&v)?,
+                "max_filter_conditions" => s.max_filter_conditions = num(&v)?,
+                "max_regexes" => s.max_regexes = num(&v)?,
+                "max_regex_bytes" => s.max_regex_bytes = num(&v)?,
                 // Variables for other tools (RUST_LOG-style) are not ours to judge.
                 _ => {}
             }

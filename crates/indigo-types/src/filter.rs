@@ -11,8 +11,65 @@
 
 use serde_json::Value;
 
+use std::cell::Cell;
+
+use crate::limits::FilterLimits;
 use crate::metadata::{same_kind, MetaValue, Metadata, Scalar};
 use crate::{invalid, InvalidArgument};
+
+/// What a filter being parsed has used of its [`FilterLimits`].
+struct Budget<'a> {
+    limits: &'a FilterLimits,
+    conditions: Cell<usize>,
+    regexes: Cell<usize>,
+}
+
+impl<'a> Budget<'a> {
+    fn new(limits: &'a FilterLimits) -> Self {
+        Budget {
+            limits,
+            conditions: Cell::new(0),
+            regexes: Cell::new(0),
+        }
+    }
+
+    fn condition(&self, what: &str) -> Result<(), InvalidArgument> {
+        self.conditions.set(self.conditions.get() + 1);
+        if self.conditions.get() > self.limits.max_conditions {
+            return invalid(format!(
+                "{what} has more than {} conditions, the most this server allows",
+                self.limits.max_conditions
+            ));
+        }
+        Ok(())
+    }
+
+    fn values<'v>(&self, items: &'v [Value], op: &str) -> Result<&'v [Value], InvalidArgument> {
+        if items.len() > self.limits.max_values {
+            return invalid(format!(
+                "{op} has {} values; this server allows at most {}",
+                items.len(),
+                self.limits.max_values
+            ));
+        }
+        Ok(items)
+    }
+
+    fn regex(&self, op: &str, pattern: &str) -> Result<regex::Regex, InvalidArgument> {
+        self.regexes.set(self.regexes.get() + 1);
+        if self.regexes.get() > self.limits.max_regexes {
+            return invalid(format!(
+                "a filter may use at most {} regular expressions",
+                self.limits.max_regexes
+            ));
+        }
+        regex::RegexBuilder::new(pattern)
+            .size_limit(self.limits.max_regex_bytes)
+            .dfa_size_limit(self.limits.max_regex_bytes)
+            .build()
+            .map_err(|e| InvalidArgument(format!("{op}: invalid regular expression: {e}")))
+    }
+}
 
 /// Filters nest at most this deep; deeper requests are refused before evaluation.
 pub const MAX_DEPTH: usize = 32;
@@ -90,21 +147,28 @@ fn number(v: &Value, op: &str, key: &str) -> Result<Scalar, InvalidArgument> {
 }
 
 impl Where {
-    /// Parses a `where` object.
+    /// Parses a `where` object within the default [`FilterLimits`].
     pub fn parse(v: &Value) -> Result<Where, InvalidArgument> {
-        Self::parse_at(v, 0)
+        Self::parse_with(v, &FilterLimits::default())
     }
 
-    fn parse_at(v: &Value, depth: usize) -> Result<Where, InvalidArgument> {
+    /// Parses a `where` object within `limits`.
+    pub fn parse_with(v: &Value, limits: &FilterLimits) -> Result<Where, InvalidArgument> {
+        Self::parse_at(v, 0, &Budget::new(limits))
+    }
+
+    fn parse_at(v: &Value, depth: usize, b: &Budget<'_>) -> Result<Where, InvalidArgument> {
         if depth > MAX_DEPTH {
             return invalid(format!("where is nested deeper than {MAX_DEPTH} levels"));
         }
+        b.condition("where")?;
         let (k, val) = single_entry(v, "where")?;
         match k.as_str() {
             "$and" | "$or" => {
-                let parts = list(val, k)?
+                let parts = b
+                    .values(list(val, k)?, k)?
                     .iter()
-                    .map(|p| Self::parse_at(p, depth + 1))
+                    .map(|p| Self::parse_at(p, depth + 1, b))
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(if k == "$and" {
                     Where::And(parts)
@@ -112,11 +176,11 @@ impl Where {
                     Where::Or(parts)
                 })
             }
-            "#document" => Ok(Where::Document(DocFilter::parse_at(val, depth + 1)?)),
+            "#document" => Ok(Where::Document(DocFilter::parse_at(val, depth + 1, b)?)),
             key if key.starts_with('$') => invalid(format!("unknown operator {key} in where")),
             key => Ok(Where::Field {
                 key: key.to_string(),
-                op: FieldOp::parse(key, val)?,
+                op: FieldOp::parse(key, val, b)?,
             }),
         }
     }
@@ -133,7 +197,7 @@ impl Where {
 }
 
 impl FieldOp {
-    fn parse(key: &str, v: &Value) -> Result<FieldOp, InvalidArgument> {
+    fn parse(key: &str, v: &Value, b: &Budget<'_>) -> Result<FieldOp, InvalidArgument> {
         if let Some(s) = Scalar::from_json(v) {
             return Ok(FieldOp::Eq(s));
         }
@@ -146,7 +210,8 @@ impl FieldOp {
             "$lt" => FieldOp::Lt(number(arg, op, key)?),
             "$lte" => FieldOp::Lte(number(arg, op, key)?),
             "$in" | "$nin" => {
-                let items = list(arg, op)?
+                let items = b
+                    .values(list(arg, op)?, op)?
                     .iter()
                     .map(|x| scalar(x, op, key))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -195,17 +260,23 @@ impl FieldOp {
 }
 
 impl DocFilter {
-    /// Parses a `where_document` object.
+    /// Parses a `where_document` object within the default [`FilterLimits`].
     pub fn parse(v: &Value) -> Result<DocFilter, InvalidArgument> {
-        Self::parse_at(v, 0)
+        Self::parse_with(v, &FilterLimits::default())
     }
 
-    fn parse_at(v: &Value, depth: usize) -> Result<DocFilter, InvalidArgument> {
+    /// Parses a `where_document` object within `limits`.
+    pub fn parse_with(v: &Value, limits: &FilterLimits) -> Result<DocFilter, InvalidArgument> {
+        Self::parse_at(v, 0, &Budget::new(limits))
+    }
+
+    fn parse_at(v: &Value, depth: usize, b: &Budget<'_>) -> Result<DocFilter, InvalidArgument> {
         if depth > MAX_DEPTH {
             return invalid(format!(
                 "where_document is nested deeper than {MAX_DEPTH} levels"
             ));
         }
+        b.condition("where_document")?;
         let (op, arg) = single_entry(v, "where_document")?;
         let text = |op: &str| match arg {
             Value::String(s) if !s.is_empty() => Ok(s.clone()),
@@ -213,16 +284,13 @@ impl DocFilter {
                 "{op} in where_document needs a non-empty string, got {arg}"
             )),
         };
-        let re = |op: &str| {
-            let pattern = text(op)?;
-            regex::Regex::new(&pattern)
-                .map_err(|e| InvalidArgument(format!("{op}: invalid regular expression: {e}")))
-        };
+        let re = |op: &str| b.regex(op, &text(op)?);
         Ok(match op.as_str() {
             "$and" | "$or" => {
-                let parts = list(arg, op)?
+                let parts = b
+                    .values(list(arg, op)?, op)?
                     .iter()
-                    .map(|p| Self::parse_at(p, depth + 1))
+                    .map(|p| Self::parse_at(p, depth + 1, b))
                     .collect::<Result<Vec<_>, _>>()?;
                 if op == "$and" {
                     DocFilter::And(parts)
@@ -417,5 +485,37 @@ mod tests {
             deep = json!({"$and": [deep]});
         }
         assert!(Where::parse(&deep).unwrap_err().0.contains("nested deeper"));
+    }
+
+    #[test]
+    fn filters_stay_within_their_limits() {
+        let limits = FilterLimits {
+            max_values: 3,
+            max_conditions: 4,
+            max_regexes: 1,
+            max_regex_bytes: 10_000,
+        };
+        let w = |v: Value| Where::parse_with(&v, &limits).map_err(|e| e.0);
+        let d = |v: Value| DocFilter::parse_with(&v, &limits).map_err(|e| e.0);
+        assert!(w(json!({"a": {"$in": [1, 2, 3]}})).is_ok());
+        assert!(w(json!({"a": {"$in": [1, 2, 3, 4]}}))
+            .unwrap_err()
+            .contains("at most 3"));
+        assert!(w(json!({"$or": [{"a": 1}, {"b": 2}, {"c": 3}, {"d": 4}]}))
+            .unwrap_err()
+            .contains("at most 3"));
+        assert!(
+            w(json!({"$and": [{"a": 1}, {"$or": [{"b": 2}, {"c": 3}, {"d": 4}]}]}))
+                .unwrap_err()
+                .contains("more than 4 conditions")
+        );
+        assert!(d(json!({"$regex": "a+"})).is_ok());
+        assert!(d(json!({"$or": [{"$regex": "a"}, {"$not_regex": "b"}]}))
+            .unwrap_err()
+            .contains("at most 1 regular"));
+        // A pattern whose compiled program exceeds the size limit is refused.
+        assert!(d(json!({"$regex": "\\w{500}"}))
+            .unwrap_err()
+            .contains("invalid regular expression"));
     }
 }

@@ -5,10 +5,12 @@
 //! message a client can act on) and gives the reference meaning of every filter.
 
 pub mod filter;
+pub mod limits;
 pub mod metadata;
 pub mod record;
 
 pub use filter::{DocFilter, FieldOp, Where};
+pub use limits::{FilterLimits, Limits};
 pub use metadata::{MetaValue, Metadata, Scalar};
 pub use record::{Record, RecordOp, Resolved, Resolver, WriteEntry, WriteKind};
 

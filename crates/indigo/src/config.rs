@@ -175,6 +175,29 @@ impl CollectionConfig {
         })
     }
 
+    /// Refuses HNSW parameters beyond `limits` (they size every node's links and
+    /// every search's queues, on the compactor thread and again at each restart).
+    pub fn check_limits(&self, limits: &indigo_types::Limits) -> Result<(), Error> {
+        if self.max_neighbors > limits.max_hnsw_neighbors {
+            return Err(Error::InvalidArgument(format!(
+                "hnsw max_neighbors of {} is more than the {} this server allows",
+                self.max_neighbors, limits.max_hnsw_neighbors
+            )));
+        }
+        for (name, v) in [
+            ("ef_construction", self.ef_construction),
+            ("ef_search", self.ef_search),
+        ] {
+            if v > limits.max_hnsw_ef {
+                return Err(Error::InvalidArgument(format!(
+                    "hnsw {name} of {v} is more than the {} this server allows",
+                    limits.max_hnsw_ef
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads back what [`CollectionConfig::to_json`] stored.
     pub fn from_stored(v: &Value) -> Result<Self, Error> {
         let mut c = CollectionConfig::default();

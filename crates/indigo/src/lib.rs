@@ -45,7 +45,8 @@ pub use indigo_health::{Failure, COMPONENTS as BACKGROUND_COMPONENTS};
 pub use indigo_index::Space;
 pub use indigo_sysdb::{Collection as CollectionInfo, Database, DEFAULT_DATABASE, DEFAULT_TENANT};
 pub use indigo_types::{
-    DocFilter, InvalidArgument, MetaValue, Metadata, RecordOp, Scalar, Where, WriteKind,
+    DocFilter, FilterLimits, InvalidArgument, Limits, MetaValue, Metadata, RecordOp, Scalar, Where,
+    WriteKind,
 };
 
 /// What can go wrong, by what the caller can do about it.
@@ -58,6 +59,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// A request asks for more than the [`Limits`] allow (results, ids, queries).
+    #[error("{0}")]
+    Quota(String),
     #[error("embedding dimension {got} does not match the collection's dimension {expected}")]
     DimensionMismatch { expected: u32, got: u32 },
     #[error("{0} is in use by another process; stop it, or open another path")]
@@ -123,6 +127,8 @@ pub struct Options {
     /// crashes here). The lock file and the system database are always on the
     /// real file system.
     pub fs: Arc<dyn FileSystem>,
+    /// Bounds on what one request may ask for.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Options {
@@ -130,6 +136,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("background_compaction", &self.background_compaction)
             .field("exact_search", &self.exact_search)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +147,7 @@ impl Default for Options {
             background_compaction: true,
             exact_search: false,
             fs: Arc::new(StdFs),
+            limits: Limits::default(),
         }
     }
 }
@@ -420,6 +428,7 @@ impl Indigo {
             check_collection_metadata(m)?;
         }
         let config = CollectionConfig::from_create(configuration.as_ref(), metadata.as_ref())?;
+        config.check_limits(&self.inner.options.limits)?;
         let (info, _) = self.inner.sysdb.create_collection(NewCollection {
             tenant,
             database,
@@ -493,6 +502,7 @@ impl Indigo {
         let mut config = CollectionConfig::from_stored(&current.configuration)?;
         if let Some(c) = &new_configuration {
             config.apply(c, false)?;
+            config.check_limits(&self.inner.options.limits)?;
         }
         let info = self.inner.sysdb.update_collection(
             id,
@@ -888,6 +898,11 @@ pub struct Collection {
 }
 
 impl Collection {
+    /// The bounds this collection's requests are held to.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.options.limits
+    }
+
     /// The collection as it was when this handle was made.
     pub fn info(&self) -> &CollectionInfo {
         &self.info
@@ -917,6 +932,7 @@ impl Collection {
     /// Deletes the records with these ids and/or matching the filters; returns how
     /// many existed.
     pub fn delete(&self, sel: &Selection) -> Result<u64> {
+        self.check_ids(sel)?;
         let filtered = sel.where_.is_some() || sel.where_document.is_some();
         if sel.ids.is_none() && !filtered {
             return Err(Error::InvalidArgument(
@@ -964,6 +980,12 @@ impl Collection {
         }
         let entry = WriteEntry { kind, records };
         if let Some(dim) = validate_write(&entry)? {
+            let max = self.inner.options.limits.max_dimension;
+            if dim > max {
+                return Err(Error::InvalidArgument(format!(
+                    "embeddings of dimension {dim} are larger than the {max} this server allows"
+                )));
+            }
             self.fix_dimension(dim as u32)?;
         }
         self.inner.log.append(self.open.log_id, &entry.encode())?;
@@ -1029,10 +1051,37 @@ impl Collection {
     }
 
     pub fn get(&self, req: &GetRequest) -> Result<Records> {
+        self.check_ids(&req.selection)?;
         self.view(|v| v.get(&req.selection, req.limit, req.offset, req.include))
     }
 
+    fn check_ids(&self, sel: &Selection) -> Result<()> {
+        let max = self.inner.options.limits.max_ids;
+        match &sel.ids {
+            Some(ids) if ids.len() > max => Err(Error::Quota(format!(
+                "{} ids in one request; this server takes at most {max}",
+                ids.len()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn query(&self, req: &QueryRequest) -> Result<Vec<Records>> {
+        self.check_ids(&req.selection)?;
+        let limits = &self.inner.options.limits;
+        if req.n_results > limits.max_n_results {
+            return Err(Error::Quota(format!(
+                "n_results of {} is more than the {} this server returns per query",
+                req.n_results, limits.max_n_results
+            )));
+        }
+        if req.embeddings.len() > limits.max_query_embeddings {
+            return Err(Error::Quota(format!(
+                "{} query embeddings in one request; this server takes at most {}",
+                req.embeddings.len(),
+                limits.max_query_embeddings
+            )));
+        }
         let dim = self.open.dim.load(Ordering::Acquire);
         for q in &req.embeddings {
             if q.iter().any(|x| !x.is_finite()) {

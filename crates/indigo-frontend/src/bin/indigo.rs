@@ -135,7 +135,11 @@ fn repair(path: &std::path::Path, forget_missing: bool) -> i32 {
 }
 
 fn run(settings: Settings) -> Result<(), String> {
-    let db = indigo::Indigo::open(&settings.path).map_err(|e| match e {
+    let options = indigo::Options {
+        limits: settings.limits(),
+        ..Default::default()
+    };
+    let db = indigo::Indigo::open_with(&settings.path, options).map_err(|e| match e {
         indigo::Error::InUse(p) => format!(
             "{} is in use by another Indigo process; stop it or pass --path to use another directory",
             p.display()
@@ -163,6 +167,7 @@ fn run(settings: Settings) -> Result<(), String> {
             "Indigo listening on http://{local} (data: {})",
             path.display()
         );
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await
