@@ -655,6 +655,18 @@ impl Segment {
         self.index.read().clone()
     }
 
+    /// Copies the segment as it is at one moment into the new directory `dest`
+    /// (`store/` and `hnsw/`): the compactor waits meanwhile, so store and index
+    /// agree at [`Segment::applied`], which is returned with the bytes copied.
+    pub fn backup_to(&self, dest: &Path) -> Result<(u64, u64)> {
+        let _w = self.writer.lock();
+        let mut bytes = self.store.checkpoint_to(&dest.join("store"))?;
+        if let Some(i) = &*self.index.read() {
+            bytes += i.backup_to(&dest.join("hnsw"))?;
+        }
+        Ok((self.applied(), bytes))
+    }
+
     /// Stops the store's and the index's background work and refuses further
     /// changes; reads still work. After a failure that left memory and disk in
     /// doubt, the collection is opened afresh from its files and this one, still

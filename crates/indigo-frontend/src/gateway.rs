@@ -198,6 +198,7 @@ mod tests {
             tenant: "acme".into(),
             databases: vec!["prod".into()],
             user_id: String::new(),
+            admin: false,
         }];
         assert_eq!(authenticate(&grants, None, None).unwrap_err().status, 401);
         assert_eq!(

@@ -153,6 +153,7 @@ pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
         .route("/api/v2/pre-flight-checks", get(preflight))
         .route("/api/v2/auth/identity", get(identity))
         .route("/api/v2/reset", post(reset))
+        .route("/api/v2/admin/backup", post(backup))
         .route("/api/v2/tenants", post(create_tenant))
         .route(
             "/api/v2/tenants/{tenant}",
@@ -459,6 +460,41 @@ async fn reset(State(st): St, axum::Extension(who): Who) -> ApiResult {
     let db = st.db.clone();
     blocking(move || Ok(db.reset()?)).await?;
     ok(json!(true))
+}
+
+/// Takes an online backup into `backup_dir/<name>` (see `indigo::Indigo::backup`).
+async fn backup(State(st): St, axum::Extension(who): Who, b: Bytes) -> ApiResult {
+    let Some(root) = st.settings.backup_dir.clone() else {
+        return Err(ApiError::forbidden(
+            "backups over HTTP are off on this server; set backup_dir (or INDIGO_BACKUP_DIR) \
+             to the directory they go to",
+        ));
+    };
+    if who.grant.as_ref().is_some_and(|g| !g.admin) {
+        return Err(ApiError::forbidden(
+            "a backup holds every tenant's data; it needs a token with admin: true",
+        ));
+    }
+    let name = name_of(&body(&b)?, "a backup")?;
+    let plain = std::path::Path::new(&name)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || name.is_empty() {
+        return Err(ApiError::invalid(format!(
+            "backup name {name:?} must be a plain name (no '/', '..' or absolute path)"
+        )));
+    }
+    let dest = root.join(&name);
+    let db = st.db.clone();
+    let d = dest.clone();
+    let r = blocking(move || Ok(db.backup(&d)?)).await?;
+    ok(json!({
+        "path": dest.display().to_string(),
+        "collections": r.collections,
+        "log_records": r.log_records,
+        "files": r.files,
+        "bytes": r.bytes,
+    }))
 }
 
 fn name_of(v: &Value, what: &str) -> ApiResult<String> {

@@ -57,6 +57,8 @@ pub struct Settings {
     pub max_regexes: usize,
     /// Compiled size of one regular expression, bytes.
     pub max_regex_bytes: usize,
+    /// Where `POST /api/v2/admin/backup` writes backups (none: the route is off).
+    pub backup_dir: Option<PathBuf>,
 }
 
 /// What one token may reach.
@@ -70,6 +72,9 @@ pub struct TokenGrant {
     pub databases: Vec<String>,
     #[serde(default)]
     pub user_id: String,
+    /// Whether it may use the server-wide admin routes (backups).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 impl Default for Settings {
@@ -101,6 +106,7 @@ impl Default for Settings {
             max_filter_conditions: l.filter.max_conditions,
             max_regexes: l.filter.max_regexes,
             max_regex_bytes: l.filter.max_regex_bytes,
+            backup_dir: None,
         }
     }
 }
@@ -183,6 +189,7 @@ impl Settings {
                 "max_filter_conditions" => s.max_filter_conditions = num(&v)?,
                 "max_regexes" => s.max_regexes = num(&v)?,
                 "max_regex_bytes" => s.max_regex_bytes = num(&v)?,
+                "backup_dir" => s.backup_dir = Some(PathBuf::from(&v)),
                 // Variables for other tools (RUST_LOG-style) are not ours to judge.
                 _ => {}
             }

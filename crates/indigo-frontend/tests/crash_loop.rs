@@ -232,7 +232,13 @@ fn write_until_killed(
             Ok((status, v)) => panic!("writer {w}: {status} {v} for {change:?}"),
             Err(_) => {
                 // The server died with the request in flight.
-                st.lock().in_doubt = Some(change);
+                let mut s = st.lock();
+                if let Change::Delete { batch, size } = &change {
+                    // Deleting again is harmless, and keeps a delete that did not
+                    // happen from leaving its batch behind for good.
+                    s.live.insert(0, (batch.1, *size, 0));
+                }
+                s.in_doubt = Some(change);
                 return;
             }
         }

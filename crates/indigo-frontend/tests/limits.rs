@@ -275,6 +275,7 @@ async fn clients_are_limited_per_address_and_failed_authentication_is_slowed() {
             tenant: "default_tenant".into(),
             databases: vec![],
             user_id: String::new(),
+            admin: false,
         }],
         auth_failures_per_minute: 3.0,
         ..Settings::default()

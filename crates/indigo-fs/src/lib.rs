@@ -59,6 +59,8 @@ pub trait FileSystem: Send + Sync + 'static {
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Whether a file or directory of that name exists.
     fn exists(&self, path: &Path) -> bool;
+    /// Whether `path` is a directory.
+    fn is_dir(&self, path: &Path) -> bool;
 
     /// Reads a whole file; a convenience over [`FileSystem::open`].
     fn read_all(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -94,6 +96,25 @@ pub fn create_dir_durable(fs: &dyn FileSystem, dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Copies the first `len` bytes of `from` (the whole file if `None`) to a new file
+/// `to` and fsyncs it (the caller syncs the directory). Returns the bytes copied.
+pub fn copy_file(fs: &dyn FileSystem, from: &Path, to: &Path, len: Option<u64>) -> io::Result<u64> {
+    let src = fs.open(from)?;
+    let len = len.unwrap_or(src.len()).min(src.len());
+    let dst = fs.create(to)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = ((len - at) as usize).min(buf.len());
+        src.read_exact_at(&mut buf[..n], at)?;
+        dst.append(&buf[..n])?;
+        at += n as u64;
+    }
+    dst.sync()?;
+    dst.drop_cache();
+    Ok(len)
 }
 
 /// Writes a small file whole and durably: a temporary name, fsync, rename over
@@ -191,6 +212,9 @@ impl FileSystem for StdFs {
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
     }
 }
 
@@ -646,6 +670,11 @@ impl FileSystem for FaultFs {
     fn exists(&self, path: &Path) -> bool {
         let s = self.state.lock();
         s.live.contains_key(path) || s.dirs_live.contains(path)
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        let s = self.state.lock();
+        s.dirs_live.contains(path)
+            || (!s.live.contains_key(path) && s.live.keys().any(|p| p.starts_with(path)))
     }
 }
 

@@ -1276,6 +1276,41 @@ impl Hnsw {
         })
     }
 
+    /// Copies the index's files, as they are at one moment, into the new directory
+    /// `dest` (on the same file system): the newest snapshot and the commit logs
+    /// after it, with every change so far synced first. Maintenance waits
+    /// meanwhile; the caller keeps writers out. Returns the bytes copied.
+    pub fn backup_to(&self, dest: &Path) -> Result<u64> {
+        let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
+            return Ok(0);
+        };
+        let _m = self.maint.lock();
+        let mut l = log.lock();
+        l.sync()?;
+        let fs = &*self.fs;
+        indigo_fs::create_dir_durable(fs, dest)
+            .map_err(IndexError::io("create backup directory", dest))?;
+        let (snaps, logs) = persist::list_gens(fs, dir)?;
+        let base = snaps.last().copied().unwrap_or(0);
+        let files = snaps
+            .last()
+            .map(|&g| persist::snapshot_path(dir, g))
+            .into_iter()
+            .chain(
+                logs.iter()
+                    .filter(|&&g| g >= base)
+                    .map(|&g| persist::log_path(dir, g)),
+            );
+        let mut bytes = 0;
+        for from in files {
+            let to = dest.join(from.file_name().unwrap());
+            bytes += indigo_fs::copy_file(fs, &from, &to, None)
+                .map_err(IndexError::io("copy into backup", &to))?;
+        }
+        persist::sync_dir(fs, dest)?;
+        Ok(bytes)
+    }
+
     /// Stops maintenance and refuses further changes (searches still work), so a
     /// fresh load of the index's files can take over its directory.
     pub fn close(&self) {

@@ -187,6 +187,19 @@ struct State {
     /// For each file: the highest offset it holds per collection (to know when
     /// every record in it is truncated).
     files: BTreeMap<u64, HashMap<CollectionId, u64>>,
+    /// Live [`TruncationHold`]s: while any, truncation changes nothing.
+    holds: usize,
+}
+
+/// While it lives, [`Log::truncate`] on its log changes nothing (a backup reads
+/// records below checkpoints that move meanwhile). Truncation is idempotent, so
+/// the compactor's next call catches up.
+pub struct TruncationHold<'a>(&'a FileLog);
+
+impl Drop for TruncationHold<'_> {
+    fn drop(&mut self) {
+        self.0.state.lock().holds -= 1;
+    }
 }
 
 /// The local log: numbered files in a directory.
@@ -315,6 +328,7 @@ impl FileLog {
                 file_no,
                 file_len: first.len() as u64,
                 files,
+                holds: 0,
             }),
             synced: Condvar::new(),
             readers: Mutex::new(HashMap::new()),
@@ -339,6 +353,91 @@ impl FileLog {
         cache.retain(|&n, _| n >= no.saturating_sub(1));
         cache.insert(no, f.clone());
         Ok(f)
+    }
+
+    /// Keeps truncation from dropping anything while the hold lives.
+    pub fn hold_truncation(&self) -> TruncationHold<'_> {
+        self.state.lock().holds += 1;
+        TruncationHold(self)
+    }
+
+    /// Every collection's newest acknowledged offset, all at one moment: a write
+    /// acknowledged before the call is at or below its collection's head, one
+    /// acknowledged after it is above.
+    pub fn heads(&self) -> HashMap<CollectionId, u64> {
+        self.state
+            .lock()
+            .collections
+            .iter()
+            .map(|(c, col)| (*c, col.head))
+            .collect()
+    }
+
+    /// Writes a new log directory `dest` (through `fs`) that holds, for each
+    /// collection in `ranges`, its records in `(after, upto]`, and opens as a log
+    /// whose offsets continue from there. The records must not be truncated (hold
+    /// truncation first). Returns the number of records written.
+    pub fn export(
+        &self,
+        fs: &dyn FileSystem,
+        dest: &Path,
+        ranges: &HashMap<CollectionId, (u64, u64)>,
+    ) -> Result<u64> {
+        let io = |op: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| LogError::Io {
+                op,
+                path: p,
+                source,
+            }
+        };
+        indigo_storage::fs::create_dir_durable(fs, dest)
+            .map_err(io("create log directory", dest))?;
+        let path = dest.join(file_name(1));
+        let file = fs.create(&path).map_err(io("create log file", &path))?;
+        // The file opens with each collection's offset before its first record.
+        let starts: HashMap<CollectionId, Collection> = ranges
+            .iter()
+            .map(|(c, &(after, _))| {
+                (
+                    *c,
+                    Collection {
+                        head: after,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let mut buf = heads_record(&starts);
+        let mut n = 0;
+        for (c, &(after, upto)) in ranges {
+            let mut at = after;
+            while at < upto {
+                let recs = self.read(*c, LogOffset(at), 256)?;
+                let Some(first) = recs.first() else { break };
+                if first.offset.0 != at + 1 {
+                    return Err(LogError::Corrupt {
+                        path: self.dir.clone(),
+                        detail: format!(
+                            "records after {at} were truncated while exporting; hold truncation"
+                        ),
+                    });
+                }
+                for r in recs.iter().take_while(|r| r.offset.0 <= upto) {
+                    encode(&mut buf, *c, r.offset.0, &r.payload);
+                    at = r.offset.0;
+                    n += 1;
+                }
+                if buf.len() > 8 << 20 {
+                    file.append(&buf).map_err(io("write log file", &path))?;
+                    buf.clear();
+                }
+            }
+        }
+        file.append(&buf).map_err(io("write log file", &path))?;
+        file.sync().map_err(io("fsync log file", &path))?;
+        fs.sync_dir(dest).map_err(io("fsync log directory", dest))?;
+        Ok(n)
     }
 
     /// Files currently on disk (for tests of truncation).
@@ -598,6 +697,9 @@ impl Log for FileLog {
 
     fn truncate(&self, collection: CollectionId, upto: LogOffset) -> Result<()> {
         let mut st = self.state.lock();
+        if st.holds > 0 {
+            return Ok(());
+        }
         if let Some(c) = st.collections.get_mut(&collection) {
             c.truncated = c.truncated.max(upto.0.min(c.head));
             while c.records.front().is_some_and(|r| r.offset <= c.truncated) {

@@ -128,6 +128,9 @@ impl FileSystem for SlowSync {
     fn exists(&self, p: &Path) -> bool {
         self.inner.exists(p)
     }
+    fn is_dir(&self, p: &Path) -> bool {
+        self.inner.is_dir(p)
+    }
 }
 
 #[test]

@@ -195,6 +195,14 @@ impl SqliteSysDb {
         Self::init(conn, &path.display().to_string())
     }
 
+    /// Writes a consistent copy of the whole catalogue to the new file `to`
+    /// (SQLite's `VACUUM INTO`: one read transaction, so it is a single moment).
+    pub fn backup_to(&self, to: &Path) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
+        Ok(())
+    }
+
     /// An in-memory catalogue (for tests).
     pub fn in_memory() -> Result<SqliteSysDb> {
         Self::init(Connection::open_in_memory()?, ":memory:")

@@ -87,6 +87,10 @@ pub(crate) fn decode_record(b: &[u8]) -> std::result::Result<CollectionInfo, Str
 /// Writes (or refreshes) a collection's own record, durably. The record is a
 /// copy: the catalogue wins where they differ.
 pub(crate) fn write_record(fs: &dyn FileSystem, dir: &Path, c: &CollectionInfo) -> Result<()> {
+    // Writers of one collection may race here (the first writes fix the
+    // dimension); they share one temporary name. Records are written rarely.
+    static WRITING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _g = WRITING.lock();
     let path = dir.join(RECORD);
     let want = encode_record(c);
     if fs.read_all(&path).is_ok_and(|have| have == want) {

@@ -18,6 +18,7 @@
 //! Data directory: `LOCK` (held while open), `sysdb.sqlite3`, `log/`, and
 //! `collections/<id>/{store,hnsw}`. See `docs/format.md`.
 
+mod backup;
 mod catalogue;
 pub mod config;
 
@@ -38,6 +39,7 @@ use indigo_types::WriteEntry;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+pub use backup::{restore, verify as verify_backup, BackupReport};
 pub use catalogue::{repair, RepairReport};
 pub use config::CollectionConfig;
 pub use indigo_executor::{Include, Records, Selection};

@@ -37,6 +37,36 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Backs up a data directory. Offline (`--path DATA --to DIR`, the directory
+    /// not in use) or from a running server (`--url URL --name NAME`, written to
+    /// the server's backup_dir/NAME while it keeps serving).
+    Backup {
+        /// Data directory of a stopped server.
+        #[arg(long, conflicts_with = "url", requires = "to")]
+        path: Option<PathBuf>,
+        /// Where the offline backup goes (a new or empty directory).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// A running server, e.g. http://127.0.0.1:8000
+        #[arg(long, requires = "name")]
+        url: Option<String>,
+        /// The backup's name under the server's backup_dir.
+        #[arg(long)]
+        name: Option<String>,
+        /// A token with admin: true, if the server has tokens.
+        #[arg(long, env = "INDIGO_TOKEN")]
+        token: Option<String>,
+    },
+    /// Restores a backup into a new or empty data directory (checking every
+    /// file against the backup's manifest first).
+    Restore {
+        /// The backup directory.
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create.
+        #[arg(long)]
+        path: PathBuf,
+    },
     /// Rebuilds a lost or older catalogue (sysdb.sqlite3) from the collections'
     /// own records. Run it on a stopped server's data directory; it deletes nothing.
     Repair {
@@ -77,6 +107,14 @@ fn main() {
             path,
             forget_missing,
         } => std::process::exit(repair(&path, forget_missing)),
+        Command::Backup {
+            path,
+            to,
+            url,
+            name,
+            token,
+        } => std::process::exit(backup(path, to, url, name, token)),
+        Command::Restore { from, path } => std::process::exit(restore(&from, &path)),
     };
     let mut settings = match Settings::load(config.as_deref(), std::env::vars()) {
         Ok(s) => s,
@@ -97,6 +135,121 @@ fn main() {
     if let Err(e) = run(settings) {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+fn backup(
+    path: Option<PathBuf>,
+    to: Option<PathBuf>,
+    url: Option<String>,
+    name: Option<String>,
+    token: Option<String>,
+) -> i32 {
+    let report = |r: &indigo::BackupReport, at: &str| {
+        println!(
+            "backed up {} collections ({} log records not yet indexed), {} files, {} bytes, to {at}",
+            r.collections, r.log_records, r.files, r.bytes
+        );
+    };
+    if let (Some(url), Some(name)) = (url, name) {
+        return match post_backup(&url, &name, token.as_deref()) {
+            Ok(v) => {
+                let r = indigo::BackupReport {
+                    collections: v["collections"].as_u64().unwrap_or(0) as usize,
+                    log_records: v["log_records"].as_u64().unwrap_or(0),
+                    files: v["files"].as_u64().unwrap_or(0) as usize,
+                    bytes: v["bytes"].as_u64().unwrap_or(0),
+                };
+                report(&r, v["path"].as_str().unwrap_or(&name));
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        };
+    }
+    let (Some(path), Some(to)) = (path, to) else {
+        eprintln!("error: give --path DATA --to DIR (offline) or --url URL --name NAME (online)");
+        return 2;
+    };
+    let opts = indigo::Options {
+        background_compaction: false,
+        ..Default::default()
+    };
+    let r = indigo::Indigo::open_with(&path, opts).and_then(|db| db.backup(&to));
+    match r {
+        Ok(r) => {
+            report(&r, &to.display().to_string());
+            0
+        }
+        Err(indigo::Error::InUse(p)) => {
+            eprintln!(
+                "error: {} is served by a running Indigo; back it up through the server: \
+                 indigo backup --url http://HOST:PORT --name NAME (the server needs backup_dir)",
+                p.display()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `POST /api/v2/admin/backup` over plain HTTP/1.1 (no TLS: for a server on a
+/// trusted network or behind a proxy).
+fn post_backup(url: &str, name: &str, token: Option<&str>) -> Result<serde_json::Value, String> {
+    use std::io::{Read, Write};
+    let hostport = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url}: only http:// URLs are supported here"))?
+        .trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport).map_err(|e| format!("{url}: {e}"))?;
+    let body = serde_json::json!({ "name": name }).to_string();
+    let auth = token.map_or(String::new(), |t| format!("X-Chroma-Token: {t}\r\n"));
+    write!(
+        s,
+        "POST /api/v2/admin/backup HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n\
+         {auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("{url}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| format!("{url}: {e}"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap_or("?");
+    let v: serde_json::Value = serde_json::from_str(rest).unwrap_or_default();
+    if status == "200" {
+        Ok(v)
+    } else {
+        Err(format!(
+            "the server answered {status}: {}",
+            v["message"].as_str().unwrap_or(rest)
+        ))
+    }
+}
+
+fn restore(from: &std::path::Path, path: &std::path::Path) -> i32 {
+    match indigo::restore(from, path) {
+        Ok(r) => {
+            println!(
+                "restored {} collections ({} files, {} bytes) into {}; start it with \
+                 `indigo run --path {}`",
+                r.collections,
+                r.files,
+                r.bytes,
+                path.display(),
+                path.display()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }
 
