@@ -1273,3 +1273,62 @@ async fn metrics(State(st): St, _h: HeaderMap) -> Response {
     }
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
+
+/// Entry points for the fuzz targets (`fuzz/`): request bodies parsed as the
+/// handlers parse them, without a database. Bad input must be an `ApiError`, never
+/// a panic; what passes validation must survive the log's encoding unchanged.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use indigo_types::{WriteEntry, WriteKind};
+    use serde_json::Value;
+
+    use super::*;
+
+    fn json(bytes: &[u8]) -> Option<Value> {
+        body(&Bytes::copy_from_slice(bytes)).ok()
+    }
+
+    /// An add / upsert / update body (embeddings as floats or base64).
+    pub fn write_body(bytes: &[u8]) {
+        let Some(v) = json(bytes) else { return };
+        let limits = indigo::Limits::default();
+        for kind in [WriteKind::Add, WriteKind::Update] {
+            let Ok(records) = records(&v, kind, limits.max_ids) else {
+                continue;
+            };
+            let entry = WriteEntry { kind, records };
+            if indigo_types::record::validate_write(&entry).is_ok() {
+                let back = WriteEntry::decode(&entry.encode()).expect("a valid write decodes");
+                assert_eq!(back, entry, "a valid write changes in the log encoding");
+            }
+        }
+    }
+
+    /// A get / delete / query body.
+    pub fn read_body(bytes: &[u8]) {
+        let Some(v) = json(bytes) else { return };
+        let limits = indigo::Limits::default();
+        let _ = selection(&v, &limits);
+        let _ = include(&v, Include::QUERY_DEFAULT);
+        let _ = count_arg(&v, "n_results");
+        if let Some(Value::Array(a)) = v.get("query_embeddings") {
+            for (i, q) in a.iter().enumerate() {
+                let _ = embedding(q, i);
+            }
+        }
+    }
+
+    /// A search body: every search planned (parsed and checked).
+    pub fn search_body(bytes: &[u8]) {
+        let Some(v) = json(bytes) else { return };
+        let limits = indigo::Limits::default();
+        for s in v
+            .get("searches")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let _ = search::plan(s, &limits);
+        }
+    }
+}

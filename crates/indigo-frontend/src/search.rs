@@ -181,12 +181,23 @@ fn parse_select(v: Option<&Value>) -> Result<Select, ApiError> {
     })
 }
 
-/// Runs one search on `c`; returns its column values.
-pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
+/// One search, parsed and checked against the limits before anything runs.
+pub(crate) struct Plan {
+    selection: Selection,
+    group: Option<GroupBy>,
+    limit: Option<usize>,
+    offset: usize,
+    select: Select,
+    include: Include,
+    rank: Option<Rank>,
+    knns: Vec<Knn>,
+}
+
+/// Parses one search (everything a search request carries is checked here).
+pub(crate) fn plan(s: &Value, limits: &indigo::Limits) -> Result<Plan, ApiError> {
     let filter = s
         .get("filter")
         .filter(|f| !f.is_null() && !f.as_object().is_some_and(|o| o.is_empty()));
-    let limits = c.limits();
     let selection = Selection {
         ids: None,
         where_: filter
@@ -224,11 +235,48 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
         Some(r) => Some(parse_rank(r, &mut knns)?),
         None => None,
     };
+    if knns.len() > limits.max_searches {
+        return Err(ApiError::quota(format!(
+            "{} $knn expressions in one search; this server takes at most {}",
+            knns.len(),
+            limits.max_searches
+        )));
+    }
+    if let Some(k) = knns.iter().find(|k| k.limit > limits.max_n_results) {
+        return Err(ApiError::quota(format!(
+            "a $knn limit of {} is more than the {} this server returns",
+            k.limit, limits.max_n_results
+        )));
+    }
     if group.is_some() && rank.is_none() {
         return Err(bad(
             "group_by needs a rank (a $knn expression) to pick the top records of each group",
         ));
     }
+    Ok(Plan {
+        selection,
+        group,
+        limit,
+        offset,
+        select,
+        include,
+        rank,
+        knns,
+    })
+}
+
+/// Runs one search on `c`; returns its column values.
+pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
+    let Plan {
+        selection,
+        group,
+        limit,
+        offset,
+        select,
+        include,
+        rank,
+        knns,
+    } = plan(s, c.limits())?;
     let (records, scores) = match rank {
         None => {
             let r = c.get(&GetRequest {

@@ -126,6 +126,10 @@ impl WriteEntry {
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                     .collect();
+                // Writes are validated before they are logged, so this is damage.
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(format!("the embedding of {id:?} is not finite"));
+                }
                 Some(Arc::from(v))
             } else {
                 None
@@ -551,5 +555,20 @@ mod tests {
             }),
             Ok(None)
         );
+    }
+
+    /// Found by the `log_payload` fuzz target: a payload whose embedding holds a
+    /// NaN decoded fine (and then did not equal itself re-encoded). Writes are
+    /// validated before they are logged, so it is damage.
+    #[test]
+    fn fuzz_regression_a_logged_embedding_that_is_not_finite_is_damage() {
+        let payload: &[u8] = &[
+            0x01, 0x02, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x61, 0x0b, 0x02, 0x00,
+            0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03, 0x03, 0x00, 0x00, 0x00,
+            0x64, 0x6f, 0x63, 0x11, 0x00, 0x00, 0x00, 0x7b, 0x22, 0x6b, 0x22, 0x3a, 0x30, 0x2c,
+            0x22, 0x6c, 0x22, 0x3a, 0x5b, 0x22, 0x78, 0x22, 0x5d, 0x7d,
+        ];
+        let err = WriteEntry::decode(payload).unwrap_err();
+        assert!(err.contains("not finite"), "{err}");
     }
 }

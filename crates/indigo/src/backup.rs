@@ -140,6 +140,11 @@ fn decode_manifest(b: &[u8]) -> std::result::Result<Value, String> {
     serde_json::from_slice(&head[16..]).map_err(|e| e.to_string())
 }
 
+#[cfg(feature = "fuzzing")]
+pub(crate) fn decode_manifest_for_fuzzing(b: &[u8]) -> std::result::Result<Value, String> {
+    decode_manifest(b)
+}
+
 /// Lists every file under `root` with its size and checksum in `BACKUP`.
 fn write_manifest(fs: &dyn FileSystem, root: &Path, collections: usize) -> Result<BackupReport> {
     let mut files = Vec::new();

@@ -1,0 +1,5 @@
+//! A search request body, parsed as the gateway parses it.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| indigo_frontend::fuzzing::search_body(data));

@@ -1,0 +1,5 @@
+//! The storage engine's wal format, decoded from untrusted bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| indigo_storage::fuzzing::wal(data));
