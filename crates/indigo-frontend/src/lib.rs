@@ -418,8 +418,8 @@ async fn healthcheck(State(st): St) -> Response {
         Json(json!({
             "error": "InternalError",
             "message": format!("background work is failing (Indigo retries it): {summary}"),
-            "is_executor_ready": false,
-            "is_log_client_ready": true,
+            "is_executor_ready": !failures.iter().any(|f| f.component != "log"),
+            "is_log_client_ready": !failures.iter().any(|f| f.component == "log"),
             "failures": list,
         })),
     )

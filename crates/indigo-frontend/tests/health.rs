@@ -225,3 +225,39 @@ async fn a_failing_collection_is_visible_refuses_writes_and_recovers() {
     let logged = String::from_utf8_lossy(&log.0.lock()).into_owned();
     assert!(logged.contains("recovered from"), "log: {logged}");
 }
+
+/// A log that cannot be written refuses every write (nothing is acknowledged
+/// that is not durable) and health says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_shows_in_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::new();
+    let db = Arc::new(
+        indigo::Indigo::open_with(
+            dir.path(),
+            indigo::Options {
+                fs: Arc::new(fs.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let app = router(db.clone(), Settings::default());
+    let base = "/api/v2/tenants/default_tenant/databases/default_database/collections";
+    let (_, c) = call(&app, "POST", base, json!({"name": "logged"})).await;
+    let id = c["id"].as_str().unwrap().to_string();
+    fs.fail_under(&dir.path().join("log"), None, FaultKind::Io);
+    let (s, e) = call(&app, "POST", &format!("{base}/{id}/add"), add_body(0, 5)).await;
+    assert_eq!(s, 500, "{e}");
+    let (s, h) = call(&app, "GET", "/api/v2/healthcheck", json!(null)).await;
+    assert_eq!(s, 503);
+    assert_eq!(h["is_log_client_ready"], false, "{h}");
+    assert!(h["failures"][0]["component"] == "log", "{h}");
+    // Nothing was acknowledged, so nothing is there.
+    assert_eq!(
+        call(&app, "GET", &format!("{base}/{id}/count"), json!(null))
+            .await
+            .1,
+        0
+    );
+}

@@ -355,6 +355,11 @@ impl FileLog {
         Ok(f)
     }
 
+    /// Why appends are refused, if they are (an I/O failure; reopening recovers).
+    pub fn poisoned(&self) -> Option<String> {
+        self.state.lock().poisoned.clone()
+    }
+
     /// Keeps truncation from dropping anything while the hold lives.
     pub fn hold_truncation(&self) -> TruncationHold<'_> {
         self.state.lock().holds += 1;

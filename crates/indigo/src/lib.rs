@@ -615,7 +615,18 @@ impl Indigo {
     /// Background failures that stand now (compactor, flush, merge, index
     /// maintenance), each with what it failed on; empty when all is well.
     pub fn failures(&self) -> Vec<Failure> {
-        self.inner.env.health.failures()
+        let mut f = self.inner.env.health.failures();
+        if let Some(why) = self.inner.log.poisoned() {
+            // Not background work, but it stops every write: health must show it.
+            f.push(Failure {
+                component: "log",
+                subject: self.inner.path.join("log").display().to_string(),
+                error: format!("{why}; restart the server once the disk is sound"),
+                since: std::time::SystemTime::now(),
+                attempts: 1,
+            });
+        }
+        f
     }
 
     /// Failed background attempts so far, per component (for metrics).
