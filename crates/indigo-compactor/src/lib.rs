@@ -11,8 +11,6 @@
 //! - The index may run ahead of the store during a chunk; readers overlay the ids
 //!   the log tail touches, and recovery reconciles the two.
 
-pub mod segment;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +20,9 @@ use std::collections::HashMap;
 use indigo_health::{Backoff, Health};
 use indigo_log::{CollectionId, Log, LogOffset};
 use indigo_sysdb::{IndexVersion, SysDb};
-use indigo_types::WriteEntry;
 use parking_lot::{Condvar, Mutex};
 
-pub use segment::{Changing, Env, IndexConfig, Segment, Snapshot};
+pub use indigo_segment::{decode_records, Changing, Env, IndexConfig, Segment, Snapshot};
 
 /// The consumer name of the compactor's checkpoints.
 pub const CONSUMER: &str = "compactor";
@@ -34,33 +31,16 @@ pub const CONSUMER: &str = "compactor";
 #[non_exhaustive]
 pub enum Error {
     #[error(transparent)]
-    Storage(#[from] indigo_storage::StorageError),
-    #[error(transparent)]
-    Index(#[from] indigo_index::IndexError),
+    Segment(#[from] indigo_segment::Error),
     #[error(transparent)]
     Log(#[from] indigo_log::LogError),
     #[error(transparent)]
     SysDb(#[from] indigo_sysdb::SysDbError),
     #[error("corrupt data: {0}")]
     Corrupt(String),
-    #[error("I/O error: {0}")]
-    Io(String),
-    #[error("{0}")]
-    Full(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Decodes log records into write entries, naming the offset of a bad one.
-pub fn decode_records(recs: &[indigo_log::LogRecord]) -> Result<Vec<(u64, WriteEntry)>> {
-    recs.iter()
-        .map(|r| {
-            WriteEntry::decode(&r.payload)
-                .map(|e| (r.offset.0, e))
-                .map_err(|e| Error::Corrupt(format!("log entry {}: {e}", r.offset.0)))
-        })
-        .collect()
-}
 
 /// One collection the compactor serves.
 #[derive(Clone)]

@@ -18,15 +18,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use indigo_compactor::segment::posting;
-use indigo_compactor::{decode_records, Changing, Segment, Snapshot};
 use indigo_index::{Neighbor, RoaringBitmap};
 use indigo_log::{CollectionId, Log, LogOffset};
+use indigo_segment::posting;
+use indigo_segment::{decode_records, Changing, Segment, Snapshot};
 use indigo_storage::keys::encode_f64;
 use indigo_types::{DocFilter, FieldOp, MetaValue, Metadata, Record, Resolver, Scalar, Where};
 use parking_lot::Mutex;
 
-pub type Error = indigo_compactor::Error;
+pub type Error = indigo_segment::Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which fields a read returns (ids always come back).

@@ -111,6 +111,12 @@ impl From<indigo_compactor::Error> for Error {
     }
 }
 
+impl From<indigo_segment::Error> for Error {
+    fn from(e: indigo_segment::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
 impl From<indigo_log::LogError> for Error {
     fn from(e: indigo_log::LogError) -> Self {
         Error::Storage(e.to_string())

@@ -1,5 +1,6 @@
-//! A collection's read-optimised form: the LSM store (records, id map, postings)
-//! beside the HNSW index, both at log offset [`Segment::applied`].
+//! Indigo's segment: a collection's read-optimised form, the LSM store (records,
+//! id map, postings) beside the HNSW index, both at log offset
+//! [`Segment::applied`]. The compactor writes it; the executor reads it.
 //!
 //! Store layout (one store per collection, `<dir>/store`):
 //! - `ids` (replace): string id → internal id (u32 BE). Internal ids are never reused,
@@ -29,7 +30,36 @@ use indigo_types::record::{
 use indigo_types::{MetaValue, Record, Resolver, WriteEntry};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 
-use crate::{Error, Result};
+/// What can go wrong reading or changing a segment.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Storage(#[from] indigo_storage::StorageError),
+    #[error(transparent)]
+    Index(#[from] indigo_index::IndexError),
+    #[error(transparent)]
+    Log(#[from] indigo_log::LogError),
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("{0}")]
+    Full(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Decodes log records into write entries, naming the offset of a bad one.
+pub fn decode_records(recs: &[indigo_log::LogRecord]) -> Result<Vec<(u64, WriteEntry)>> {
+    recs.iter()
+        .map(|r| {
+            WriteEntry::decode(&r.payload)
+                .map(|e| (r.offset.0, e))
+                .map_err(|e| Error::Corrupt(format!("log entry {}: {e}", r.offset.0)))
+        })
+        .collect()
+}
 
 /// Posting keys of the `post` bucket.
 pub mod posting {
