@@ -52,6 +52,34 @@ pub enum LogError {
     /// An earlier write or fsync failed; reopen the log to recover from disk.
     #[error("log refuses writes after an earlier I/O failure ({0}); reopen it to recover")]
     Poisoned(String),
+    /// Another writer took over the log (distributed mode): nothing of this append
+    /// was written, so retrying it is safe.
+    #[error("{0}")]
+    Fenced(String),
+    /// Whether this append was stored cannot be known now (distributed mode): a
+    /// read after the log recovers tells. Retrying could apply it twice.
+    #[error("{0}")]
+    Ambiguous(String),
+}
+
+impl LogError {
+    /// The same error again (every append of a failed group commit gets one).
+    pub fn duplicate(&self) -> LogError {
+        match self {
+            LogError::Io { op, path, source } => LogError::Io {
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            LogError::Corrupt { path, detail } => LogError::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            LogError::Poisoned(s) => LogError::Poisoned(s.clone()),
+            LogError::Fenced(s) => LogError::Fenced(s.clone()),
+            LogError::Ambiguous(s) => LogError::Ambiguous(s.clone()),
+        }
+    }
 }
 
 pub type Result<T, E = LogError> = std::result::Result<T, E>;
