@@ -100,15 +100,21 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
     let durable = job.segment.sync()?;
     if durable > sysdb.checkpoint(CONSUMER, &job.id)? {
         sysdb.set_checkpoint(CONSUMER, &job.id, durable)?;
-        let version = sysdb
+        let current = sysdb
             .latest_index_version(&job.id)?
-            .map_or(1, |v| v.version + 1);
-        sysdb.register_index_version(&IndexVersion {
-            collection: job.id.clone(),
-            version,
-            log_offset: durable,
-            location: serde_json::json!({ "path": job.segment.dir().display().to_string() }),
-        })?;
+            .map_or(0, |v| v.version);
+        // One compactor per data directory: the swap cannot lose locally, but it is
+        // the same commit the distributed compactor makes.
+        sysdb.commit_index_version(
+            &IndexVersion {
+                collection: job.id.clone(),
+                version: current + 1,
+                log_offset: durable,
+                location: serde_json::json!({ "path": job.segment.dir().display().to_string() }),
+                created_ms: 0,
+            },
+            current,
+        )?;
     }
     log.truncate(job.log_id, LogOffset(durable))?;
     Ok(durable)

@@ -8,8 +8,14 @@
 //!   a database written by a newer build is refused rather than guessed at.
 //! - The default tenant and database exist, as the official clients expect.
 //!
-//! [`SysDb`] is a trait so the distributed mode can keep the catalogue in PostgreSQL;
-//! [`SqliteSysDb`] is the local implementation.
+//! [`SysDb`] is a trait with two implementations: [`SqliteSysDb`] on one machine,
+//! and `PgSysDb` (feature `postgres`) for the distributed mode. Both pass the same
+//! contract tests (`tests/sysdb.rs`).
+
+#[cfg(feature = "postgres")]
+pub mod pg;
+#[cfg(feature = "postgres")]
+pub use pg::PgSysDb;
 
 use std::path::Path;
 
@@ -33,6 +39,9 @@ pub enum SysDbError {
     InvalidArgument(String),
     #[error("system database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another backend's failure (PostgreSQL), with its message.
+    #[error("system database error: {0}")]
+    Backend(String),
     #[error("system database {path} has schema version {found}; this build knows up to {known}: upgrade Indigo")]
     TooNew {
         path: String,
@@ -94,9 +103,30 @@ pub struct IndexVersion {
     pub collection: String,
     pub version: i64,
     pub log_offset: u64,
-    /// Where the version's files are (a path or an object-store prefix) and any
+    /// Where the version's files are (a path or an object-store key) and any
     /// other facts the compactor keeps, as JSON.
     pub location: Value,
+    /// When it was committed (ms since the epoch; set by the system database).
+    pub created_ms: u64,
+}
+
+/// A process of the distributed mode, known by its lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    /// Unique per process (a UUID, say).
+    pub id: String,
+    /// `frontend`, `log`, `query`, `compactor`, `gc`.
+    pub role: String,
+    /// Where others reach it (`host:port`).
+    pub address: String,
+    /// The lease ends then (ms since the epoch) unless renewed.
+    pub lease_until_ms: u64,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub trait SysDb: Send + Sync {
@@ -140,8 +170,26 @@ pub trait SysDb: Send + Sync {
     fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()>;
     /// A consumer's checkpoint (0 if it has none).
     fn checkpoint(&self, consumer: &str, collection: &str) -> Result<u64>;
-    fn register_index_version(&self, v: &IndexVersion) -> Result<()>;
+    /// Commits a new index version if the collection's current one is still
+    /// `expected` (0: none yet), atomically: the version, its log offset and
+    /// location become current and the collection's `version` goes up. `false`:
+    /// another commit came first (the caller's files are then orphans, never
+    /// state). This compare-and-swap is what fences a stale compactor.
+    fn commit_index_version(&self, v: &IndexVersion, expected: i64) -> Result<bool>;
+    /// The collection's current index version.
     fn latest_index_version(&self, collection: &str) -> Result<Option<IndexVersion>>;
+    /// Every index version still recorded for the collection, oldest first (for
+    /// garbage collection).
+    fn index_versions(&self, collection: &str) -> Result<Vec<IndexVersion>>;
+    /// Forgets these versions (their files are being deleted). The current one is
+    /// never dropped.
+    fn drop_index_versions(&self, collection: &str, versions: &[i64]) -> Result<()>;
+    /// Takes or renews `m`'s lease until `m.lease_until_ms`.
+    fn heartbeat(&self, m: &Member) -> Result<()>;
+    /// Members whose lease has not ended, of `role` (or all).
+    fn members(&self, role: Option<&str>) -> Result<Vec<Member>>;
+    /// Ends a member's lease now (an orderly exit).
+    fn leave(&self, id: &str) -> Result<()>;
 }
 
 /// Schema migrations, applied in order; `schema_version` counts those applied.
@@ -177,13 +225,21 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE deleted_collections (
         id TEXT PRIMARY KEY,
         deleted_at INTEGER NOT NULL);",
+    // When index versions were committed (garbage collection keeps a time
+    // window), and the members of a distributed deployment.
+    "ALTER TABLE index_versions ADD COLUMN created_ms INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE members (
+        id TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        address TEXT NOT NULL,
+        lease_until_ms INTEGER NOT NULL);",
 ];
 
 pub struct SqliteSysDb {
     conn: Mutex<Connection>,
 }
 
-fn json_text(v: &Value) -> String {
+pub(crate) fn json_text(v: &Value) -> String {
     v.to_string()
 }
 
@@ -283,6 +339,17 @@ impl SqliteSysDb {
     }
 }
 
+fn index_version_row(collection: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexVersion> {
+    let loc: String = r.get(2)?;
+    Ok(IndexVersion {
+        collection: collection.to_string(),
+        version: r.get(0)?,
+        log_offset: r.get::<_, i64>(1)? as u64,
+        location: serde_json::from_str(&loc).unwrap_or(Value::Null),
+        created_ms: r.get::<_, i64>(3)? as u64,
+    })
+}
+
 /// Creates the default tenant and database if they are missing.
 fn ensure_defaults(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     tx.execute(
@@ -310,7 +377,7 @@ fn ensure_defaults(tx: &rusqlite::Transaction<'_>) -> Result<()> {
     Ok(())
 }
 
-fn check_name(kind: &str, name: &str) -> Result<()> {
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<()> {
     if name.is_empty() || name.len() > 512 {
         return Err(SysDbError::InvalidArgument(format!(
             "{kind} name must be 1 to 512 characters, got {} characters",
@@ -631,27 +698,99 @@ impl SysDb for SqliteSysDb {
         Ok(v.unwrap_or(0) as u64)
     }
 
-    fn register_index_version(&self, v: &IndexVersion) -> Result<()> {
-        let conn = self.conn.lock();
-        conn.execute(
-            "INSERT INTO index_versions (collection_id, version, log_offset, location) VALUES (?1, ?2, ?3, ?4)",
-            params![v.collection, v.version, v.log_offset as i64, json_text(&v.location)],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                SysDbError::AlreadyExists(format!(
-                    "index version {} of collection {:?} (or the collection is gone)",
-                    v.version, v.collection
-                ))
-            }
-            e => e.into(),
-        })?;
-        // Older versions are superseded (their files are replaced in place); keep a
-        // short history for inspection.
-        conn.execute(
+    fn commit_index_version(&self, v: &IndexVersion, expected: i64) -> Result<bool> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if Self::collection_where(&tx, "c.id = ?1", &[&v.collection])?.is_none() {
+            return Err(SysDbError::NotFound(format!(
+                "collection with id {:?}",
+                v.collection
+            )));
+        }
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM index_versions WHERE collection_id = ?1",
+            [&v.collection],
+            |r| r.get(0),
+        )?;
+        if current != expected || v.version <= current {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO index_versions (collection_id, version, log_offset, location, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![v.collection, v.version, v.log_offset as i64, json_text(&v.location), now_ms() as i64],
+        )?;
+        tx.execute(
+            "UPDATE collections SET version = version + 1 WHERE id = ?1",
+            [&v.collection],
+        )?;
+        // Locally a version's files are replaced in place: a short history is
+        // kept for inspection only.
+        tx.execute(
             "DELETE FROM index_versions WHERE collection_id = ?1 AND version <= ?2",
             params![v.collection, v.version - KEEP_INDEX_VERSIONS],
         )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn index_versions(&self, collection: &str) -> Result<Vec<IndexVersion>> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare(
+            "SELECT version, log_offset, location, created_ms FROM index_versions WHERE collection_id = ?1 ORDER BY version",
+        )?;
+        let rows = st.query_map([collection], |r| index_version_row(collection, r))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn drop_index_versions(&self, collection: &str, versions: &[i64]) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM index_versions WHERE collection_id = ?1",
+            [collection],
+            |r| r.get(0),
+        )?;
+        for v in versions.iter().filter(|&&v| v != current) {
+            tx.execute(
+                "DELETE FROM index_versions WHERE collection_id = ?1 AND version = ?2",
+                params![collection, v],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn heartbeat(&self, m: &Member) -> Result<()> {
+        self.conn.lock().execute(
+            "INSERT INTO members (id, role, address, lease_until_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET role = excluded.role, address = excluded.address,
+             lease_until_ms = excluded.lease_until_ms",
+            params![m.id, m.role, m.address, m.lease_until_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn members(&self, role: Option<&str>) -> Result<Vec<Member>> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare(
+            "SELECT id, role, address, lease_until_ms FROM members
+             WHERE lease_until_ms > ?1 AND (?2 IS NULL OR role = ?2) ORDER BY id",
+        )?;
+        let rows = st.query_map(params![now_ms() as i64, role], |r| {
+            Ok(Member {
+                id: r.get(0)?,
+                role: r.get(1)?,
+                address: r.get(2)?,
+                lease_until_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn leave(&self, id: &str) -> Result<()> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM members WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -659,17 +798,9 @@ impl SysDb for SqliteSysDb {
         let conn = self.conn.lock();
         Ok(conn
             .query_row(
-                "SELECT version, log_offset, location FROM index_versions WHERE collection_id = ?1 ORDER BY version DESC LIMIT 1",
+                "SELECT version, log_offset, location, created_ms FROM index_versions WHERE collection_id = ?1 ORDER BY version DESC LIMIT 1",
                 [collection],
-                |r| {
-                    let loc: String = r.get(2)?;
-                    Ok(IndexVersion {
-                        collection: collection.to_string(),
-                        version: r.get(0)?,
-                        log_offset: r.get::<_, i64>(1)? as u64,
-                        location: serde_json::from_str(&loc).unwrap_or(Value::Null),
-                    })
-                },
+                |r| index_version_row(collection, r),
             )
             .optional()?)
     }

@@ -1,8 +1,42 @@
+//! The system database's contract, run against every implementation: SQLite
+//! always, PostgreSQL when `INDIGO_TEST_PG` names a server (`scripts/test` starts
+//! one and sets `INDIGO_REQUIRE_SERVICES=1`, so it cannot be skipped there).
+
 use indigo_sysdb::{
-    CollectionUpdate, IndexVersion, NewCollection, SqliteSysDb, SysDb, SysDbError,
+    CollectionUpdate, IndexVersion, Member, NewCollection, PgSysDb, SqliteSysDb, SysDb, SysDbError,
     DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use serde_json::json;
+
+/// A fresh, empty database on the test PostgreSQL server, or `None` when none is
+/// configured (a panic when one is required).
+fn fresh_pg() -> Option<String> {
+    let Ok(base) = std::env::var("INDIGO_TEST_PG") else {
+        if std::env::var("INDIGO_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+            panic!("INDIGO_TEST_PG is not set but the services are required");
+        }
+        eprintln!("INDIGO_TEST_PG is not set: PostgreSQL contract tests skipped");
+        return None;
+    };
+    let name = format!("t_{:016x}", rand::random::<u64>());
+    let mut admin =
+        postgres::Client::connect(&base, postgres::NoTls).expect("connect to the test PostgreSQL");
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    Some(format!(
+        "{} dbname={name}",
+        base.replace("dbname=postgres", "")
+    ))
+}
+
+/// Runs `test` against every implementation.
+fn each(test: impl Fn(&str, &dyn SysDb)) {
+    test("sqlite", &SqliteSysDb::in_memory().unwrap());
+    if let Some(cfg) = fresh_pg() {
+        test("postgres", &PgSysDb::connect(&cfg).unwrap());
+    }
+}
 
 fn new<'a>(name: &'a str, get_or_create: bool) -> NewCollection<'a> {
     NewCollection {
@@ -18,7 +52,10 @@ fn new<'a>(name: &'a str, get_or_create: bool) -> NewCollection<'a> {
 
 #[test]
 fn defaults_exist_and_names_are_unique() {
-    let db = SqliteSysDb::in_memory().unwrap();
+    each(|_, db| defaults_exist_and_names_are_unique_on(db));
+}
+
+fn defaults_exist_and_names_are_unique_on(db: &dyn SysDb) {
     assert!(db.tenant_exists(DEFAULT_TENANT).unwrap());
     db.get_database(DEFAULT_TENANT, DEFAULT_DATABASE).unwrap();
     assert!(matches!(
@@ -56,7 +93,10 @@ fn defaults_exist_and_names_are_unique() {
 
 #[test]
 fn collections_lifecycle() {
-    let db = SqliteSysDb::in_memory().unwrap();
+    each(|_, db| collections_lifecycle_on(db));
+}
+
+fn collections_lifecycle_on(db: &dyn SysDb) {
     let (c, created) = db.create_collection(new("docs", false)).unwrap();
     assert!(created);
     assert_eq!(c.metadata, Some(json!({"a": 1})));
@@ -130,21 +170,31 @@ fn collections_lifecycle() {
         version: 1,
         log_offset: 10,
         location: json!({"dir": "x"}),
+        created_ms: 0,
     };
-    db.register_index_version(&v).unwrap();
-    assert!(matches!(
-        db.register_index_version(&v),
-        Err(SysDbError::AlreadyExists(_))
-    ));
-    db.register_index_version(&IndexVersion {
-        version: 2,
-        log_offset: 20,
-        ..v.clone()
-    })
-    .unwrap();
+    let before = db.get_collection_by_id(&c.id).unwrap().version;
+    assert!(db.commit_index_version(&v, 0).unwrap());
+    assert!(
+        !db.commit_index_version(&v, 0).unwrap(),
+        "stale: 0 is no longer current"
+    );
+    assert!(db
+        .commit_index_version(
+            &IndexVersion {
+                version: 2,
+                log_offset: 20,
+                ..v.clone()
+            },
+            1
+        )
+        .unwrap());
+    let latest = db.latest_index_version(&c.id).unwrap().unwrap();
+    assert_eq!((latest.version, latest.log_offset), (2, 20));
+    assert!(latest.created_ms > 0);
     assert_eq!(
-        db.latest_index_version(&c.id).unwrap().unwrap().log_offset,
-        20
+        db.get_collection_by_id(&c.id).unwrap().version,
+        before + 2,
+        "each committed index version bumps the collection's version"
     );
 
     let gone = db
@@ -165,7 +215,10 @@ fn collections_lifecycle() {
 
 #[test]
 fn deleting_a_database_removes_its_collections() {
-    let db = SqliteSysDb::in_memory().unwrap();
+    each(|_, db| deleting_a_database_removes_its_collections_on(db));
+}
+
+fn deleting_a_database_removes_its_collections_on(db: &dyn SysDb) {
     db.create_database(DEFAULT_TENANT, "tmp").unwrap();
     let (c, _) = db
         .create_collection(NewCollection {
@@ -213,4 +266,117 @@ fn bump_schema_version(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute("UPDATE schema_version SET version = version + 1", [])
         .unwrap();
+}
+
+/// Two compactors race to commit over the same version: exactly one wins, and the
+/// history keeps every committed version for garbage collection.
+#[test]
+fn racing_commits_have_exactly_one_winner() {
+    each(|name, db| {
+        let (c, _) = db.create_collection(new("raced", false)).unwrap();
+        let mut current = 0;
+        for round in 0..20 {
+            let wins: Vec<bool> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4)
+                    .map(|w| {
+                        let id = c.id.clone();
+                        s.spawn(move || {
+                            db.commit_index_version(
+                                &IndexVersion {
+                                    collection: id,
+                                    version: current + 1,
+                                    log_offset: round * 10 + w,
+                                    location: json!({"by": w}),
+                                    created_ms: 0,
+                                },
+                                current,
+                            )
+                            .unwrap()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(
+                wins.iter().filter(|w| **w).count(),
+                1,
+                "{name}: round {round}"
+            );
+            current += 1;
+        }
+        let all = db.index_versions(&c.id).unwrap();
+        assert_eq!(all.last().unwrap().version, 20, "{name}");
+        let kept: Vec<i64> = all.iter().map(|v| v.version).collect();
+        db.drop_index_versions(&c.id, &kept).unwrap();
+        let left: Vec<i64> = db
+            .index_versions(&c.id)
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(
+            left,
+            vec![20],
+            "{name}: the current version is never dropped"
+        );
+    });
+}
+
+#[test]
+fn members_hold_leases() {
+    each(|name, db| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let m = |id: &str, role: &str, until: u64| Member {
+            id: id.into(),
+            role: role.into(),
+            address: format!("127.0.0.1:{}", id.len()),
+            lease_until_ms: until,
+        };
+        db.heartbeat(&m("q1", "query", now + 60_000)).unwrap();
+        db.heartbeat(&m("q2", "query", now + 60_000)).unwrap();
+        db.heartbeat(&m("q3", "query", now - 1)).unwrap(); // its lease ran out
+        db.heartbeat(&m("l1", "log", now + 60_000)).unwrap();
+        let ids = |role| -> Vec<String> {
+            db.members(role)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect()
+        };
+        assert_eq!(ids(Some("query")), vec!["q1", "q2"], "{name}");
+        assert_eq!(ids(None).len(), 3, "{name}");
+        db.heartbeat(&m("q3", "query", now + 60_000)).unwrap(); // back
+        db.leave("q1").unwrap();
+        assert_eq!(ids(Some("query")), vec!["q2", "q3"], "{name}");
+    });
+}
+
+#[test]
+fn a_postgres_catalogue_is_shared_by_every_connection() {
+    let Some(cfg) = fresh_pg() else { return };
+    let a = PgSysDb::connect(&cfg).unwrap();
+    let b = PgSysDb::connect(&cfg).unwrap();
+    let (c, _) = a.create_collection(new("shared", false)).unwrap();
+    assert_eq!(b.get_collection_by_id(&c.id).unwrap().name, "shared");
+    assert!(matches!(
+        b.create_collection(new("shared", false)),
+        Err(SysDbError::AlreadyExists(_))
+    ));
+    // Two processes creating the same name at once: one creates, one gets it.
+    let (x, y) = std::thread::scope(|s| {
+        let h1 = s.spawn(|| a.create_collection(new("race", true)).unwrap());
+        let h2 = s.spawn(|| b.create_collection(new("race", true)).unwrap());
+        (h1.join().unwrap(), h2.join().unwrap())
+    });
+    assert_eq!(x.0.id, y.0.id);
+    assert!(x.1 ^ y.1, "exactly one created it");
+    drop(a);
+    let again = PgSysDb::connect(&cfg).unwrap();
+    assert_eq!(
+        again.list_databases(DEFAULT_TENANT, None, 0).unwrap().len(),
+        1
+    );
 }
