@@ -56,7 +56,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tenants (name TEXT PRIMARY KEY);
         lease_until_ms BIGINT NOT NULL);"];
 
 /// An arbitrary key for the advisory lock that serialises migrations.
-const MIGRATION_LOCK: i64 = 0x1d160_5e5d;
+const MIGRATION_LOCK: i64 = 0x0001_d160_5e5d;
 
 pub struct PgSysDb {
     config: String,

@@ -274,8 +274,7 @@ fn bump_schema_version(path: &std::path::Path) {
 fn racing_commits_have_exactly_one_winner() {
     each(|name, db| {
         let (c, _) = db.create_collection(new("raced", false)).unwrap();
-        let mut current = 0;
-        for round in 0..20 {
+        for (round, current) in (0..20).zip(0i64..) {
             let wins: Vec<bool> = std::thread::scope(|s| {
                 let hs: Vec<_> = (0..4)
                     .map(|w| {
@@ -285,7 +284,7 @@ fn racing_commits_have_exactly_one_winner() {
                                 &IndexVersion {
                                     collection: id,
                                     version: current + 1,
-                                    log_offset: round * 10 + w,
+                                    log_offset: round * 10 + w as u64,
                                     location: json!({"by": w}),
                                     created_ms: 0,
                                 },
