@@ -301,7 +301,6 @@ fn racing_commits_have_exactly_one_winner() {
                 1,
                 "{name}: round {round}"
             );
-            current += 1;
         }
         let all = db.index_versions(&c.id).unwrap();
         assert_eq!(all.last().unwrap().version, 20, "{name}");
