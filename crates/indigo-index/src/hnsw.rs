@@ -408,6 +408,49 @@ impl Hnsw {
         Self::open_with_fs(Arc::new(StdFs), dir.as_ref(), params)
     }
 
+    /// Loads the index in `dir` for searching only: no file is changed (a torn
+    /// tail is left where it is), changes are refused, no maintenance runs. For an
+    /// immutable copy, such as an index version in object storage.
+    pub fn open_read_only(fs: Arc<dyn FileSystem>, dir: &Path, params: HnswParams) -> Result<Hnsw> {
+        let mut idx = Self::build(params, None, Some(dir.to_path_buf()));
+        idx.fs = fs.clone();
+        let state = persist::load_read_only(&*fs, dir, idx.file_params())?;
+        idx.restore(&state);
+        idx.closed.store(true, Ordering::Release);
+        Ok(idx)
+    }
+
+    /// Closes the current commit log (synced) and starts the next, so every file
+    /// but the new, empty log is immutable from now on: what an index version
+    /// copies. Returns the files that hold the index, oldest first.
+    pub fn seal(&self) -> Result<Vec<std::path::PathBuf>> {
+        let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
+            return Ok(Vec::new());
+        };
+        let _m = self.maint.lock();
+        {
+            let mut l = log.lock();
+            l.sync()?;
+            if l.len() > persist::LOG_HEADER_LEN as u64 {
+                let gen = l.gen;
+                *l = LogWriter::create(&*self.fs, dir, gen + 1, &self.file_params())?;
+            }
+        }
+        let (snaps, logs) = persist::list_gens(&*self.fs, dir)?;
+        let base = snaps.last().copied().unwrap_or(0);
+        let current = log.lock().gen;
+        Ok(snaps
+            .last()
+            .map(|&g| persist::snapshot_path(dir, g))
+            .into_iter()
+            .chain(
+                logs.iter()
+                    .filter(|&&g| g >= base && g < current)
+                    .map(|&g| persist::log_path(dir, g)),
+            )
+            .collect())
+    }
+
     /// [`Hnsw::open`] on any [`FileSystem`] (tests inject faults and crashes).
     pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, params: HnswParams) -> Result<Hnsw> {
         indigo_fs::create_dir_durable(&*fs, dir)

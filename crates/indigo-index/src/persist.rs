@@ -19,7 +19,7 @@ use crate::error::{IndexError, Result};
 const LOG_MAGIC: &[u8; 8] = b"IDGHNSWL";
 const SNAP_MAGIC: &[u8; 8] = b"IDGHNSWS";
 const VERSION: u32 = 1;
-const LOG_HEADER_LEN: usize = 8 + 4 + 4 + 1 + 4 + 4;
+pub(crate) const LOG_HEADER_LEN: usize = 8 + 4 + 4 + 1 + 4 + 4;
 /// Buffered log bytes are written to the OS beyond this size.
 const LOG_BUFFER: usize = 1 << 20;
 
@@ -669,6 +669,16 @@ pub(crate) fn load(
         remove_gens(fs, dir, &snaps, &logs, |g| g < base)?;
     }
     Ok((state, tail))
+}
+
+/// The state the files in `dir` describe, changing nothing (temporary files and
+/// superseded generations are ignored rather than removed).
+pub(crate) fn load_read_only(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    params: FileParams,
+) -> Result<GraphState> {
+    Ok(load_upto(fs, dir, params, u64::MAX)?.0)
 }
 
 fn remove_gens(

@@ -306,6 +306,45 @@ impl Segment {
             ..Options::default()
         };
         let store = Store::open_with_fs(env.fs.clone(), &dir.join("store"), opts)?;
+        let seg = Self::from_store(env, dir, config, store)?;
+        if seg.applied() < durable {
+            return Err(Error::Corrupt(format!(
+                "{}: the store is at log offset {}, behind the checkpoint {durable}; \
+                 its files were lost or replaced",
+                dir.display(),
+                seg.applied()
+            )));
+        }
+        if let Some(dim) = dim {
+            // With no index yet, reconciling inserts everything the store holds.
+            let idx = seg.open_index(dim)?;
+            seg.reconcile(&idx, durable, log)?;
+            *seg.index.write() = Some(idx);
+        }
+        Ok(seg)
+    }
+
+    /// Opens a segment that is a sealed copy (an index version) for reading only:
+    /// its store and index as they are, nothing reconciled or changed.
+    pub fn open_read_only(
+        env: &Env,
+        dir: &Path,
+        config: IndexConfig,
+        dim: Option<usize>,
+    ) -> Result<Segment> {
+        let store = Store::open_read_only(env.fs.clone(), &dir.join("store"))?;
+        let seg = Self::from_store(env, dir, config, store)?;
+        if let Some(dim) = dim {
+            let hnsw = dir.join("hnsw");
+            if env.fs.exists(&hnsw) {
+                let idx = Hnsw::open_read_only(env.fs.clone(), &hnsw, seg.hnsw_params(dim))?;
+                *seg.index.write() = Some(Arc::new(idx));
+            }
+        }
+        Ok(seg)
+    }
+
+    fn from_store(env: &Env, dir: &Path, config: IndexConfig, store: Store) -> Result<Segment> {
         let b = Buckets {
             ids: store.bucket("ids", Strategy::Replace)?,
             rec: store.bucket("rec", Strategy::Replace)?,
@@ -327,13 +366,6 @@ impl Segment {
         };
         let applied = read_u64(OFFSET_KEY)?;
         let next_iid = read_u64(NEXT_IID_KEY)?;
-        if applied < durable {
-            return Err(Error::Corrupt(format!(
-                "{}: the store is at log offset {applied}, behind the checkpoint {durable}; \
-                 its files were lost or replaced",
-                dir.display()
-            )));
-        }
         let seg = Segment {
             dir: dir.to_path_buf(),
             env: env.clone(),
@@ -352,21 +384,44 @@ impl Segment {
             live_count: AtomicU64::new(0),
         };
         seg.live_count.store(seg.live()?.len(), Ordering::Relaxed);
-        if let Some(dim) = dim {
-            // With no index yet, reconciling inserts everything the store holds.
-            let idx = seg.open_index(dim)?;
-            seg.reconcile(&idx, durable, log)?;
-            *seg.index.write() = Some(idx);
-        }
         Ok(seg)
     }
 
-    fn open_index(&self, dim: usize) -> Result<Arc<Hnsw>> {
+    fn hnsw_params(&self, dim: usize) -> HnswParams {
         let c = self.config.read().clone();
         let mut p = HnswParams::new(c.space, dim);
         p.max_neighbors = c.max_neighbors;
         p.ef_construction = c.ef_construction;
         p.ef_search = c.ef_search;
+        p
+    }
+
+    /// Makes every file of the segment immutable and complete (the store's
+    /// memtable flushed into segments, the index's commit log closed) and names
+    /// them, relative to the segment's directory: what an index version copies.
+    /// The compactor waits meanwhile.
+    pub fn seal(&self) -> Result<Vec<String>> {
+        let _w = self.writer.lock();
+        self.store.flush()?;
+        let mut files: Vec<String> = self
+            .store
+            .live_files()
+            .into_iter()
+            .map(|n| format!("store/{n}"))
+            .collect();
+        if let Some(i) = &*self.index.read() {
+            for p in i.seal()? {
+                files.push(format!(
+                    "hnsw/{}",
+                    p.file_name().unwrap_or_default().to_string_lossy()
+                ));
+            }
+        }
+        Ok(files)
+    }
+
+    fn open_index(&self, dim: usize) -> Result<Arc<Hnsw>> {
+        let p = self.hnsw_params(dim);
         let dir = self.dir.join("hnsw");
         let fs = self.env.fs.clone();
         let idx = match Hnsw::open_with_fs(fs.clone(), &dir, p.clone()) {

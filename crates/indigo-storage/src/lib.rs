@@ -256,6 +256,18 @@ struct Inner {
     flushed_cv: Condvar,
 }
 
+/// The WAL of a read-only store: every write fails.
+struct ReadOnly;
+
+impl WritableFile for ReadOnly {
+    fn append(&self, _: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::other("the store is open for reading only"))
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The LSM store. Cheap to share by reference across threads.
 pub struct Store {
     inner: Arc<Inner>,
@@ -288,20 +300,58 @@ impl Store {
         Self::open_with_fs(Arc::new(StdFs), dir.as_ref(), opts)
     }
 
-    /// Opens a store on any [`FileSystem`]; replays and flushes WAL left by a crash.
-    pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, opts: Options) -> Result<Store> {
-        fs::create_dir_durable(&*fs, dir).map_err(StorageError::io("create directory", dir))?;
-        let manifest = match Manifest::load(&*fs, dir)? {
-            Some(m) => m,
-            None => {
-                let m = Manifest::default();
-                m.store(&*fs, dir)?;
-                m
-            }
-        };
+    /// Opens the store in `dir` for reading only: the segments its manifest names,
+    /// nothing else (no WAL is replayed or written, no file is changed, writes are
+    /// refused). For an immutable copy, such as an index version in object
+    /// storage read through a caching [`FileSystem`]; segments are opened lazily by
+    /// that file system's ranged reads.
+    pub fn open_read_only(fs: Arc<dyn FileSystem>, dir: &Path) -> Result<Store> {
+        let manifest = Manifest::load(&*fs, dir)?.ok_or_else(|| {
+            StorageError::corrupt(dir.join(manifest::NAME), "no manifest: not a store")
+        })?;
+        let version = Self::load_version(&fs, dir, &manifest, &mut Default::default())?;
+        let inner = Arc::new(Inner {
+            fs,
+            dir: dir.to_path_buf(),
+            opts: Options {
+                background: false,
+                ..Options::default()
+            },
+            next_file: AtomicU64::new(manifest.next_file),
+            writer: Mutex::new(Writer {
+                wal: Arc::new(ReadOnly),
+                wal_no: 0,
+                seq: 0,
+                buf: Vec::new(),
+            }),
+            view: RwLock::new(Arc::new(View {
+                active: Arc::new(MemTable::new(0)),
+                frozen: Vec::new(),
+                version: Arc::new(version),
+            })),
+            maint: Mutex::new(manifest),
+            merging: Mutex::new(()),
+            synced: Mutex::new(u64::MAX),
+            poisoned: Mutex::new(Some("the store is open for reading only".into())),
+            stats: ReadStats::default(),
+            bg: Mutex::new(Background::default()),
+            bg_cv: Condvar::new(),
+            flushed_cv: Condvar::new(),
+        });
+        Ok(Store {
+            inner,
+            workers: Mutex::new(Vec::new()),
+        })
+    }
 
+    /// The buckets and segments a manifest names, opened.
+    fn load_version(
+        fs: &Arc<dyn FileSystem>,
+        dir: &Path,
+        manifest: &Manifest,
+        live_files: &mut std::collections::HashSet<u64>,
+    ) -> Result<Version> {
         let mut version = Version::default();
-        let mut live_files = std::collections::HashSet::new();
         for b in &manifest.buckets {
             let handle = Bucket {
                 id: b.id,
@@ -330,6 +380,35 @@ impl Store {
             version.by_name.insert(b.name.clone(), handle.clone());
             version.by_id.insert(b.id, handle);
         }
+        Ok(version)
+    }
+
+    /// The names of the files that make up the store now: the manifest and the
+    /// segments it names (not the WAL: call [`Store::flush`] first so it holds
+    /// nothing).
+    pub fn live_files(&self) -> Vec<String> {
+        let man = self.inner.maint.lock();
+        let mut names = vec![manifest::NAME.to_string()];
+        for b in &man.buckets {
+            names.extend(b.segments.iter().map(|s| seg_name(s.file_no)));
+        }
+        names
+    }
+
+    /// Opens a store on any [`FileSystem`]; replays and flushes WAL left by a crash.
+    pub fn open_with_fs(fs: Arc<dyn FileSystem>, dir: &Path, opts: Options) -> Result<Store> {
+        fs::create_dir_durable(&*fs, dir).map_err(StorageError::io("create directory", dir))?;
+        let manifest = match Manifest::load(&*fs, dir)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::default();
+                m.store(&*fs, dir)?;
+                m
+            }
+        };
+
+        let mut live_files = std::collections::HashSet::new();
+        let version = Self::load_version(&fs, dir, &manifest, &mut live_files)?;
 
         // Sort the directory: orphans from interrupted flushes and merges go, WAL files
         // not yet covered by segments are replayed.

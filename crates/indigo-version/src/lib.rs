@@ -1,0 +1,795 @@
+//! Index versions in object storage (the distributed mode). A version is a sealed
+//! segment (`Segment::seal`): its files are immutable, so each is uploaded once
+//! under a unique key and every later version that still holds it names the same
+//! object; a version uploads what changed, not the collection. A *version
+//! manifest* (an immutable object too) lists the files with their sizes and
+//! checksums, the log offset the version covers and the dimension. Committing a
+//! version is the system database's compare-and-swap; until it succeeds the
+//! objects belong to nobody, and a stale compactor's objects stay orphans for the
+//! garbage collector.
+//!
+//! [`VersionFs`] reads a version through the file-system seam: small files are
+//! fetched whole into a local cache directory, large ones by ranged reads (the
+//! store's segments read their footer, index and only the blocks a query needs),
+//! so `Segment::open_read_only` serves a version straight from object storage.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indigo_fs::{FileSystem, ReadableFile, StdFs, WritableFile};
+use indigo_object::{ObjectError, Objects, PutMode};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use indigo_segment::{decode_records, Env, Error, IndexConfig, Result, Segment};
+
+const MAGIC: &[u8; 8] = b"IDGVERS\0";
+const FORMAT: u32 = 1;
+/// Files up to this size are fetched whole on first use; larger ones by range.
+const WHOLE_FILE: u64 = 4 << 20;
+/// Ranged reads fetch and cache this much around what is asked.
+const CHUNK: u64 = 256 << 10;
+
+/// One file of a version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionFile {
+    /// Its path in the segment's directory (`store/0000000012.seg`).
+    pub name: String,
+    /// The object holding it.
+    pub key: String,
+    pub bytes: u64,
+    pub crc32c: u32,
+}
+
+/// What a version is: its files and the log offset it covers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionManifest {
+    pub collection: String,
+    pub version: i64,
+    /// Every log record up to here is in the version.
+    pub log_offset: u64,
+    pub dimension: Option<u32>,
+    pub files: Vec<VersionFile>,
+}
+
+impl VersionManifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let body = json!({
+            "collection": self.collection,
+            "version": self.version,
+            "log_offset": self.log_offset,
+            "dimension": self.dimension,
+            "formats": {"store": 1, "hnsw": 1},
+            "files": self.files.iter().map(|f| json!([f.name, f.key, f.bytes, f.crc32c])).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let mut out = Vec::with_capacity(body.len() + 20);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(body.as_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8]) -> std::result::Result<VersionManifest, String> {
+        if b.len() < 20 || &b[..8] != MAGIC {
+            return Err("not a version manifest (bad magic or too short)".into());
+        }
+        let (head, crc) = b.split_at(b.len() - 4);
+        if crc32c::crc32c(head) != u32::from_le_bytes(crc.try_into().unwrap()) {
+            return Err("checksum mismatch".into());
+        }
+        let v = u32::from_le_bytes(b[8..12].try_into().unwrap());
+        if v != FORMAT {
+            return Err(format!(
+                "format version {v} is not supported (this build reads {FORMAT})"
+            ));
+        }
+        let len = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+        if 16 + len != head.len() {
+            return Err("length does not match".into());
+        }
+        let v: Value = serde_json::from_slice(&head[16..]).map_err(|e| e.to_string())?;
+        let files = v["files"]
+            .as_array()
+            .ok_or("no files")?
+            .iter()
+            .map(|f| {
+                let a = f.as_array()?;
+                let name = a.first()?.as_str()?.to_string();
+                // A file's name is a relative path inside the segment: never
+                // absolute, never leaving it.
+                let ok = !name.is_empty()
+                    && Path::new(&name)
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                ok.then_some(())?;
+                Some(VersionFile {
+                    name,
+                    key: a.get(1)?.as_str()?.to_string(),
+                    bytes: a.get(2)?.as_u64()?,
+                    crc32c: u32::try_from(a.get(3)?.as_u64()?).ok()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or("bad file entry")?;
+        Ok(VersionManifest {
+            collection: v["collection"].as_str().ok_or("no collection")?.to_string(),
+            version: v["version"].as_i64().ok_or("no version")?,
+            log_offset: v["log_offset"].as_u64().ok_or("no log_offset")?,
+            dimension: v["dimension"].as_u64().map(|d| d as u32),
+            files,
+        })
+    }
+
+    /// Reads the manifest stored under `key`.
+    pub fn fetch(objects: &dyn Objects, key: &str) -> Result<VersionManifest> {
+        let o = indigo_object::retry(5, || objects.get(key))
+            .map_err(|e| Error::Io(format!("read version manifest {key}: {e}")))?;
+        Self::decode(&o.data).map_err(|e| Error::Corrupt(format!("version manifest {key}: {e}")))
+    }
+}
+
+/// Where a collection's objects live: `col/<collection>/`.
+pub fn collection_prefix(collection: &str) -> String {
+    format!("col/{collection}/")
+}
+
+fn unique() -> String {
+    format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    )
+}
+
+/// What [`publish`] uploaded.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub manifest: VersionManifest,
+    /// The version manifest's object key (what the system database records).
+    pub key: String,
+    /// Bytes uploaded for this version (new files and the manifest).
+    pub bytes_uploaded: u64,
+    pub files_uploaded: usize,
+}
+
+/// Uploads a sealed segment's `files` (named relative to `dir`, read through `fs`)
+/// as version `version` of `collection`: files that `base` already holds with the
+/// same name, size and checksum are named again, not uploaded. Nothing is
+/// committed: the caller swaps the version into the system database.
+#[allow(clippy::too_many_arguments)]
+pub fn publish(
+    objects: &dyn Objects,
+    fs: &dyn FileSystem,
+    dir: &Path,
+    files: &[String],
+    collection: &str,
+    version: i64,
+    log_offset: u64,
+    dimension: Option<u32>,
+    base: Option<&VersionManifest>,
+) -> Result<Published> {
+    let known: HashMap<&str, &VersionFile> = base
+        .map(|b| b.files.iter().map(|f| (f.name.as_str(), f)).collect())
+        .unwrap_or_default();
+    let prefix = collection_prefix(collection);
+    let mut out = Vec::with_capacity(files.len());
+    let (mut bytes_uploaded, mut files_uploaded) = (0u64, 0usize);
+    for name in files {
+        let path = dir.join(name);
+        let data = fs
+            .read_all(&path)
+            .map_err(|e| Error::Io(format!("read {}: {e}", path.display())))?;
+        let crc = crc32c::crc32c(&data);
+        if let Some(f) = known
+            .get(name.as_str())
+            .filter(|f| f.bytes == data.len() as u64 && f.crc32c == crc)
+        {
+            out.push((*f).clone());
+            continue;
+        }
+        let key = format!("{prefix}f/{}", unique());
+        indigo_object::retry(5, || match objects.put(&key, &data, PutMode::IfAbsent) {
+            // A retry of a write whose answer was lost: the name is ours alone.
+            Err(ObjectError::AlreadyExists(_)) => Ok(String::new()),
+            r => r,
+        })
+        .map_err(|e| Error::Io(format!("upload {}: {e}", path.display())))?;
+        bytes_uploaded += data.len() as u64;
+        files_uploaded += 1;
+        out.push(VersionFile {
+            name: name.clone(),
+            key,
+            bytes: data.len() as u64,
+            crc32c: crc,
+        });
+    }
+    let manifest = VersionManifest {
+        collection: collection.to_string(),
+        version,
+        log_offset,
+        dimension,
+        files: out,
+    };
+    let key = format!("{prefix}v/{version:016x}-{}", unique());
+    let body = manifest.encode();
+    indigo_object::retry(5, || match objects.put(&key, &body, PutMode::IfAbsent) {
+        Err(ObjectError::AlreadyExists(_)) => Ok(String::new()),
+        r => r,
+    })
+    .map_err(|e| Error::Io(format!("upload version manifest {key}: {e}")))?;
+    bytes_uploaded += body.len() as u64;
+    Ok(Published {
+        manifest,
+        key,
+        bytes_uploaded,
+        files_uploaded,
+    })
+}
+
+/// Opens a committed version for reading, straight from object storage through
+/// a [`VersionFs`] caching into `cache_dir`.
+pub fn open_version(
+    objects: Arc<dyn Objects>,
+    manifest: &VersionManifest,
+    cache_dir: &Path,
+    config: IndexConfig,
+    health: Arc<indigo_health::Health>,
+) -> Result<Segment> {
+    let root = Path::new("/version");
+    let fs = Arc::new(VersionFs::new(objects, manifest, root, cache_dir)?);
+    let env = Env { fs, health };
+    Segment::open_read_only(&env, root, config, manifest.dimension.map(|d| d as usize))
+}
+
+/// Chunks of large files kept in memory, least recently used first out.
+#[derive(Default)]
+struct Chunks {
+    map: HashMap<(String, u64), Arc<Vec<u8>>>,
+    order: VecDeque<(String, u64)>,
+    bytes: usize,
+}
+
+struct Shared {
+    objects: Arc<dyn Objects>,
+    cache_dir: PathBuf,
+    chunks: Mutex<Chunks>,
+    chunk_budget: usize,
+}
+
+/// A read-only file system over one version's files: `root/<name>` is the file
+/// `name` of the manifest. Small files are fetched whole into `cache_dir` (named
+/// by their object key: objects never change, so a cached copy never goes
+/// stale); large ones are read by range, in chunks kept in memory.
+pub struct VersionFs {
+    shared: Arc<Shared>,
+    root: PathBuf,
+    files: HashMap<PathBuf, VersionFile>,
+}
+
+impl VersionFs {
+    pub fn new(
+        objects: Arc<dyn Objects>,
+        manifest: &VersionManifest,
+        root: &Path,
+        cache_dir: &Path,
+    ) -> Result<VersionFs> {
+        std::fs::create_dir_all(cache_dir)
+            .map_err(|e| Error::Io(format!("create {}: {e}", cache_dir.display())))?;
+        Ok(VersionFs {
+            shared: Arc::new(Shared {
+                objects,
+                cache_dir: cache_dir.to_path_buf(),
+                chunks: Mutex::default(),
+                chunk_budget: 64 << 20,
+            }),
+            root: root.to_path_buf(),
+            files: manifest
+                .files
+                .iter()
+                .map(|f| (root.join(&f.name), f.clone()))
+                .collect(),
+        })
+    }
+
+    fn cached_path(&self, f: &VersionFile) -> PathBuf {
+        self.shared.cache_dir.join(f.key.replace('/', "_"))
+    }
+}
+
+fn read_only() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        "an index version is immutable",
+    )
+}
+
+fn object_error(e: ObjectError) -> io::Error {
+    match e {
+        ObjectError::NotFound(k) => io::Error::new(io::ErrorKind::NotFound, k),
+        e => io::Error::other(e.to_string()),
+    }
+}
+
+/// A large file read by ranges.
+struct RemoteFile {
+    shared: Arc<Shared>,
+    file: VersionFile,
+}
+
+impl RemoteFile {
+    fn chunk(&self, i: u64) -> io::Result<Arc<Vec<u8>>> {
+        let id = (self.file.key.clone(), i);
+        if let Some(c) = self.shared.chunks.lock().map.get(&id) {
+            return Ok(c.clone());
+        }
+        let start = i * CHUNK;
+        let end = (start + CHUNK).min(self.file.bytes);
+        let data = indigo_object::retry(5, || {
+            self.shared.objects.get_range(&self.file.key, start..end)
+        })
+        .map_err(object_error)?;
+        if data.len() as u64 != end - start {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{}: short ranged read", self.file.key),
+            ));
+        }
+        let data = Arc::new(data);
+        let mut c = self.shared.chunks.lock();
+        if c.map.insert(id.clone(), data.clone()).is_none() {
+            c.bytes += data.len();
+            c.order.push_back(id);
+        }
+        while c.bytes > self.shared.chunk_budget {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(d) = c.map.remove(&old) {
+                c.bytes -= d.len();
+            }
+        }
+        Ok(data)
+    }
+}
+
+impl ReadableFile for RemoteFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.file.bytes)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        let mut at = offset;
+        while at < end {
+            let i = at / CHUNK;
+            let chunk = self.chunk(i)?;
+            let from = (at - i * CHUNK) as usize;
+            let n = ((end - at) as usize).min(chunk.len() - from);
+            let dst = (at - offset) as usize;
+            buf[dst..dst + n].copy_from_slice(&chunk[from..from + n]);
+            at += n as u64;
+        }
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.file.bytes
+    }
+}
+
+impl FileSystem for VersionFs {
+    fn create(&self, _: &Path) -> io::Result<Arc<dyn WritableFile>> {
+        Err(read_only())
+    }
+    fn open_append(&self, _: &Path) -> io::Result<Arc<dyn WritableFile>> {
+        Err(read_only())
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn ReadableFile>> {
+        let f = self.files.get(path).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not in the version", path.display()),
+            )
+        })?;
+        let local = self.cached_path(f);
+        if let Ok(file) = StdFs.open(&local) {
+            if file.len() == f.bytes {
+                return Ok(file);
+            }
+        }
+        if f.bytes > WHOLE_FILE {
+            return Ok(Arc::new(RemoteFile {
+                shared: self.shared.clone(),
+                file: f.clone(),
+            }));
+        }
+        let data = indigo_object::retry(5, || self.shared.objects.get(&f.key))
+            .map_err(object_error)?
+            .data;
+        if data.len() as u64 != f.bytes || crc32c::crc32c(&data) != f.crc32c {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "object {} does not match the version manifest (size or checksum)",
+                    f.key
+                ),
+            ));
+        }
+        // Into the cache under a temporary name, then renamed: a crash leaves
+        // no half file under the real name.
+        let tmp = local.with_extension("part");
+        std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &local))?;
+        StdFs.open(&local)
+    }
+    fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn remove(&self, _: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .files
+            .keys()
+            .filter_map(|p| p.strip_prefix(dir).ok())
+            .filter_map(|rest| rest.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+    fn create_dir_all(&self, _: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn remove_dir_all(&self, _: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+    fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path == self.root || self.files.keys().any(|p| p.starts_with(path))
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        !self.files.contains_key(path) && self.exists(path)
+    }
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compacted {
+    /// Nothing new in the log since the current version.
+    Unchanged,
+    /// Version `version` (covering the log up to `log_offset`) is committed.
+    Committed {
+        version: i64,
+        log_offset: u64,
+        key: String,
+        bytes_uploaded: u64,
+        files_uploaded: usize,
+    },
+    /// Another compactor committed first: this one's objects are orphans (the
+    /// garbage collector deletes them) and its working copy is discarded.
+    Stale { tried: i64 },
+}
+
+/// The working copy of a collection on a compactor: a local segment at the
+/// version it was built from.
+struct Working {
+    version: i64,
+    manifest: Option<VersionManifest>,
+    segment: Arc<Segment>,
+}
+
+/// Folds a collection's log into new index versions in object storage. Any
+/// number of compactors may run; the system database's compare-and-swap lets
+/// exactly one commit each version, whatever routing does. A compactor keeps a
+/// working copy of each collection it compacts (local disk as a cache: it is
+/// rebuilt from the committed version whenever it is behind).
+pub struct VersionCompactor {
+    objects: Arc<dyn Objects>,
+    log: Arc<dyn indigo_log::Log>,
+    sysdb: Arc<dyn indigo_sysdb::SysDb>,
+    work_dir: PathBuf,
+    health: Arc<indigo_health::Health>,
+    working: Mutex<HashMap<String, Arc<Mutex<Option<Working>>>>>,
+}
+
+fn sysdb_err(e: indigo_sysdb::SysDbError) -> Error {
+    Error::Io(format!("system database: {e}"))
+}
+
+fn log_id(id: &str) -> Result<indigo_log::CollectionId> {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    let mut b = [0u8; 16];
+    if hex.len() != 32 {
+        return Err(Error::Corrupt(format!("{id:?} is not a collection id")));
+    }
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        b[i] = std::str::from_utf8(chunk)
+            .ok()
+            .and_then(|s| u8::from_str_radix(s, 16).ok())
+            .ok_or_else(|| Error::Corrupt(format!("{id:?} is not a collection id")))?;
+    }
+    Ok(indigo_log::CollectionId(b))
+}
+
+impl VersionCompactor {
+    pub fn new(
+        objects: Arc<dyn Objects>,
+        log: Arc<dyn indigo_log::Log>,
+        sysdb: Arc<dyn indigo_sysdb::SysDb>,
+        work_dir: &Path,
+        health: Arc<indigo_health::Health>,
+    ) -> VersionCompactor {
+        VersionCompactor {
+            objects,
+            log,
+            sysdb,
+            work_dir: work_dir.to_path_buf(),
+            health,
+            working: Mutex::default(),
+        }
+    }
+
+    /// The current version of `collection`: its number and manifest.
+    pub fn current(&self, collection: &str) -> Result<Option<(i64, VersionManifest)>> {
+        match self
+            .sysdb
+            .latest_index_version(collection)
+            .map_err(sysdb_err)?
+        {
+            None => Ok(None),
+            Some(v) => {
+                let key = v.location["key"].as_str().ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "index version {} of {collection} has no key",
+                        v.version
+                    ))
+                })?;
+                Ok(Some((
+                    v.version,
+                    VersionManifest::fetch(&*self.objects, key)?,
+                )))
+            }
+        }
+    }
+
+    /// A working copy at the current version: the one kept if it is current,
+    /// else a new one built from the version's objects.
+    fn working_copy(
+        &self,
+        collection: &str,
+        config: &IndexConfig,
+        slot: &mut Option<Working>,
+    ) -> Result<()> {
+        let current = self.current(collection)?;
+        let version = current.as_ref().map_or(0, |c| c.0);
+        if slot.as_ref().is_some_and(|w| w.version == version) {
+            return Ok(());
+        }
+        if let Some(w) = slot.take() {
+            w.segment.close();
+        }
+        let dir = self.work_dir.join(collection);
+        let io = |e: std::io::Error| Error::Io(format!("{}: {e}", dir.display()));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let (durable, dim, manifest) = match current {
+            None => (0, None, None),
+            Some((_, m)) => {
+                // Fetch every file of the version into the working directory.
+                let vfs = VersionFs::new(
+                    self.objects.clone(),
+                    &m,
+                    Path::new("/version"),
+                    &self.work_dir.join(".fetch"),
+                )?;
+                for f in &m.files {
+                    let data = vfs
+                        .read_all(&Path::new("/version").join(&f.name))
+                        .map_err(io)?;
+                    let to = dir.join(&f.name);
+                    std::fs::create_dir_all(to.parent().unwrap()).map_err(io)?;
+                    std::fs::write(&to, data).map_err(io)?;
+                }
+                let _ = std::fs::remove_dir_all(self.work_dir.join(".fetch"));
+                (m.log_offset, m.dimension, Some(m))
+            }
+        };
+        let lid = log_id(collection)?;
+        let recs = self
+            .log
+            .read(lid, indigo_log::LogOffset(durable), usize::MAX)?;
+        let entries = decode_records(&recs)?;
+        let env = Env {
+            fs: Arc::new(StdFs),
+            health: self.health.clone(),
+        };
+        let segment = Segment::open(
+            &env,
+            &dir,
+            config.clone(),
+            dim.map(|d| d as usize),
+            durable,
+            &entries,
+        )?;
+        *slot = Some(Working {
+            version,
+            manifest,
+            segment: Arc::new(segment),
+        });
+        Ok(())
+    }
+
+    /// Folds what the log holds beyond the current version into a new version
+    /// and tries to commit it.
+    pub fn compact(&self, collection: &str, config: &IndexConfig) -> Result<Compacted> {
+        let slot = self
+            .working
+            .lock()
+            .entry(collection.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock();
+        self.working_copy(collection, config, &mut slot)?;
+        let w = slot.as_ref().expect("made above");
+        let lid = log_id(collection)?;
+        let head = self.log.head(lid).0;
+        if head <= w.segment.applied() {
+            return Ok(Compacted::Unchanged);
+        }
+        // Apply everything up to the head seen now, chunk by chunk.
+        loop {
+            let applied = w.segment.applied();
+            if applied >= head {
+                break;
+            }
+            let recs = self.log.read(lid, indigo_log::LogOffset(applied), 256)?;
+            let entries: Vec<_> = decode_records(&recs)?
+                .into_iter()
+                .filter(|e| e.0 <= head)
+                .collect();
+            if entries.is_empty() {
+                break;
+            }
+            w.segment.apply(&entries)?;
+        }
+        let applied = w.segment.applied();
+        let files = w.segment.seal()?;
+        let dim = w.segment.index().map(|i| i.dim() as u32);
+        let version = w.version + 1;
+        let published = publish(
+            &*self.objects,
+            &StdFs,
+            &self.work_dir.join(collection),
+            &files,
+            collection,
+            version,
+            applied,
+            dim.or(w.manifest.as_ref().and_then(|m| m.dimension)),
+            w.manifest.as_ref(),
+        )?;
+        let committed = self
+            .sysdb
+            .commit_index_version(
+                &indigo_sysdb::IndexVersion {
+                    collection: collection.to_string(),
+                    version,
+                    log_offset: applied,
+                    location: json!({"key": published.key}),
+                    created_ms: 0,
+                },
+                w.version,
+            )
+            .map_err(sysdb_err)?;
+        if !committed {
+            // Someone else's version is current: ours is garbage, and so is the
+            // working copy built on the version we started from.
+            if let Some(w) = slot.take() {
+                w.segment.close();
+            }
+            return Ok(Compacted::Stale { tried: version });
+        }
+        let out = Compacted::Committed {
+            version,
+            log_offset: applied,
+            key: published.key.clone(),
+            bytes_uploaded: published.bytes_uploaded,
+            files_uploaded: published.files_uploaded,
+        };
+        let w = slot.as_mut().expect("kept");
+        w.version = version;
+        w.manifest = Some(published.manifest);
+        // The log below the committed offset may go (after its grace period).
+        self.log.truncate(lid, indigo_log::LogOffset(applied))?;
+        Ok(out)
+    }
+}
+
+/// What [`collect_garbage`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    /// Versions forgotten by the system database.
+    pub versions_dropped: usize,
+    pub objects_deleted: usize,
+    pub bytes_deleted: u64,
+    /// Unreferenced objects left because they are younger than the grace period
+    /// (a compaction may still be committing them).
+    pub objects_young: usize,
+}
+
+/// Garbage collection of one collection's objects: keeps the current version,
+/// the newest `keep_versions` and those committed within `keep_window`; forgets
+/// the others; then deletes every object under the collection's prefix that no
+/// kept version names and that is older than `grace` (longer than the longest
+/// compaction and the longest read of an old version). Orphans of stale
+/// compactors are found the same way: nothing names them.
+pub fn collect_garbage(
+    objects: &dyn Objects,
+    sysdb: &dyn indigo_sysdb::SysDb,
+    collection: &str,
+    keep_versions: usize,
+    keep_window: std::time::Duration,
+    grace: std::time::Duration,
+) -> Result<Collected> {
+    let now = std::time::SystemTime::now();
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let versions = sysdb.index_versions(collection).map_err(sysdb_err)?;
+    let current = sysdb
+        .latest_index_version(collection)
+        .map_err(sysdb_err)?
+        .map(|v| v.version);
+    let n = versions.len();
+    let (kept, dropped): (Vec<_>, Vec<_>) = versions.into_iter().enumerate().partition(|(i, v)| {
+        Some(v.version) == current
+            || i + keep_versions >= n
+            || v.created_ms + keep_window.as_millis() as u64 >= now_ms
+    });
+    let mut out = Collected::default();
+    if !dropped.is_empty() {
+        let ids: Vec<i64> = dropped.iter().map(|(_, v)| v.version).collect();
+        sysdb
+            .drop_index_versions(collection, &ids)
+            .map_err(sysdb_err)?;
+        out.versions_dropped = ids.len();
+    }
+    let mut referenced = std::collections::HashSet::new();
+    for (_, v) in &kept {
+        let Some(key) = v.location["key"].as_str() else {
+            continue;
+        };
+        referenced.insert(key.to_string());
+        for f in VersionManifest::fetch(objects, key)?.files {
+            referenced.insert(f.key);
+        }
+    }
+    let listed = indigo_object::retry(5, || objects.list(&collection_prefix(collection)))
+        .map_err(|e| Error::Io(format!("list {}: {e}", collection_prefix(collection))))?;
+    for o in listed {
+        if referenced.contains(&o.key) {
+            continue;
+        }
+        let age = now.duration_since(o.modified).unwrap_or_default();
+        if age < grace {
+            out.objects_young += 1;
+            continue;
+        }
+        indigo_object::retry(5, || objects.delete(&o.key))
+            .map_err(|e| Error::Io(format!("delete {}: {e}", o.key)))?;
+        out.objects_deleted += 1;
+        out.bytes_deleted += o.size;
+    }
+    Ok(out)
+}

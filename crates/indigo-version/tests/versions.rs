@@ -1,0 +1,393 @@
+//! Index versions in object storage: compactors fold the log into versions and
+//! commit them by the system database's compare-and-swap; racing compactors have
+//! exactly one winner per version and the loser's objects are collected later;
+//! a reader opens any committed version straight from object storage, and the
+//! executor answers from it plus the log tail.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indigo_health::Health;
+use indigo_log::{CollectionId, Log};
+use indigo_object::{Counted, Objects, Remote, S3Config};
+use indigo_objlog::{ObjectLog, ObjectLogOptions};
+use indigo_segment::IndexConfig;
+use indigo_sysdb::{NewCollection, PgSysDb, SqliteSysDb, SysDb, DEFAULT_DATABASE, DEFAULT_TENANT};
+use indigo_types::{RecordOp, WriteEntry, WriteKind};
+use indigo_version::{collect_garbage, open_version, Compacted, VersionCompactor, VersionManifest};
+use serde_json::json;
+
+fn objects() -> Vec<(&'static str, Arc<dyn Objects>)> {
+    let mut v: Vec<(&'static str, Arc<dyn Objects>)> = vec![("memory", Arc::new(Remote::memory()))];
+    if let Ok(url) = std::env::var("INDIGO_TEST_S3") {
+        let (endpoint, bucket) = url.rsplit_once('/').unwrap();
+        v.push((
+            "s3",
+            Arc::new(
+                Remote::s3(&S3Config {
+                    bucket: bucket.into(),
+                    endpoint: Some(endpoint.into()),
+                    region: Some("us-east-1".into()),
+                    prefix: format!("versions-{:016x}", rand::random::<u64>()),
+                })
+                .unwrap(),
+            ),
+        ));
+    } else if std::env::var("INDIGO_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("INDIGO_TEST_S3 is not set but the services are required");
+    }
+    v
+}
+
+fn sysdbs() -> Vec<(&'static str, Arc<dyn SysDb>)> {
+    let mut v: Vec<(&'static str, Arc<dyn SysDb>)> =
+        vec![("sqlite", Arc::new(SqliteSysDb::in_memory().unwrap()))];
+    if let Ok(base) = std::env::var("INDIGO_TEST_PG") {
+        let name = format!("v_{:016x}", rand::random::<u64>());
+        let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let cfg = format!("{} dbname={name}", base.replace("dbname=postgres", ""));
+        v.push(("postgres", Arc::new(PgSysDb::connect(&cfg).unwrap())));
+    } else if std::env::var("INDIGO_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+        panic!("INDIGO_TEST_PG is not set but the services are required");
+    }
+    v
+}
+
+fn log_id(id: &str) -> CollectionId {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    let mut b = [0u8; 16];
+    for (i, c) in hex.as_bytes().chunks(2).enumerate() {
+        b[i] = u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap();
+    }
+    CollectionId(b)
+}
+
+fn write(log: &dyn Log, lid: CollectionId, kind: WriteKind, ids: std::ops::Range<u32>, tag: f32) {
+    let records = ids
+        .map(|i| RecordOp {
+            id: format!("r{i}"),
+            embedding: (kind != WriteKind::Delete).then(|| Arc::from(vec![i as f32, tag, 1.0])),
+            document: (kind != WriteKind::Delete).then(|| format!("doc {i} {tag}")),
+            ..Default::default()
+        })
+        .collect();
+    log.append(lid, &WriteEntry { kind, records }.encode())
+        .unwrap();
+}
+
+/// The expected records (id → tag) after each write.
+type Model = BTreeMap<String, f32>;
+
+fn apply(m: &mut Model, kind: WriteKind, ids: std::ops::Range<u32>, tag: f32) {
+    for i in ids {
+        let id = format!("r{i}");
+        match kind {
+            WriteKind::Add => {
+                m.entry(id).or_insert(tag);
+            }
+            WriteKind::Upsert => {
+                m.insert(id, tag);
+            }
+            WriteKind::Delete => {
+                m.remove(&id);
+            }
+            WriteKind::Update => {
+                if let Some(t) = m.get_mut(&id) {
+                    *t = tag;
+                }
+            }
+        }
+    }
+}
+
+fn config() -> IndexConfig {
+    IndexConfig::default()
+}
+
+/// Reads a version back and compares it with the model.
+fn check_version(objects: &Arc<dyn Objects>, m: &VersionManifest, want: &Model, cache: &Path) {
+    let seg = open_version(objects.clone(), m, cache, config(), Arc::new(Health::new())).unwrap();
+    let snap = seg.snapshot();
+    assert_eq!(snap.applied, m.log_offset);
+    assert_eq!(
+        snap.live().unwrap().len() as usize,
+        want.len(),
+        "version {}",
+        m.version
+    );
+    for (id, tag) in want {
+        let iid = snap
+            .lookup(id)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{id} missing"));
+        let r = snap.record(iid, true).unwrap().unwrap();
+        assert_eq!(r.embedding[1], *tag, "{id} in version {}", m.version);
+    }
+}
+
+fn collection(sysdb: &dyn SysDb, name: &str) -> String {
+    sysdb
+        .create_collection(NewCollection {
+            tenant: DEFAULT_TENANT,
+            database: DEFAULT_DATABASE,
+            name,
+            metadata: None,
+            configuration: json!({}),
+            get_or_create: false,
+            id: None,
+        })
+        .unwrap()
+        .0
+        .id
+}
+
+#[test]
+fn every_committed_version_reads_back_as_of_its_log_offset() {
+    for (oname, objects) in objects() {
+        for (sname, sysdb) in sysdbs() {
+            let log: Arc<dyn Log> =
+                Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+            let id = collection(&*sysdb, "versions");
+            let lid = log_id(&id);
+            let work = tempfile::tempdir().unwrap();
+            let c = VersionCompactor::new(
+                objects.clone(),
+                log.clone(),
+                sysdb.clone(),
+                work.path(),
+                Arc::new(Health::new()),
+            );
+            assert_eq!(c.compact(&id, &config()).unwrap(), Compacted::Unchanged);
+            let steps = [
+                (WriteKind::Add, 0..300, 1.0),
+                (WriteKind::Upsert, 100..400, 2.0),
+                (WriteKind::Delete, 0..50, 0.0),
+                (WriteKind::Update, 350..500, 3.0),
+            ];
+            let mut model = Model::new();
+            let mut versions = Vec::new();
+            for (kind, ids, tag) in steps {
+                write(&*log, lid, kind, ids.clone(), tag);
+                apply(&mut model, kind, ids, tag);
+                match c.compact(&id, &config()).unwrap() {
+                    Compacted::Committed { version, key, .. } => {
+                        versions.push((
+                            VersionManifest::fetch(&*objects, &key).unwrap(),
+                            model.clone(),
+                        ));
+                        assert_eq!(version as usize, versions.len());
+                    }
+                    other => panic!("{oname}/{sname}: {other:?}"),
+                }
+            }
+            // Any committed version, read straight from object storage.
+            let cache = tempfile::tempdir().unwrap();
+            for (m, want) in &versions {
+                check_version(&objects, m, want, cache.path());
+            }
+            // The executor on the current version plus the log tail sees every write.
+            write(&*log, lid, WriteKind::Add, 1000..1010, 9.0);
+            apply(&mut model, WriteKind::Add, 1000..1010, 9.0);
+            let (m, _) = versions.last().unwrap();
+            let seg = open_version(
+                objects.clone(),
+                m,
+                cache.path(),
+                config(),
+                Arc::new(Health::new()),
+            )
+            .unwrap();
+            let tail = indigo_executor::TailCache::default();
+            let mut view = indigo_executor::View::open(&seg, &*log, lid, &tail).unwrap();
+            assert_eq!(
+                view.count().unwrap() as usize,
+                model.len(),
+                "{oname}/{sname}"
+            );
+            let hits = view
+                .query(
+                    &[vec![1005.0, 9.0, 1.0]],
+                    1,
+                    &Default::default(),
+                    indigo_executor::Include::QUERY_DEFAULT,
+                )
+                .unwrap();
+            assert_eq!(hits[0].ids, vec!["r1005"]);
+            // The collection's version went up with each commit.
+            assert!(sysdb.get_collection_by_id(&id).unwrap().version >= 4);
+        }
+    }
+}
+
+#[test]
+fn racing_compactors_commit_each_version_once_and_the_losers_objects_are_collected() {
+    for (oname, objects) in objects() {
+        for (sname, sysdb) in sysdbs() {
+            let counted = Arc::new(Counted::new(objects.clone()));
+            let objects: Arc<dyn Objects> = counted.clone();
+            let log: Arc<dyn Log> =
+                Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+            let id = collection(&*sysdb, "raced");
+            let lid = log_id(&id);
+            let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+            let compactors: Vec<VersionCompactor> = dirs
+                .iter()
+                .map(|d| {
+                    VersionCompactor::new(
+                        objects.clone(),
+                        log.clone(),
+                        sysdb.clone(),
+                        d.path(),
+                        Arc::new(Health::new()),
+                    )
+                })
+                .collect();
+            let mut model = Model::new();
+            let mut stale = 0;
+            let mut committed = Vec::new();
+            for round in 0..8u32 {
+                write(
+                    &*log,
+                    lid,
+                    WriteKind::Upsert,
+                    round * 50..round * 50 + 80,
+                    round as f32,
+                );
+                apply(
+                    &mut model,
+                    WriteKind::Upsert,
+                    round * 50..round * 50 + 80,
+                    round as f32,
+                );
+                let outcomes: Vec<Compacted> = std::thread::scope(|s| {
+                    let hs: Vec<_> = compactors
+                        .iter()
+                        .map(|c| s.spawn(|| c.compact(&id, &config()).unwrap()))
+                        .collect();
+                    hs.into_iter().map(|h| h.join().unwrap()).collect()
+                });
+                let wins: Vec<&Compacted> = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Compacted::Committed { .. }))
+                    .collect();
+                assert!(
+                    wins.len() <= 1,
+                    "{oname}/{sname}: two commits of one version: {outcomes:?}"
+                );
+                stale += outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Compacted::Stale { .. }))
+                    .count();
+                if let Some(Compacted::Committed { version, key, .. }) = wins.first() {
+                    committed.push((*version, key.clone(), model.clone()));
+                }
+            }
+            eprintln!(
+                "{oname}/{sname}: {} versions committed, {stale} stale attempts",
+                committed.len()
+            );
+            // Versions are dense: each number committed once.
+            let numbers: Vec<i64> = committed.iter().map(|c| c.0).collect();
+            assert_eq!(numbers, (1..=numbers.len() as i64).collect::<Vec<_>>());
+            // The last committed version holds what its offset covers; catch up once
+            // more and the current version holds everything.
+            let c = &compactors[0];
+            if let Compacted::Committed { key, .. } = c.compact(&id, &config()).unwrap() {
+                committed.push((0, key, model.clone()));
+            }
+            let (_, key, _) = committed.last().unwrap();
+            let cache = tempfile::tempdir().unwrap();
+            check_version(
+                &objects,
+                &VersionManifest::fetch(&*objects, key).unwrap(),
+                &model,
+                cache.path(),
+            );
+            // Garbage collection: keep the newest version only; everything else,
+            // orphans of stale compactors included, goes.
+            let before = objects.list(&format!("col/{id}/")).unwrap().len();
+            let g = collect_garbage(&*objects, &*sysdb, &id, 1, Duration::ZERO, Duration::ZERO)
+                .unwrap();
+            let after = objects.list(&format!("col/{id}/")).unwrap().len();
+            eprintln!("{oname}/{sname}: GC {g:?}: {before} objects before, {after} after");
+            assert_eq!(before - after, g.objects_deleted);
+            assert!(g.objects_deleted > 0);
+            if stale > 0 {
+                assert!(
+                    g.objects_deleted >= stale,
+                    "orphans of stale compactors collected"
+                );
+            }
+            // What is left is exactly the current version: it still reads back.
+            let current = sysdb.latest_index_version(&id).unwrap().unwrap();
+            let m = VersionManifest::fetch(&*objects, current.location["key"].as_str().unwrap())
+                .unwrap();
+            assert_eq!(after, m.files.len() + 1);
+            let fresh = tempfile::tempdir().unwrap();
+            check_version(&objects, &m, &model, fresh.path());
+            // A grace period protects young unreferenced objects.
+            objects
+                .put(
+                    &format!("col/{id}/f/in-flight"),
+                    b"x",
+                    indigo_object::PutMode::IfAbsent,
+                )
+                .unwrap();
+            let g = collect_garbage(
+                &*objects,
+                &*sysdb,
+                &id,
+                1,
+                Duration::ZERO,
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+            assert_eq!((g.objects_deleted, g.objects_young), (0, 1));
+        }
+    }
+}
+
+#[test]
+fn a_version_uploads_what_changed_not_the_collection() {
+    let objects: Arc<dyn Objects> = Arc::new(Remote::memory());
+    let sysdb: Arc<dyn SysDb> = Arc::new(SqliteSysDb::in_memory().unwrap());
+    let log: Arc<dyn Log> = Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+    let id = collection(&*sysdb, "growing");
+    let lid = log_id(&id);
+    let work = tempfile::tempdir().unwrap();
+    let c = VersionCompactor::new(
+        objects.clone(),
+        log.clone(),
+        sysdb.clone(),
+        work.path(),
+        Arc::new(Health::new()),
+    );
+    for i in 0..10 {
+        write(&*log, lid, WriteKind::Add, i * 500..(i + 1) * 500, 1.0);
+    }
+    let Compacted::Committed {
+        bytes_uploaded: first,
+        ..
+    } = c.compact(&id, &config()).unwrap()
+    else {
+        panic!()
+    };
+    write(&*log, lid, WriteKind::Add, 10_000..10_020, 1.0);
+    let Compacted::Committed {
+        bytes_uploaded: second,
+        ..
+    } = c.compact(&id, &config()).unwrap()
+    else {
+        panic!()
+    };
+    eprintln!("5000 records: {first} B; 20 more: {second} B");
+    assert!(
+        second * 10 < first,
+        "the second version re-uploaded the collection: {second} B vs {first} B"
+    );
+}
