@@ -154,6 +154,35 @@ fn main() {
         &std::fs::read(tmp.path().join("backup/BACKUP")).unwrap(),
     );
 
+    // The log on object storage: its manifest and fragments.
+    let objects = Arc::new(indigo_object::Remote::memory());
+    let olog = indigo_objlog::ObjectLog::new(objects.clone(), Default::default());
+    for i in 0..3u8 {
+        olog.append(CollectionId([9; 16]), &[i; 40]).unwrap();
+    }
+    use indigo_object::Objects;
+    for (i, o) in objects.list("log/").unwrap().into_iter().enumerate() {
+        seed(
+            "objlog_objects",
+            &format!("o{i}"),
+            &objects.get(&o.key).unwrap().data,
+        );
+    }
+    // A version manifest.
+    let m = indigo_version::VersionManifest {
+        collection: "c".into(),
+        version: 3,
+        log_offset: 77,
+        dimension: Some(384),
+        files: vec![indigo_version::VersionFile {
+            name: "store/0000000003.seg".into(),
+            key: "col/c/f/0123".into(),
+            bytes: 4096,
+            crc32c: 12345,
+        }],
+    };
+    seed("version_manifest", "m", &m.encode());
+
     // Filters and request bodies.
     let filters = [
         json!({"a": 1}),

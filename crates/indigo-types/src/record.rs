@@ -571,4 +571,28 @@ mod tests {
         let err = WriteEntry::decode(payload).unwrap_err();
         assert!(err.contains("not finite"), "{err}");
     }
+
+    /// Found by the `request_write` fuzz target: a float metadata value came back
+    /// from the log one ulp off (7.777777777777776e120 read as
+    /// 7.777777777777777e120), because JSON was parsed without exact float
+    /// round-tripping. Every value must come back exactly as written.
+    #[test]
+    fn fuzz_regression_metadata_floats_survive_the_log_exactly() {
+        let m = crate::metadata::metadata_from_json(
+            &serde_json::json!({"x": 7.777777777777776e120, "y": [1, 7.777777777777776e120]}),
+            true,
+        )
+        .unwrap();
+        let e = WriteEntry {
+            kind: WriteKind::Update,
+            records: vec![RecordOp {
+                id: "a".into(),
+                metadata: Some(m),
+                ..Default::default()
+            }],
+        };
+        assert_eq!(WriteEntry::decode(&e.encode()).unwrap(), e);
+        let parsed: serde_json::Value = serde_json::from_str("7.777777777777776e120").unwrap();
+        assert_eq!(parsed.as_f64(), Some(7.777777777777776e120));
+    }
 }

@@ -793,3 +793,14 @@ pub fn collect_garbage(
     }
     Ok(out)
 }
+
+/// Entry points for the fuzz targets (`fuzz/`).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    /// A version manifest decoded from untrusted bytes; what decodes re-encodes.
+    pub fn manifest(bytes: &[u8]) {
+        if let Ok(m) = super::VersionManifest::decode(bytes) {
+            assert_eq!(super::VersionManifest::decode(&m.encode()).as_ref(), Ok(&m));
+        }
+    }
+}
