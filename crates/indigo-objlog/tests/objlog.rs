@@ -276,3 +276,126 @@ fn truncation_keeps_fragments_readable_for_the_grace_period_then_deletes_them() 
         assert_eq!(fresh.append(C, b"p11").unwrap(), LogOffset(11), "{name}");
     }
 }
+
+const CHILD: &str = "INDIGO_OBJLOG_CHILD_PREFIX";
+
+/// The child of the kill test: four threads append numbered payloads to the S3
+/// log under `$INDIGO_OBJLOG_CHILD_PREFIX` and print each acknowledgement.
+#[test]
+fn kill_child() {
+    let Ok(prefix) = std::env::var(CHILD) else {
+        return;
+    };
+    let url = std::env::var("INDIGO_TEST_S3").unwrap();
+    let (endpoint, bucket) = url.rsplit_once('/').unwrap();
+    let store: Arc<dyn Objects> = Arc::new(
+        Remote::s3(&S3Config {
+            bucket: bucket.into(),
+            endpoint: Some(endpoint.into()),
+            region: Some("us-east-1".into()),
+            prefix,
+        })
+        .unwrap(),
+    );
+    let log = Arc::new(ObjectLog::new(store, opts()));
+    let run: u64 = rand::random();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let log = log.clone();
+            s.spawn(move || {
+                for i in 0.. {
+                    let p = format!("{run:x}-{t}-{i}");
+                    match log.append(C, p.as_bytes()) {
+                        Ok(off) => println!("ACK {} {p}", off.0),
+                        Err(LogError::Fenced(_)) => {}
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// SIGKILL a writer process at random moments (mid-append, between a fragment
+/// and its manifest, …); after each kill a new process's view holds every
+/// acknowledged append at its offset, offsets are dense, and nothing is there
+/// twice. Needs the S3 server (state must outlive the process).
+#[test]
+fn a_killed_writer_process_loses_nothing_acknowledged() {
+    if std::env::var(CHILD).is_ok() {
+        return;
+    }
+    let Some(store) = s3() else {
+        if std::env::var("INDIGO_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+            panic!("INDIGO_TEST_S3 is not set but the services are required");
+        }
+        return;
+    };
+    let _ = store;
+    let url = std::env::var("INDIGO_TEST_S3").unwrap();
+    let (endpoint, bucket) = url.rsplit_once('/').unwrap();
+    let prefix = format!("objlog-kill-{:016x}", rand::random::<u64>());
+    let reader_store: Arc<dyn Objects> = Arc::new(
+        Remote::s3(&S3Config {
+            bucket: bucket.into(),
+            endpoint: Some(endpoint.into()),
+            region: Some("us-east-1".into()),
+            prefix: prefix.clone(),
+        })
+        .unwrap(),
+    );
+    use std::io::BufRead;
+    let mut acked: Vec<(u64, String)> = Vec::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    use rand::{Rng, SeedableRng};
+    for kill in 0..12 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["kill_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, &prefix)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().push(line);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(300..1500)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        for line in lines.lock().iter() {
+            if let Some(rest) = line.strip_prefix("ACK ") {
+                let (off, p) = rest.split_once(' ').unwrap();
+                acked.push((off.parse().unwrap(), p.to_string()));
+            }
+        }
+        let got = payloads(&ObjectLog::new(reader_store.clone(), opts()), C);
+        assert_eq!(
+            got.keys().copied().collect::<Vec<_>>(),
+            (1..=got.len() as u64).collect::<Vec<_>>(),
+            "kill {kill}: offsets not dense"
+        );
+        let distinct: HashSet<&Vec<u8>> = got.values().collect();
+        assert_eq!(distinct.len(), got.len(), "kill {kill}: a payload twice");
+        for (off, p) in &acked {
+            assert_eq!(
+                got.get(off).map(Vec::as_slice),
+                Some(p.as_bytes()),
+                "kill {kill}: lost {p}"
+            );
+        }
+    }
+    eprintln!(
+        "12 kills, {} acknowledged appends, all present",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 100,
+        "the child wrote too little to mean anything"
+    );
+}
