@@ -79,6 +79,12 @@ pub trait Objects: Send + Sync {
     /// Writes `data` under `key`; returns the new object's etag.
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<String>;
     fn get(&self, key: &str) -> Result<Object>;
+    /// The object if its etag is no longer `etag` (`None`: unchanged). A cheap way
+    /// to keep a cached copy fresh.
+    fn get_if_changed(&self, key: &str, etag: &str) -> Result<Option<Object>> {
+        let o = self.get(key)?;
+        Ok((o.etag != etag).then_some(o))
+    }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>>;
     /// Size and etag.
     fn head(&self, key: &str) -> Result<(u64, String)>;
@@ -254,6 +260,29 @@ impl Objects for Remote {
         })
     }
 
+    fn get_if_changed(&self, key: &str, etag: &str) -> Result<Option<Object>> {
+        let (store, path, k) = (self.store.clone(), self.path(key), key.to_string());
+        let etag = etag.to_string();
+        self.run(async move {
+            let opts = object_store::GetOptions {
+                if_none_match: Some(etag),
+                ..Default::default()
+            };
+            match store.get_opts(&path, opts).await {
+                Ok(r) => {
+                    let etag = r.meta.e_tag.clone().unwrap_or_default();
+                    let data = r.bytes().await.map_err(|e| map_err(&k, e))?;
+                    Ok(Some(Object {
+                        data: data.to_vec(),
+                        etag,
+                    }))
+                }
+                Err(object_store::Error::NotModified { .. }) => Ok(None),
+                Err(e) => Err(map_err(&k, e)),
+            }
+        })
+    }
+
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         let (store, path, k) = (self.store.clone(), self.path(key), key.to_string());
         self.run(async move {
@@ -374,6 +403,16 @@ impl Objects for Counted {
         self.stats
             .bytes_got
             .fetch_add(r.data.len() as u64, Ordering::Relaxed);
+        Ok(r)
+    }
+    fn get_if_changed(&self, key: &str, etag: &str) -> Result<Option<Object>> {
+        self.stats.gets.fetch_add(1, Ordering::Relaxed);
+        let r = self.inner.get_if_changed(key, etag)?;
+        if let Some(o) = &r {
+            self.stats
+                .bytes_got
+                .fetch_add(o.data.len() as u64, Ordering::Relaxed);
+        }
         Ok(r)
     }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
@@ -515,6 +554,12 @@ impl Objects for Faulty {
         }
         self.inner.get(key)
     }
+    fn get_if_changed(&self, key: &str, etag: &str) -> Result<Option<Object>> {
+        if self.decide(Op::Get, key).0 {
+            return Err(refused(key));
+        }
+        self.inner.get_if_changed(key, etag)
+    }
     fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>> {
         if self.decide(Op::Get, key).0 {
             return Err(refused(key));
@@ -578,8 +623,13 @@ mod tests {
             Err(ObjectError::PreconditionFailed("a/x".into()))
         );
         let got = o.get("a/x").unwrap();
-        assert_eq!((got.data.as_slice(), got.etag), (&b"two"[..], e2));
+        assert_eq!((got.data.as_slice(), got.etag.clone()), (&b"two"[..], e2));
         assert_eq!(o.get_range("a/x", 1..3).unwrap(), b"wo");
+        assert!(o.get_if_changed("a/x", &got.etag).unwrap().is_none());
+        assert_eq!(
+            o.get_if_changed("a/x", "other").unwrap().unwrap().data,
+            b"two"
+        );
         assert_eq!(o.head("a/x").unwrap().0, 3);
         o.put("a/y", b"", PutMode::Overwrite).unwrap();
         let mut keys: Vec<String> = o.list("a/").unwrap().into_iter().map(|l| l.key).collect();

@@ -691,6 +691,35 @@ impl ObjectLog {
         ))
     }
 
+    /// Brings this instance's view of `c`'s log up to date with the store (a
+    /// conditional read: cheap when nothing changed) and returns the head. For a
+    /// reader in another process than the writer, and for a writer taking over.
+    pub fn refresh(&self, c: CollectionId) -> Result<LogOffset, LogError> {
+        let cl = self.log(c);
+        let mut st = cl.state.lock();
+        let etag = match &st.manifest {
+            Some((_, Some(e))) if !st.stale => e.clone(),
+            _ => {
+                self.ensure_loaded(&cl, &mut st)?;
+                return Ok(LogOffset(st.manifest.as_ref().unwrap().0.head));
+            }
+        };
+        if st.leader {
+            // Our own commit is in flight: what we hold is the newest we know.
+            return Ok(LogOffset(st.manifest.as_ref().unwrap().0.head));
+        }
+        let key = manifest_key(c);
+        match self.retry(|| self.objects.get_if_changed(&key, &etag)) {
+            Ok(None) => {}
+            Ok(Some(o)) => {
+                let m = Manifest::decode(&o.data).map_err(|e| corrupt(&key, e))?;
+                st.manifest = Some((m, Some(o.etag)));
+            }
+            Err(e) => return Err(io("read log manifest", e)),
+        }
+        Ok(LogOffset(st.manifest.as_ref().unwrap().0.head))
+    }
+
     /// Forgets what this instance knows of `c`, so the next call reads the store.
     pub fn forget(&self, c: CollectionId) {
         if let Some(cl) = self.logs.lock().get(&c) {

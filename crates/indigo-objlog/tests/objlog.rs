@@ -399,3 +399,30 @@ fn a_killed_writer_process_loses_nothing_acknowledged() {
         "the child wrote too little to mean anything"
     );
 }
+
+#[test]
+fn a_reader_in_another_process_refreshes_its_view_cheaply() {
+    for (name, store) in stores() {
+        let counted = Arc::new(Counted::new(store.clone()));
+        let writer = ObjectLog::new(store.clone(), opts());
+        let reader = ObjectLog::new(counted.clone(), opts());
+        writer.append(C, b"one").unwrap();
+        assert_eq!(reader.refresh(C).unwrap(), LogOffset(1), "{name}");
+        writer.append(C, b"two").unwrap();
+        assert_eq!(
+            reader.head(C),
+            LogOffset(1),
+            "{name}: cached until refreshed"
+        );
+        assert_eq!(reader.refresh(C).unwrap(), LogOffset(2), "{name}");
+        let before = counted.stats.snapshot();
+        assert_eq!(reader.refresh(C).unwrap(), LogOffset(2));
+        let after = counted.stats.snapshot();
+        assert_eq!(after.gets - before.gets, 1, "{name}: one conditional read");
+        assert_eq!(
+            after.bytes_got, before.bytes_got,
+            "{name}: nothing changed, nothing sent"
+        );
+        assert_eq!(payloads(&reader, C)[&2], b"two");
+    }
+}

@@ -21,6 +21,7 @@
 mod backup;
 mod catalogue;
 pub mod config;
+pub mod rules;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -34,8 +35,6 @@ use indigo_health::Health;
 use indigo_log::{CollectionId, FileLog, Log, LogOffset};
 use indigo_storage::fs::{FileSystem, StdFs};
 use indigo_sysdb::{NewCollection, SqliteSysDb, SysDb, SysDbError};
-use indigo_types::record::validate_write;
-use indigo_types::WriteEntry;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
@@ -762,39 +761,7 @@ impl Inner {
     }
 }
 
-/// Chroma's rule: 3–512 characters of `[a-zA-Z0-9._-]`, starting and ending with
-/// a letter or digit.
-fn check_collection_name(name: &str) -> Result<()> {
-    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
-    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if (3..=512).contains(&name.len())
-        && name.chars().all(ok_char)
-        && ends(name.chars().next())
-        && ends(name.chars().last())
-    {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and \
-             ending with a character in [a-zA-Z0-9]. Got: {name}"
-        )))
-    }
-}
-
-fn check_collection_metadata(m: &Value) -> Result<()> {
-    match m {
-        Value::Null => Ok(()),
-        Value::Object(map) => {
-            for (k, v) in map {
-                MetaValue::from_json(k, v)?;
-            }
-            Ok(())
-        }
-        _ => Err(Error::InvalidArgument(format!(
-            "metadata must be an object, got {m}"
-        ))),
-    }
-}
+use rules::{check_collection_metadata, check_collection_name};
 
 /// Metadata of a write: in updates a `None` value removes the key.
 pub type MetadataChanges = std::collections::BTreeMap<String, Option<MetaValue>>;
@@ -951,28 +918,9 @@ impl Collection {
     /// Deletes the records with these ids and/or matching the filters; returns how
     /// many existed.
     pub fn delete(&self, sel: &Selection) -> Result<u64> {
-        self.check_ids(sel)?;
-        let filtered = sel.where_.is_some() || sel.where_document.is_some();
-        if sel.ids.is_none() && !filtered {
-            return Err(Error::InvalidArgument(
-                "delete needs ids, a where or a where_document filter".into(),
-            ));
-        }
+        rules::check_delete(sel, &self.inner.options.limits)?;
         let existing = self.view(|v| v.ids(sel))?;
-        // Without filters the ids themselves are logged, so a concurrent add of one
-        // of them is ordered by the log rather than missed.
-        let ids = match (&sel.ids, filtered) {
-            (Some(ids), false) => indigo_executor::dedup_ids(ids),
-            _ => existing.clone(),
-        };
-        let ops = ids
-            .into_iter()
-            .map(|id| RecordOp {
-                id,
-                ..Default::default()
-            })
-            .collect();
-        self.write(WriteKind::Delete, ops)?;
+        self.write(WriteKind::Delete, rules::delete_ops(sel, &existing))?;
         Ok(existing.len() as u64)
     }
 
@@ -997,15 +945,9 @@ impl Collection {
         if records.is_empty() {
             return Ok(());
         }
-        let entry = WriteEntry { kind, records };
-        if let Some(dim) = validate_write(&entry)? {
-            let max = self.inner.options.limits.max_dimension;
-            if dim > max {
-                return Err(Error::InvalidArgument(format!(
-                    "embeddings of dimension {dim} are larger than the {max} this server allows"
-                )));
-            }
-            self.fix_dimension(dim as u32)?;
+        let (entry, dim) = rules::prepare_write(kind, records, &self.inner.options.limits)?;
+        if let Some(dim) = dim {
+            self.fix_dimension(dim)?;
         }
         self.inner.log.append(self.open.log_id, &entry.encode())?;
         if let Some(w) = &self.worker {
@@ -1070,57 +1012,14 @@ impl Collection {
     }
 
     pub fn get(&self, req: &GetRequest) -> Result<Records> {
-        self.check_ids(&req.selection)?;
+        rules::check_ids(&req.selection, &self.inner.options.limits)?;
         self.view(|v| v.get(&req.selection, req.limit, req.offset, req.include))
     }
 
-    fn check_ids(&self, sel: &Selection) -> Result<()> {
-        let max = self.inner.options.limits.max_ids;
-        match &sel.ids {
-            Some(ids) if ids.len() > max => Err(Error::Quota(format!(
-                "{} ids in one request; this server takes at most {max}",
-                ids.len()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
     pub fn query(&self, req: &QueryRequest) -> Result<Vec<Records>> {
-        self.check_ids(&req.selection)?;
-        let limits = &self.inner.options.limits;
-        if req.n_results > limits.max_n_results {
-            return Err(Error::Quota(format!(
-                "n_results of {} is more than the {} this server returns per query",
-                req.n_results, limits.max_n_results
-            )));
-        }
-        if req.embeddings.len() > limits.max_query_embeddings {
-            return Err(Error::Quota(format!(
-                "{} query embeddings in one request; this server takes at most {}",
-                req.embeddings.len(),
-                limits.max_query_embeddings
-            )));
-        }
         let dim = self.open.dim.load(Ordering::Acquire);
-        for q in &req.embeddings {
-            if q.iter().any(|x| !x.is_finite()) {
-                return Err(Error::InvalidArgument(
-                    "query embeddings must be finite numbers".into(),
-                ));
-            }
-            if dim != 0 && q.len() as u32 != dim {
-                return Err(Error::DimensionMismatch {
-                    expected: dim,
-                    got: q.len() as u32,
-                });
-            }
-        }
-        if dim == 0 {
-            return Ok(req
-                .embeddings
-                .iter()
-                .map(|_| Records::empty(req.include))
-                .collect());
+        if let Some(answer) = rules::check_query(req, &self.inner.options.limits, dim)? {
+            return Ok(answer);
         }
         self.view(|v| v.query(&req.embeddings, req.n_results, &req.selection, req.include))
     }

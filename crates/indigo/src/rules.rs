@@ -1,0 +1,147 @@
+//! The rules every request is held to, wherever it runs: the embedded core, the
+//! single-node server, or a cluster's frontend (which checks before it routes, so
+//! nothing unchecked reaches a log or a query node).
+
+use serde_json::Value;
+
+use crate::{Error, Limits, MetaValue, QueryRequest, Records, Result, Selection};
+use indigo_types::record::validate_write;
+use indigo_types::{RecordOp, WriteEntry, WriteKind};
+
+/// Chroma's rule: 3–512 characters of `[a-zA-Z0-9._-]`, starting and ending with
+/// a letter or digit.
+pub fn check_collection_name(name: &str) -> Result<()> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if (3..=512).contains(&name.len())
+        && name.chars().all(ok_char)
+        && ends(name.chars().next())
+        && ends(name.chars().last())
+    {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and \
+             ending with a character in [a-zA-Z0-9]. Got: {name}"
+        )))
+    }
+}
+
+/// A collection's metadata: an object of Chroma's value types (or null).
+pub fn check_collection_metadata(m: &Value) -> Result<()> {
+    match m {
+        Value::Null => Ok(()),
+        Value::Object(map) => {
+            for (k, v) in map {
+                MetaValue::from_json(k, v)?;
+            }
+            Ok(())
+        }
+        _ => Err(Error::InvalidArgument(format!(
+            "metadata must be an object, got {m}"
+        ))),
+    }
+}
+
+/// Checks a write and makes it a log entry; also returns the dimension its
+/// embeddings have (the caller fixes it on the collection).
+pub fn prepare_write(
+    kind: WriteKind,
+    records: Vec<RecordOp>,
+    limits: &Limits,
+) -> Result<(WriteEntry, Option<u32>)> {
+    let entry = WriteEntry { kind, records };
+    let dim = validate_write(&entry)?;
+    if let Some(dim) = dim {
+        let max = limits.max_dimension;
+        if dim > max {
+            return Err(Error::InvalidArgument(format!(
+                "embeddings of dimension {dim} are larger than the {max} this server allows"
+            )));
+        }
+    }
+    Ok((entry, dim.map(|d| d as u32)))
+}
+
+/// Ids in a read or delete, within the limits.
+pub fn check_ids(sel: &Selection, limits: &Limits) -> Result<()> {
+    match &sel.ids {
+        Some(ids) if ids.len() > limits.max_ids => Err(Error::Quota(format!(
+            "{} ids in one request; this server takes at most {}",
+            ids.len(),
+            limits.max_ids
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A delete names what it deletes.
+pub fn check_delete(sel: &Selection, limits: &Limits) -> Result<()> {
+    check_ids(sel, limits)?;
+    let filtered = sel.where_.is_some() || sel.where_document.is_some();
+    if sel.ids.is_none() && !filtered {
+        return Err(Error::InvalidArgument(
+            "delete needs ids, a where or a where_document filter".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What a delete logs: with ids and no filters, the ids themselves (so a
+/// concurrent add of one is ordered by the log rather than missed); otherwise the
+/// records that matched (`existing`).
+pub fn delete_ops(sel: &Selection, existing: &[String]) -> Vec<RecordOp> {
+    let filtered = sel.where_.is_some() || sel.where_document.is_some();
+    let ids = match (&sel.ids, filtered) {
+        (Some(ids), false) => indigo_executor::dedup_ids(ids),
+        _ => existing.to_vec(),
+    };
+    ids.into_iter()
+        .map(|id| RecordOp {
+            id,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Checks a query against the limits and the collection's dimension (0: not yet
+/// fixed). `Some` answers it already: a collection without a dimension has no
+/// records to find.
+pub fn check_query(req: &QueryRequest, limits: &Limits, dim: u32) -> Result<Option<Vec<Records>>> {
+    check_ids(&req.selection, limits)?;
+    if req.n_results > limits.max_n_results {
+        return Err(Error::Quota(format!(
+            "n_results of {} is more than the {} this server returns per query",
+            req.n_results, limits.max_n_results
+        )));
+    }
+    if req.embeddings.len() > limits.max_query_embeddings {
+        return Err(Error::Quota(format!(
+            "{} query embeddings in one request; this server takes at most {}",
+            req.embeddings.len(),
+            limits.max_query_embeddings
+        )));
+    }
+    for q in &req.embeddings {
+        if q.iter().any(|x| !x.is_finite()) {
+            return Err(Error::InvalidArgument(
+                "query embeddings must be finite numbers".into(),
+            ));
+        }
+        if dim != 0 && q.len() as u32 != dim {
+            return Err(Error::DimensionMismatch {
+                expected: dim,
+                got: q.len() as u32,
+            });
+        }
+    }
+    if dim == 0 {
+        return Ok(Some(
+            req.embeddings
+                .iter()
+                .map(|_| Records::empty(req.include))
+                .collect(),
+        ));
+    }
+    Ok(None)
+}
