@@ -56,10 +56,7 @@ pub struct Members {
 }
 
 enum Source {
-    Leases {
-        sysdb: Arc<dyn SysDb>,
-        role: String,
-    },
+    Leases { sysdb: Arc<dyn SysDb>, role: String },
     Static(Vec<Member>),
 }
 

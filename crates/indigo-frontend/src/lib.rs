@@ -3,6 +3,8 @@
 //! tokens, when configured), rate-limited, validated and checked against quotas
 //! here, before it reaches the log; errors are Chroma's `{"error","message"}` JSON.
 
+pub mod backend;
+pub mod cluster;
 pub mod gateway;
 pub mod openapi;
 mod search;
@@ -18,6 +20,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use backend::{Coll, Db};
 use base64::Engine;
 use indigo::{
     Error as CoreError, GetRequest, Include, Indigo, QueryRequest, RecordOp, Records, Selection,
@@ -107,7 +110,7 @@ type ApiResult<T = Response> = Result<T, ApiError>;
 
 /// What every handler shares.
 pub struct AppState {
-    pub db: Arc<Indigo>,
+    pub db: Db,
     pub settings: Settings,
     limits: indigo::Limits,
     limiter: RateLimiter,
@@ -128,8 +131,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::new(500, "InternalError", format!("worker failed: {e}")))?
 }
 
-/// The router of the whole API.
+/// The router of the whole API over a local database.
 pub fn router(db: Arc<Indigo>, settings: Settings) -> Router {
+    router_for(Db::Local(db), settings)
+}
+
+/// The router of the whole API over a local database or a cluster.
+pub fn router_for(db: Db, settings: Settings) -> Router {
     let state = Arc::new(AppState {
         db,
         limits: settings.limits(),
@@ -700,11 +708,7 @@ async fn create_collection(
                 "database {d:?} already has {max} collections, the most this server allows"
             )));
         }
-        let c = if get_or_create {
-            db.get_or_create_collection(&t, &d, &name, metadata, configuration)?
-        } else {
-            db.create_collection(&t, &d, &name, metadata, configuration)?
-        };
+        let c = db.create_collection(&t, &d, &name, metadata, configuration, get_or_create)?;
         Ok(c.info().clone())
     })
     .await?;
@@ -713,7 +717,7 @@ async fn create_collection(
 
 /// Finds a collection of `t`/`d` by name, or by id (the official clients use the
 /// name for GET and DELETE, the id elsewhere).
-fn find(db: &Indigo, t: &str, d: &str, key: &str) -> ApiResult<indigo::Collection> {
+fn find(db: &Db, t: &str, d: &str, key: &str) -> ApiResult<Coll> {
     match db.get_collection(t, d, key) {
         Ok(c) => Ok(c),
         Err(CoreError::NotFound(_)) | Err(CoreError::InvalidArgument(_)) => by_id(db, t, d, key),
@@ -721,7 +725,7 @@ fn find(db: &Indigo, t: &str, d: &str, key: &str) -> ApiResult<indigo::Collectio
     }
 }
 
-fn by_id(db: &Indigo, t: &str, d: &str, id: &str) -> ApiResult<indigo::Collection> {
+fn by_id(db: &Db, t: &str, d: &str, id: &str) -> ApiResult<Coll> {
     let missing = || ApiError::not_found(format!("collection {id} does not exist"));
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(missing());
@@ -1170,7 +1174,7 @@ async fn indexing_status(
 ) -> ApiResult {
     who.check(&t, Some(&d))?;
     let db = st.db.clone();
-    let (applied, head) = blocking(move || Ok(by_id(&db, &t, &d, &id)?.indexing_status())).await?;
+    let (applied, head) = blocking(move || Ok(by_id(&db, &t, &d, &id)?.indexing_status()?)).await?;
     let progress = if head == 0 {
         1.0
     } else {

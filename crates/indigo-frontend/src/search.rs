@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use indigo::{Collection, GetRequest, Include, QueryRequest, Records, Selection, Where};
+use indigo::{GetRequest, Include, QueryRequest, Records, Selection, Where};
+
+use crate::backend::Coll as Collection;
 use serde_json::{json, Map, Value};
 
 use crate::ApiError;

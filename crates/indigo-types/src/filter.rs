@@ -185,6 +185,38 @@ impl Where {
         }
     }
 
+    /// The filter in Chroma's JSON form (what [`Where::parse`] reads back to an
+    /// equal filter), for handing a parsed request to another process.
+    pub fn to_json(&self) -> Value {
+        use serde_json::json;
+        match self {
+            Where::And(ps) => json!({"$and": ps.iter().map(Where::to_json).collect::<Vec<_>>()}),
+            Where::Or(ps) => json!({"$or": ps.iter().map(Where::to_json).collect::<Vec<_>>()}),
+            Where::Document(d) => json!({"#document": d.to_json()}),
+            Where::Field { key, op } => {
+                let (name, arg) = match op {
+                    FieldOp::Eq(x) => ("$eq", x.to_json()),
+                    FieldOp::Ne(x) => ("$ne", x.to_json()),
+                    FieldOp::Gt(x) => ("$gt", x.to_json()),
+                    FieldOp::Gte(x) => ("$gte", x.to_json()),
+                    FieldOp::Lt(x) => ("$lt", x.to_json()),
+                    FieldOp::Lte(x) => ("$lte", x.to_json()),
+                    FieldOp::In(xs) => (
+                        "$in",
+                        Value::Array(xs.iter().map(Scalar::to_json).collect()),
+                    ),
+                    FieldOp::Nin(xs) => (
+                        "$nin",
+                        Value::Array(xs.iter().map(Scalar::to_json).collect()),
+                    ),
+                    FieldOp::Contains(x) => ("$contains", x.to_json()),
+                    FieldOp::NotContains(x) => ("$not_contains", x.to_json()),
+                };
+                json!({ key.as_str(): { name: arg } })
+            }
+        }
+    }
+
     /// Whether a record with this metadata and document matches.
     pub fn matches(&self, meta: Option<&Metadata>, doc: Option<&str>) -> bool {
         match self {
@@ -304,6 +336,23 @@ impl DocFilter {
             "$not_regex" => DocFilter::NotRegex(re(op)?),
             other => return invalid(format!("unknown operator {other} in where_document")),
         })
+    }
+
+    /// The filter in Chroma's JSON form (see [`Where::to_json`]).
+    pub fn to_json(&self) -> Value {
+        use serde_json::json;
+        match self {
+            DocFilter::And(ps) => {
+                json!({"$and": ps.iter().map(DocFilter::to_json).collect::<Vec<_>>()})
+            }
+            DocFilter::Or(ps) => {
+                json!({"$or": ps.iter().map(DocFilter::to_json).collect::<Vec<_>>()})
+            }
+            DocFilter::Contains(s) => json!({"$contains": s}),
+            DocFilter::NotContains(s) => json!({"$not_contains": s}),
+            DocFilter::Regex(r) => json!({"$regex": r.as_str()}),
+            DocFilter::NotRegex(r) => json!({"$not_regex": r.as_str()}),
+        }
     }
 
     /// Whether a record with this document (`None`: no document) matches.
@@ -517,5 +566,25 @@ mod tests {
         assert!(d(json!({"$regex": "\\w{500}"}))
             .unwrap_err()
             .contains("invalid regular expression"));
+    }
+
+    #[test]
+    fn filters_survive_their_json_form() {
+        for w in [
+            json!({"a": 1}),
+            json!({"$and": [{"a": {"$gte": 2.5}}, {"b": {"$in": ["x", "y"]}}, {"c": {"$ne": false}}]}),
+            json!({"$or": [{"l": {"$contains": 3}}, {"l": {"$not_contains": "z"}}, {"#document": {"$regex": "^q"}}]}),
+            json!({"n": {"$nin": [1, 2]}}),
+        ] {
+            let parsed = Where::parse(&w).unwrap();
+            let again = Where::parse(&parsed.to_json()).unwrap();
+            assert_eq!(again.to_json(), parsed.to_json(), "{w}");
+        }
+        let d =
+            DocFilter::parse(&json!({"$or": [{"$contains": "a"}, {"$not_regex": "b+"}]})).unwrap();
+        assert_eq!(
+            DocFilter::parse(&d.to_json()).unwrap().to_json(),
+            d.to_json()
+        );
     }
 }

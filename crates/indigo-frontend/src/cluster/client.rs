@@ -1,0 +1,560 @@
+//! The frontend's side of a cluster: the catalogue straight from PostgreSQL,
+//! writes to the log node and reads to the query node that rendezvous hashing
+//! picks for the collection (the next one if it does not answer). Requests are
+//! checked here, with the same rules as a single node, before they are routed.
+//!
+//! Retries never turn an ambiguous write into a duplicate or a loss: a write is
+//! sent to the next log node only if the previous one surely did not take it
+//! (the connection was refused, or it answered that it was fenced, which means
+//! nothing was written); when the outcome is unknown the client is told so.
+//! Reads are repeatable and go to the next query node on any failure.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use indigo::rules;
+use indigo::{
+    CollectionConfig, CollectionInfo, Database, Error, Failure, GetRequest, Limits, QueryRequest,
+    RecordOp, Records, Result, Selection, WriteKind,
+};
+use indigo_cluster::Members;
+use indigo_health::Health;
+use indigo_sysdb::{CollectionUpdate, NewCollection, SysDb, SysDbError};
+use serde_json::{json, Value};
+
+use super::wire::{self, Target};
+
+/// How a frontend reaches the rest of the cluster.
+pub struct ClusterDb {
+    pub(crate) sysdb: Arc<dyn SysDb>,
+    logs: Members,
+    queries: Members,
+    limits: Limits,
+    agent: ureq::Agent,
+    health: Arc<Health>,
+}
+
+fn sys(e: SysDbError) -> Error {
+    e.into()
+}
+
+/// What one attempt at a member gave.
+enum Attempt<T> {
+    Done(T),
+    /// It surely did not act (connection refused, fenced): the next may.
+    Next(String),
+    /// It may have acted, or it refused for good: stop here.
+    Stop(Error),
+}
+
+impl ClusterDb {
+    pub fn new(
+        sysdb: Arc<dyn SysDb>,
+        logs: Members,
+        queries: Members,
+        limits: Limits,
+        timeout: Duration,
+        health: Arc<Health>,
+    ) -> ClusterDb {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(Duration::from_secs(2))
+            .timeout(timeout)
+            .max_idle_connections_per_host(16)
+            .build();
+        ClusterDb {
+            sysdb,
+            logs,
+            queries,
+            limits,
+            agent,
+            health,
+        }
+    }
+
+    fn handle(self: &Arc<Self>, info: indigo_sysdb::Collection) -> RemoteCollection {
+        RemoteCollection {
+            info,
+            db: self.clone(),
+        }
+    }
+
+    pub fn failures(&self) -> Vec<Failure> {
+        let mut f = self.health.failures();
+        for (role, members) in [("log", &self.logs), ("query", &self.queries)] {
+            if members.live().is_empty() {
+                f.push(Failure {
+                    component: "cluster",
+                    subject: role.to_string(),
+                    error: format!("no live {role} node"),
+                    since: std::time::SystemTime::now(),
+                    attempts: 1,
+                });
+            }
+        }
+        f
+    }
+
+    pub fn background_errors_total(&self) -> Vec<(&'static str, u64)> {
+        self.health.errors_total()
+    }
+
+    pub fn gauges(&self) -> Vec<(String, f64)> {
+        vec![
+            (
+                "indigo_cluster_log_nodes".into(),
+                self.logs.live().len() as f64,
+            ),
+            (
+                "indigo_cluster_query_nodes".into(),
+                self.queries.live().len() as f64,
+            ),
+        ]
+    }
+
+    pub fn reset(&self) -> Result<()> {
+        for c in self.sysdb.all_collections().map_err(sys)? {
+            self.sysdb
+                .delete_collection(&c.tenant, &c.database, &c.name)
+                .map_err(sys)?;
+        }
+        self.sysdb.reset().map_err(sys)
+    }
+
+    pub fn create_tenant(&self, name: &str) -> Result<()> {
+        self.sysdb.create_tenant(name).map_err(sys)
+    }
+
+    pub fn get_tenant(&self, name: &str) -> Result<()> {
+        if self.sysdb.tenant_exists(name).map_err(sys)? {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("tenant {name:?}")))
+        }
+    }
+
+    pub fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        self.sysdb.create_database(tenant, name).map_err(sys)
+    }
+
+    pub fn get_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        self.sysdb.get_database(tenant, name).map_err(sys)
+    }
+
+    pub fn list_databases(
+        &self,
+        tenant: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<Database>> {
+        self.sysdb
+            .list_databases(tenant, limit, offset)
+            .map_err(sys)
+    }
+
+    pub fn delete_database(&self, tenant: &str, name: &str) -> Result<()> {
+        for c in self
+            .sysdb
+            .list_collections(tenant, name, None, 0)
+            .map_err(sys)?
+        {
+            self.delete_collection(tenant, name, &c.name)?;
+        }
+        self.sysdb.delete_database(tenant, name).map_err(sys)
+    }
+
+    pub fn list_collections(
+        &self,
+        tenant: &str,
+        database: &str,
+        limit: Option<u32>,
+        offset: u32,
+    ) -> Result<Vec<CollectionInfo>> {
+        self.sysdb
+            .list_collections(tenant, database, limit, offset)
+            .map_err(sys)
+    }
+
+    pub fn count_collections(&self, tenant: &str, database: &str) -> Result<u64> {
+        self.sysdb.count_collections(tenant, database).map_err(sys)
+    }
+
+    pub fn create_collection(
+        self: &Arc<Self>,
+        tenant: &str,
+        database: &str,
+        name: &str,
+        metadata: Option<Value>,
+        configuration: Option<Value>,
+        get_or_create: bool,
+    ) -> Result<RemoteCollection> {
+        rules::check_collection_name(name)?;
+        if let Some(m) = &metadata {
+            rules::check_collection_metadata(m)?;
+        }
+        let config = CollectionConfig::from_create(configuration.as_ref(), metadata.as_ref())?;
+        config.check_limits(&self.limits)?;
+        let (info, _) = self
+            .sysdb
+            .create_collection(NewCollection {
+                tenant,
+                database,
+                name,
+                metadata,
+                configuration: config.to_json(),
+                get_or_create,
+                id: None,
+            })
+            .map_err(sys)?;
+        Ok(self.handle(info))
+    }
+
+    pub fn get_collection(
+        self: &Arc<Self>,
+        tenant: &str,
+        database: &str,
+        name: &str,
+    ) -> Result<RemoteCollection> {
+        let info = self
+            .sysdb
+            .get_collection(tenant, database, name)
+            .map_err(sys)?;
+        Ok(self.handle(info))
+    }
+
+    pub fn get_collection_by_id(self: &Arc<Self>, id: &str) -> Result<RemoteCollection> {
+        let info = self.sysdb.get_collection_by_id(id).map_err(sys)?;
+        Ok(self.handle(info))
+    }
+
+    pub fn modify_collection(
+        &self,
+        id: &str,
+        new_name: Option<String>,
+        new_metadata: Option<Value>,
+        new_configuration: Option<Value>,
+    ) -> Result<CollectionInfo> {
+        if let Some(n) = &new_name {
+            rules::check_collection_name(n)?;
+        }
+        if let Some(m) = &new_metadata {
+            rules::check_collection_metadata(m)?;
+        }
+        let current = self.sysdb.get_collection_by_id(id).map_err(sys)?;
+        let mut config = CollectionConfig::from_stored(&current.configuration)?;
+        if let Some(c) = &new_configuration {
+            config.apply(c, false)?;
+            config.check_limits(&self.limits)?;
+        }
+        self.sysdb
+            .update_collection(
+                id,
+                CollectionUpdate {
+                    name: new_name,
+                    metadata: new_metadata,
+                    configuration: new_configuration.is_some().then(|| config.to_json()),
+                },
+            )
+            .map_err(sys)
+    }
+
+    /// The catalogue entry goes now; the collection's objects and log go with
+    /// the garbage collector, after its grace period.
+    pub fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<()> {
+        self.sysdb
+            .delete_collection(tenant, database, name)
+            .map_err(sys)?;
+        Ok(())
+    }
+
+    /// Tries `f` on each member in preference order until one acts.
+    fn route<T>(
+        &self,
+        members: &Members,
+        role: &str,
+        key: &str,
+        mut f: impl FnMut(&str) -> Attempt<T>,
+    ) -> Result<T> {
+        let mut why = Vec::new();
+        for attempt in 0..2 {
+            let ranked = members.ranked(key);
+            if ranked.is_empty() {
+                why.push(format!("no live {role} node"));
+            }
+            for m in &ranked {
+                match f(&m.address) {
+                    Attempt::Done(t) => return Ok(t),
+                    Attempt::Stop(e) => return Err(e),
+                    Attempt::Next(w) => why.push(format!("{} ({}): {w}", m.id, m.address)),
+                }
+            }
+            if attempt == 0 {
+                // The list may be stale: read the leases again, once.
+                members.invalidate();
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "no {role} node could serve collection {key}: {}; retry later",
+            why.join("; ")
+        )))
+    }
+
+    /// Appends a write to the collection's log through its log node.
+    fn append(&self, collection: &str, body: &[u8]) -> Result<u64> {
+        self.route(&self.logs, "log", collection, |addr| {
+            let url = format!("http://{addr}/internal/v1/log/{collection}/append");
+            let mut fenced = 0;
+            loop {
+                let r = self
+                    .agent
+                    .post(&url)
+                    .set(wire::HEADER, wire::PROTOCOL)
+                    .set("content-type", "application/octet-stream")
+                    .send_bytes(body);
+                return match r {
+                    Ok(resp) => match resp.into_json::<Value>() {
+                        Ok(v) => match v["offset"].as_u64() {
+                            Some(o) => Attempt::Done(o),
+                            None => Attempt::Stop(Error::Unavailable(format!(
+                                "log node {addr} answered without an offset; the write's \
+                                 outcome is unknown"
+                            ))),
+                        },
+                        Err(e) => Attempt::Stop(Error::Unavailable(format!(
+                            "log node {addr}'s answer was lost ({e}); the write's outcome is \
+                             unknown: read before writing again"
+                        ))),
+                    },
+                    // Fenced: another writer took the log; nothing was written.
+                    Err(ureq::Error::Status(409, _)) if fenced < 3 => {
+                        fenced += 1;
+                        continue;
+                    }
+                    Err(ureq::Error::Status(409, resp)) => Attempt::Next(error_message(resp)),
+                    Err(ureq::Error::Status(code, resp)) => {
+                        Attempt::Stop(status_error(code, error_message(resp)))
+                    }
+                    Err(ureq::Error::Transport(t))
+                        if t.kind() == ureq::ErrorKind::ConnectionFailed =>
+                    {
+                        Attempt::Next(t.to_string())
+                    }
+                    Err(ureq::Error::Transport(t)) => Attempt::Stop(Error::Unavailable(format!(
+                        "log node {addr} did not answer ({t}); the write's outcome is unknown: \
+                         read before writing again"
+                    ))),
+                };
+            }
+        })
+    }
+
+    /// The newest acknowledged offset of a collection's log, from its log node.
+    fn head(&self, collection: &str) -> Result<u64> {
+        self.route(&self.logs, "log", collection, |addr| {
+            let url = format!("http://{addr}/internal/v1/log/{collection}/head");
+            match self
+                .agent
+                .get(&url)
+                .set(wire::HEADER, wire::PROTOCOL)
+                .call()
+            {
+                Ok(resp) => match resp
+                    .into_json::<Value>()
+                    .ok()
+                    .and_then(|v| v["head"].as_u64())
+                {
+                    Some(h) => Attempt::Done(h),
+                    None => Attempt::Next("a bad answer".into()),
+                },
+                Err(ureq::Error::Status(code, resp)) if code < 500 => {
+                    Attempt::Stop(status_error(code, error_message(resp)))
+                }
+                Err(e) => Attempt::Next(e.to_string()),
+            }
+        })
+    }
+
+    /// Runs a read plan on the collection's query node.
+    fn read(&self, target: &Target, op: Value) -> Result<Value> {
+        let mut plan = wire::target_to_wire(target);
+        plan["op"] = op;
+        let body = plan.to_string();
+        let id = &target.collection.id;
+        self.route(&self.queries, "query", id, |addr| {
+            let url = format!("http://{addr}/internal/v1/query/{id}");
+            match self
+                .agent
+                .post(&url)
+                .set(wire::HEADER, wire::PROTOCOL)
+                .set("content-type", "application/json")
+                .send_string(&body)
+            {
+                Ok(resp) => match resp.into_json::<Value>() {
+                    Ok(v) => Attempt::Done(v),
+                    Err(e) => Attempt::Next(e.to_string()),
+                },
+                Err(ureq::Error::Status(code, resp)) if code < 500 => {
+                    Attempt::Stop(status_error(code, error_message(resp)))
+                }
+                // Reads are repeatable: any other failure moves to the next node.
+                Err(e) => Attempt::Next(e.to_string()),
+            }
+        })
+    }
+}
+
+fn error_message(resp: ureq::Response) -> String {
+    match resp.into_json::<Value>() {
+        Ok(v) => v["message"].as_str().unwrap_or("").to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// An internal node's error answer, as the core's error (so the gateway answers
+/// the client with the same status and name as a single node would).
+fn status_error(code: u16, message: String) -> Error {
+    match code {
+        400 => Error::InvalidArgument(message),
+        404 => Error::NotFound(message),
+        409 => Error::AlreadyExists(message),
+        429 | 503 => Error::Unavailable(message),
+        _ => Error::Storage(message),
+    }
+}
+
+/// A collection of a cluster, as a frontend serves it.
+#[derive(Clone)]
+pub struct RemoteCollection {
+    info: indigo_sysdb::Collection,
+    db: Arc<ClusterDb>,
+}
+
+impl RemoteCollection {
+    pub fn info(&self) -> &CollectionInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.db.limits
+    }
+
+    pub fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (entry, dim) = rules::prepare_write(kind, records, &self.db.limits)?;
+        if let Some(dim) = dim {
+            match self.info.dimension {
+                Some(d) if d == dim => {}
+                Some(d) => {
+                    return Err(Error::DimensionMismatch {
+                        expected: d,
+                        got: dim,
+                    })
+                }
+                None => match self.db.sysdb.set_dimension(&self.info.id, dim) {
+                    Ok(()) => {}
+                    Err(SysDbError::InvalidArgument(_)) => {
+                        let now = self
+                            .db
+                            .sysdb
+                            .get_collection_by_id(&self.info.id)
+                            .map_err(sys)?;
+                        return Err(Error::DimensionMismatch {
+                            expected: now.dimension.unwrap_or(0),
+                            got: dim,
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            }
+        }
+        self.db.append(&self.info.id, &entry.encode())?;
+        Ok(())
+    }
+
+    /// What a read must cover: the current version and the log's head now.
+    fn target(&self) -> Result<Target> {
+        let version = self
+            .db
+            .sysdb
+            .latest_index_version(&self.info.id)
+            .map_err(sys)?
+            .and_then(|v| Some((v.version, v.location["key"].as_str()?.to_string())));
+        let mut info = self.info.clone();
+        if info.dimension.is_none() {
+            // Fixed by a write since this handle was made?
+            info = self.db.sysdb.get_collection_by_id(&info.id).map_err(sys)?;
+        }
+        Ok(Target {
+            collection: info,
+            version,
+            min_offset: self.db.head(&self.info.id)?,
+        })
+    }
+
+    pub fn count(&self) -> Result<u64> {
+        let v = self.db.read(&self.target()?, json!({"count": {}}))?;
+        v["count"]
+            .as_u64()
+            .ok_or_else(|| Error::Storage("a query node answered count without a number".into()))
+    }
+
+    pub fn get(&self, req: &GetRequest) -> Result<Records> {
+        rules::check_ids(&req.selection, &self.db.limits)?;
+        let op = json!({"get": {
+            "selection": wire::selection_to_wire(&req.selection),
+            "limit": req.limit, "offset": req.offset,
+            "include": wire::include_to_wire(req.include),
+        }});
+        let v = self.db.read(&self.target()?, op)?;
+        wire::records_from_wire(&v).map_err(Error::Storage)
+    }
+
+    pub fn query(&self, req: &QueryRequest) -> Result<Vec<Records>> {
+        let target = self.target()?;
+        let dim = target.collection.dimension.unwrap_or(0);
+        if let Some(answer) = rules::check_query(req, &self.db.limits, dim)? {
+            return Ok(answer);
+        }
+        let op = json!({"query": {
+            "embeddings": req.embeddings.iter().map(|e| wire::vector_to_wire(e)).collect::<Vec<_>>(),
+            "n_results": req.n_results,
+            "selection": wire::selection_to_wire(&req.selection),
+            "include": wire::include_to_wire(req.include),
+        }});
+        let v = self.db.read(&target, op)?;
+        v["results"]
+            .as_array()
+            .ok_or_else(|| Error::Storage("a query node answered without results".into()))?
+            .iter()
+            .map(|r| wire::records_from_wire(r).map_err(Error::Storage))
+            .collect()
+    }
+
+    pub fn delete(&self, sel: &Selection) -> Result<u64> {
+        rules::check_delete(sel, &self.db.limits)?;
+        let v = self.db.read(
+            &self.target()?,
+            json!({"ids": {"selection": wire::selection_to_wire(sel)}}),
+        )?;
+        let existing: Vec<String> = v["ids"]
+            .as_array()
+            .ok_or_else(|| Error::Storage("a query node answered without ids".into()))?
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        self.write(WriteKind::Delete, rules::delete_ops(sel, &existing))?;
+        Ok(existing.len() as u64)
+    }
+
+    /// (folded into the current version, logged).
+    pub fn indexing_status(&self) -> Result<(u64, u64)> {
+        let applied = self
+            .db
+            .sysdb
+            .latest_index_version(&self.info.id)
+            .map_err(sys)?
+            .map_or(0, |v| v.log_offset);
+        Ok((applied, self.db.head(&self.info.id)?))
+    }
+}

@@ -1,0 +1,323 @@
+//! The internal services of a cluster's processes: a *log node* appends writes to
+//! the log on object storage (one writer per collection in the normal case, so
+//! appends group-commit; a second is fenced by the store) and says how far a
+//! collection's log goes; a *query node* answers reads from the index version a
+//! plan names, cached on local disk, plus the log after it, up to at least the
+//! offset the plan must cover.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use indigo::{CollectionConfig, Include};
+use indigo_executor::{TailCache, View};
+use indigo_health::Health;
+use indigo_log::{CollectionId, Log, LogError};
+use indigo_object::Objects;
+use indigo_objlog::ObjectLog;
+use indigo_segment::{Env, IndexConfig, Segment};
+use indigo_types::WriteEntry;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use super::wire;
+
+fn reply(status: u16, name: &str, message: impl Into<String>) -> Response {
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        Json(json!({"error": name, "message": message.into()})),
+    )
+        .into_response()
+}
+
+fn check_protocol(h: &HeaderMap) -> Result<(), Box<Response>> {
+    match h.get(wire::HEADER).and_then(|v| v.to_str().ok()) {
+        Some(wire::PROTOCOL) => Ok(()),
+        other => Err(Box::new(reply(
+            400,
+            "InvalidArgumentError",
+            format!(
+                "internal protocol {:?} is not spoken here (this node speaks {})",
+                other,
+                wire::PROTOCOL
+            ),
+        ))),
+    }
+}
+
+pub fn log_id(id: &str) -> Option<CollectionId> {
+    let hex: String = id.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+        b[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
+    }
+    Some(CollectionId(b))
+}
+
+/// A log node.
+pub struct LogNode {
+    pub log: Arc<ObjectLog>,
+}
+
+impl LogNode {
+    pub fn routes(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/internal/v1/log/{id}/append", post(append))
+            .route("/internal/v1/log/{id}/head", get(head))
+            .with_state(self)
+    }
+}
+
+async fn append(
+    State(node): State<Arc<LogNode>>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_protocol(&h) {
+        return *r;
+    }
+    let Some(lid) = log_id(&id) else {
+        return reply(
+            400,
+            "InvalidArgumentError",
+            format!("{id:?} is not a collection id"),
+        );
+    };
+    // Nothing that is not a write request reaches the log.
+    if let Err(e) = WriteEntry::decode(&body) {
+        return reply(
+            400,
+            "InvalidArgumentError",
+            format!("not a write request: {e}"),
+        );
+    }
+    let r = tokio::task::spawn_blocking(move || node.log.append(lid, &body)).await;
+    match r {
+        Ok(Ok(off)) => Json(json!({"offset": off.0})).into_response(),
+        Ok(Err(LogError::Fenced(m))) => reply(409, "Fenced", m),
+        Ok(Err(LogError::Ambiguous(m))) => reply(503, "Ambiguous", m),
+        Ok(Err(e)) => reply(500, "InternalError", e.to_string()),
+        Err(e) => reply(500, "InternalError", e.to_string()),
+    }
+}
+
+async fn head(
+    State(node): State<Arc<LogNode>>,
+    UrlPath(id): UrlPath<String>,
+    h: HeaderMap,
+) -> Response {
+    if let Err(r) = check_protocol(&h) {
+        return *r;
+    }
+    let Some(lid) = log_id(&id) else {
+        return reply(
+            400,
+            "InvalidArgumentError",
+            format!("{id:?} is not a collection id"),
+        );
+    };
+    match tokio::task::spawn_blocking(move || node.log.refresh(lid)).await {
+        Ok(Ok(off)) => Json(json!({"head": off.0})).into_response(),
+        Ok(Err(e)) => reply(503, "InternalError", e.to_string()),
+        Err(e) => reply(500, "InternalError", e.to_string()),
+    }
+}
+
+/// A collection as a query node holds it: a version's segment and the tail cache
+/// that goes with it.
+struct Opened {
+    version: Option<i64>,
+    dimension: Option<u32>,
+    segment: Arc<Segment>,
+    tail: TailCache,
+}
+
+/// A query node.
+pub struct QueryNode {
+    pub objects: Arc<dyn Objects>,
+    pub log: Arc<ObjectLog>,
+    /// Versions' files, cached (and collections' empty segments before their
+    /// first version).
+    pub cache_dir: PathBuf,
+    pub health: Arc<Health>,
+    open: Mutex<HashMap<String, Arc<Opened>>>,
+}
+
+/// A read that cannot be answered, as status, name and message.
+type Refusal = (u16, &'static str, String);
+
+fn refuse(status: u16, e: impl std::fmt::Display) -> Refusal {
+    let name = match status {
+        400 => "InvalidArgumentError",
+        404 => "NotFoundError",
+        _ => "InternalError",
+    };
+    (status, name, e.to_string())
+}
+
+impl QueryNode {
+    pub fn new(
+        objects: Arc<dyn Objects>,
+        log: Arc<ObjectLog>,
+        cache_dir: &Path,
+        health: Arc<Health>,
+    ) -> QueryNode {
+        QueryNode {
+            objects,
+            log,
+            cache_dir: cache_dir.to_path_buf(),
+            health,
+            open: Mutex::default(),
+        }
+    }
+
+    pub fn routes(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/internal/v1/query/{id}", post(read))
+            .with_state(self)
+    }
+
+    /// The segment to read for `t`: the version it names, or a newer one held
+    /// already (it covers more of the log, never less).
+    fn opened(&self, t: &wire::Target) -> Result<Arc<Opened>, Refusal> {
+        let id = &t.collection.id;
+        let want = t.version.as_ref().map(|v| v.0);
+        if let Some(o) = self.open.lock().get(id) {
+            if o.version >= want && (o.dimension.is_some() || t.collection.dimension.is_none()) {
+                return Ok(o.clone());
+            }
+        }
+        let stored = CollectionConfig::from_stored(&t.collection.configuration)
+            .map_err(|e| refuse(400, e))?;
+        let config = IndexConfig {
+            space: stored.space,
+            max_neighbors: stored.max_neighbors,
+            ef_construction: stored.ef_construction,
+            ef_search: stored.ef_search,
+            exact: false,
+        };
+        let segment = match &t.version {
+            Some((_, key)) => {
+                let m = indigo_version::VersionManifest::fetch(&*self.objects, key)
+                    .map_err(|e| refuse(503, e))?;
+                indigo_version::open_version(
+                    self.objects.clone(),
+                    &m,
+                    &self.cache_dir.join("objects"),
+                    config,
+                    self.health.clone(),
+                )
+                .map_err(|e| refuse(503, e))?
+            }
+            None => {
+                // No version yet: an empty segment, and the whole log over it.
+                let dir = self.cache_dir.join("empty").join(id);
+                let _ = std::fs::remove_dir_all(&dir);
+                let env = Env {
+                    fs: Arc::new(indigo_fs::StdFs),
+                    health: self.health.clone(),
+                };
+                Segment::open(
+                    &env,
+                    &dir,
+                    config,
+                    t.collection.dimension.map(|d| d as usize),
+                    0,
+                    &[],
+                )
+                .map_err(|e| refuse(503, e))?
+            }
+        };
+        let o = Arc::new(Opened {
+            version: want,
+            dimension: t.collection.dimension,
+            segment: Arc::new(segment),
+            tail: TailCache::default(),
+        });
+        self.open.lock().insert(id.clone(), o.clone());
+        Ok(o)
+    }
+
+    fn run(&self, plan: &Value) -> Result<Value, Refusal> {
+        let t = wire::target_from_wire(plan).map_err(|e| refuse(400, e))?;
+        let lid = log_id(&t.collection.id).ok_or_else(|| refuse(400, "bad collection id"))?;
+        // The answer covers every write acknowledged before the read began.
+        if self.log.head(lid).0 < t.min_offset {
+            let h = self.log.refresh(lid).map_err(|e| refuse(503, e))?;
+            if h.0 < t.min_offset {
+                return Err(refuse(
+                    503,
+                    format!(
+                        "the log of {} reaches {} here, not {}",
+                        t.collection.id, h.0, t.min_offset
+                    ),
+                ));
+            }
+        }
+        let o = self.opened(&t)?;
+        let mut v = View::open(&o.segment, &*self.log, lid, &o.tail).map_err(|e| refuse(503, e))?;
+        let op = &plan["op"];
+        let sel =
+            |x: &Value| wire::selection_from_wire(&x["selection"]).map_err(|e| refuse(400, e));
+        let inc = |x: &Value| -> Result<Include, Refusal> {
+            wire::include_from_wire(&x["include"]).map_err(|e| refuse(400, e))
+        };
+        let failed = |e: indigo_segment::Error| refuse(503, e);
+        if op.get("count").is_some() {
+            return Ok(json!({"count": v.count().map_err(failed)?}));
+        }
+        if let Some(x) = op.get("ids") {
+            return Ok(json!({"ids": v.ids(&sel(x)?).map_err(failed)?}));
+        }
+        if let Some(x) = op.get("get") {
+            let limit = x["limit"].as_u64().map(|n| n as usize);
+            let offset = x["offset"].as_u64().unwrap_or(0) as usize;
+            let r = v.get(&sel(x)?, limit, offset, inc(x)?).map_err(failed)?;
+            return Ok(wire::records_to_wire(&r));
+        }
+        if let Some(x) = op.get("query") {
+            let qs = x["embeddings"]
+                .as_array()
+                .ok_or_else(|| refuse(400, "no embeddings"))?
+                .iter()
+                .map(|q| wire::vector_from_wire(q).map_err(|e| refuse(400, e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let n = x["n_results"].as_u64().unwrap_or(10) as usize;
+            let rs = v.query(&qs, n, &sel(x)?, inc(x)?).map_err(failed)?;
+            return Ok(
+                json!({"results": rs.iter().map(wire::records_to_wire).collect::<Vec<_>>()}),
+            );
+        }
+        Err(refuse(400, format!("unknown read {op}")))
+    }
+}
+
+async fn read(
+    State(node): State<Arc<QueryNode>>,
+    UrlPath(_id): UrlPath<String>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = check_protocol(&h) {
+        return *r;
+    }
+    let plan: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return reply(400, "InvalidArgumentError", e.to_string()),
+    };
+    match tokio::task::spawn_blocking(move || node.run(&plan)).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err((status, name, message))) => reply(status, name, message),
+        Err(e) => reply(500, "InternalError", e.to_string()),
+    }
+}

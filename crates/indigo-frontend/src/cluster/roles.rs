@@ -1,0 +1,251 @@
+//! The background roles of a cluster: compactors fold each collection's log into
+//! new index versions (each compactor takes the collections rendezvous hashing
+//! gives it among the live compactors; two on one collection are settled by the
+//! version compare-and-swap), and the garbage collector deletes what no kept
+//! version names, the log fragments below the compacted offset, and deleted
+//! collections' objects, each after its grace period.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indigo::CollectionConfig;
+use indigo_cluster::Members;
+use indigo_health::{Backoff, Health};
+use indigo_log::{Log, LogOffset};
+use indigo_object::Objects;
+use indigo_objlog::ObjectLog;
+use indigo_segment::IndexConfig;
+use indigo_sysdb::SysDb;
+use indigo_version::{collect_garbage, Compacted, VersionCompactor};
+
+use super::nodes::log_id;
+
+/// Stops a background role when dropped.
+pub struct RoleThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RoleThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn spawn(name: &str, every: Duration, mut f: impl FnMut() + Send + 'static) -> RoleThread {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                f();
+                let mut slept = Duration::ZERO;
+                while slept < every && !s.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    slept += Duration::from_millis(20);
+                }
+            }
+        })
+        .expect("spawn a role thread");
+    RoleThread {
+        stop,
+        thread: Some(thread),
+    }
+}
+
+pub fn index_config(configuration: &serde_json::Value) -> Option<IndexConfig> {
+    let c = CollectionConfig::from_stored(configuration).ok()?;
+    Some(IndexConfig {
+        space: c.space,
+        max_neighbors: c.max_neighbors,
+        ef_construction: c.ef_construction,
+        ef_search: c.ef_search,
+        exact: false,
+    })
+}
+
+/// What a compactor needs.
+pub struct Compactor {
+    pub me: String,
+    pub members: Members,
+    pub sysdb: Arc<dyn SysDb>,
+    pub log: Arc<ObjectLog>,
+    pub versions: VersionCompactor,
+    pub health: Arc<Health>,
+}
+
+impl Compactor {
+    /// One pass over the collections this compactor serves.
+    pub fn pass(&self, backoff: &mut std::collections::HashMap<String, Backoff>) {
+        let all = match self.sysdb.all_collections() {
+            Ok(a) => a,
+            Err(e) => {
+                self.health
+                    .failed(indigo_health::COMPACTOR, "catalogue", &e);
+                return;
+            }
+        };
+        let live = self.members.live();
+        for c in all {
+            // Mine if rendezvous hashing gives it to me (or no compactor is known).
+            let mine = live.is_empty() || indigo_cluster::owns(&c.id, &self.me, &live);
+            if !mine {
+                continue;
+            }
+            let b = backoff.entry(c.id.clone()).or_default();
+            if !b.ready() {
+                continue;
+            }
+            let Some(lid) = log_id(&c.id) else { continue };
+            let Some(config) = index_config(&c.configuration) else {
+                continue;
+            };
+            let r = (|| -> Result<Option<Compacted>, String> {
+                let head = self.log.refresh(lid).map_err(|e| e.to_string())?.0;
+                let folded = self
+                    .sysdb
+                    .latest_index_version(&c.id)
+                    .map_err(|e| e.to_string())?
+                    .map_or(0, |v| v.log_offset);
+                if head <= folded {
+                    return Ok(None);
+                }
+                self.versions
+                    .compact(&c.id, &config)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            })();
+            match r {
+                Ok(outcome) => {
+                    if b.is_failing() {
+                        self.health.recovered(indigo_health::COMPACTOR, &c.id);
+                    }
+                    b.succeeded();
+                    if let Some(Compacted::Stale { tried }) = outcome {
+                        tracing::info!(collection = %c.id, tried, "another compactor committed this version first");
+                    }
+                }
+                Err(e) => {
+                    self.health.failed(indigo_health::COMPACTOR, &c.id, &e);
+                    b.failed();
+                }
+            }
+        }
+    }
+
+    pub fn start(self, every: Duration) -> RoleThread {
+        let mut backoff = std::collections::HashMap::new();
+        spawn("indigo-compactor", every, move || self.pass(&mut backoff))
+    }
+}
+
+/// What the garbage collector keeps.
+#[derive(Debug, Clone)]
+pub struct GcPolicy {
+    pub keep_versions: usize,
+    pub keep_window: Duration,
+    /// Longer than the longest compaction and the longest read of an old version.
+    pub grace: Duration,
+}
+
+pub struct Gc {
+    pub objects: Arc<dyn Objects>,
+    pub sysdb: Arc<dyn SysDb>,
+    pub log: Arc<ObjectLog>,
+    pub policy: GcPolicy,
+    pub health: Arc<Health>,
+}
+
+impl Gc {
+    pub fn pass(&self) {
+        let all = match self.sysdb.all_collections() {
+            Ok(a) => a,
+            Err(e) => {
+                self.health.failed("gc", "catalogue", &e);
+                return;
+            }
+        };
+        for c in all {
+            let r = (|| -> Result<(), String> {
+                collect_garbage(
+                    &*self.objects,
+                    &*self.sysdb,
+                    &c.id,
+                    self.policy.keep_versions,
+                    self.policy.keep_window,
+                    self.policy.grace,
+                )
+                .map_err(|e| e.to_string())?;
+                // The log below the oldest kept version's offset may go (the
+                // log's own grace period still protects readers).
+                let oldest_kept = self
+                    .sysdb
+                    .index_versions(&c.id)
+                    .map_err(|e| e.to_string())?
+                    .first()
+                    .map_or(0, |v| v.log_offset);
+                if let Some(lid) = log_id(&c.id) {
+                    self.log.refresh(lid).map_err(|e| e.to_string())?;
+                    self.log
+                        .truncate(lid, LogOffset(oldest_kept))
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            })();
+            match r {
+                Ok(()) => self.health.recovered("gc", &c.id),
+                Err(e) => self.health.failed("gc", &c.id, &e),
+            }
+        }
+        // Deleted collections: every object under their prefixes, after the grace
+        // period; then they are forgotten.
+        let deleted = match self.sysdb.deleted_collections() {
+            Ok(d) => d,
+            Err(e) => {
+                self.health.failed("gc", "catalogue", &e);
+                return;
+            }
+        };
+        for id in deleted {
+            let r = (|| -> Result<bool, String> {
+                let Some(lid) = log_id(&id) else {
+                    return Ok(true);
+                };
+                let hex: String = lid.0.iter().map(|b| format!("{b:02x}")).collect();
+                let mut left = 0;
+                for prefix in [format!("col/{id}/"), format!("log/{hex}/")] {
+                    let listed = indigo_object::retry(5, || self.objects.list(&prefix))
+                        .map_err(|e| e.to_string())?;
+                    for o in listed {
+                        let age = std::time::SystemTime::now()
+                            .duration_since(o.modified)
+                            .unwrap_or_default();
+                        if age < self.policy.grace {
+                            left += 1;
+                            continue;
+                        }
+                        indigo_object::retry(5, || self.objects.delete(&o.key))
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(left == 0)
+            })();
+            match r {
+                Ok(true) => {
+                    let _ = self.sysdb.forget_deleted(&id);
+                }
+                Ok(false) => {}
+                Err(e) => self.health.failed("gc", &id, &e),
+            }
+        }
+    }
+
+    pub fn start(self, every: Duration) -> RoleThread {
+        spawn("indigo-gc", every, move || self.pass())
+    }
+}
