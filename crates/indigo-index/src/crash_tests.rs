@@ -339,3 +339,31 @@ fn a_consistent_checksum_over_an_inconsistent_graph_is_refused() {
     let err = Hnsw::open(dir.path(), params()).unwrap_err();
     assert!(err.to_string().contains("entry point"), "{err}");
 }
+
+/// An index version copies the files `seal` returns while condensation goes on:
+/// they stay readable after a condensation removes them, and load as the index
+/// was at the seal.
+#[test]
+fn sealed_files_outlive_the_condensation_that_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let idx = Hnsw::open(dir.path(), params()).unwrap();
+    workload(&idx, &mut rng, 200);
+    let sealed = idx.seal().unwrap();
+    assert!(!sealed.is_empty());
+    let len = idx.len();
+    workload(&idx, &mut rng, 300);
+    idx.condense().unwrap();
+    assert!(
+        sealed.iter().any(|(p, _)| !p.exists()),
+        "condensation removed none of the sealed files"
+    );
+    let copy = tempfile::tempdir().unwrap();
+    for (p, f) in &sealed {
+        let mut data = vec![0u8; f.len() as usize];
+        f.read_exact_at(&mut data, 0).unwrap();
+        std::fs::write(copy.path().join(p.file_name().unwrap()), data).unwrap();
+    }
+    let old = Hnsw::open(copy.path(), params()).unwrap();
+    assert_eq!(old.len(), len);
+}

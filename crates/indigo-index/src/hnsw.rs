@@ -422,8 +422,10 @@ impl Hnsw {
 
     /// Closes the current commit log (synced) and starts the next, so every file
     /// but the new, empty log is immutable from now on: what an index version
-    /// copies. Returns the files that hold the index, oldest first.
-    pub fn seal(&self) -> Result<Vec<std::path::PathBuf>> {
+    /// copies. Returns the files that hold the index, oldest first, opened under
+    /// the maintenance lock: a condensation that later removes one cannot take
+    /// it from the caller.
+    pub fn seal(&self) -> Result<Vec<(PathBuf, Arc<dyn indigo_fs::ReadableFile>)>> {
         let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
             return Ok(Vec::new());
         };
@@ -439,7 +441,7 @@ impl Hnsw {
         let (snaps, logs) = persist::list_gens(&*self.fs, dir)?;
         let base = snaps.last().copied().unwrap_or(0);
         let current = log.lock().gen;
-        Ok(snaps
+        snaps
             .last()
             .map(|&g| persist::snapshot_path(dir, g))
             .into_iter()
@@ -448,7 +450,11 @@ impl Hnsw {
                     .filter(|&&g| g >= base && g < current)
                     .map(|&g| persist::log_path(dir, g)),
             )
-            .collect())
+            .map(|p| {
+                let f = self.fs.open(&p).map_err(IndexError::io("open", &p))?;
+                Ok((p, f))
+            })
+            .collect()
     }
 
     /// [`Hnsw::open`] on any [`FileSystem`] (tests inject faults and crashes).

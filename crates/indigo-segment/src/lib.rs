@@ -219,6 +219,13 @@ struct Buckets {
     meta: Bucket,
 }
 
+/// One file of a sealed segment: its name relative to the segment's directory
+/// and an open handle to its contents as of the seal.
+pub struct SealedFile {
+    pub name: String,
+    pub file: Arc<dyn indigo_fs::ReadableFile>,
+}
+
 /// One collection's store and index.
 pub struct Segment {
     dir: PathBuf,
@@ -399,22 +406,30 @@ impl Segment {
     /// Makes every file of the segment immutable and complete (the store's
     /// memtable flushed into segments, the index's commit log closed) and names
     /// them, relative to the segment's directory: what an index version copies.
-    /// The compactor waits meanwhile.
-    pub fn seal(&self) -> Result<Vec<String>> {
+    /// The compactor waits meanwhile. The files come open, so background merges
+    /// and condensations that run afterwards cannot remove them from under the
+    /// caller.
+    pub fn seal(&self) -> Result<Vec<SealedFile>> {
         let _w = self.writer.lock();
         self.store.flush()?;
-        let mut files: Vec<String> = self
+        let mut files: Vec<SealedFile> = self
             .store
-            .live_files()
+            .open_files()?
             .into_iter()
-            .map(|n| format!("store/{n}"))
+            .map(|(n, file)| SealedFile {
+                name: format!("store/{n}"),
+                file,
+            })
             .collect();
         if let Some(i) = &*self.index.read() {
-            for p in i.seal()? {
-                files.push(format!(
-                    "hnsw/{}",
-                    p.file_name().unwrap_or_default().to_string_lossy()
-                ));
+            for (p, file) in i.seal()? {
+                files.push(SealedFile {
+                    name: format!(
+                        "hnsw/{}",
+                        p.file_name().unwrap_or_default().to_string_lossy()
+                    ),
+                    file,
+                });
             }
         }
         Ok(files)

@@ -383,16 +383,29 @@ impl Store {
         Ok(version)
     }
 
-    /// The names of the files that make up the store now: the manifest and the
-    /// segments it names (not the WAL: call [`Store::flush`] first so it holds
-    /// nothing).
-    pub fn live_files(&self) -> Vec<String> {
+    /// The files that make up the store now, opened: the manifest and the segments
+    /// it names (not the WAL: call [`Store::flush`] first so it holds nothing).
+    /// They are opened under the lock merges take to swap files, so the set is
+    /// one consistent state, and an open file stays readable after a later merge
+    /// removes its name.
+    pub fn open_files(&self) -> Result<Vec<(String, Arc<dyn fs::ReadableFile>)>> {
         let man = self.inner.maint.lock();
         let mut names = vec![manifest::NAME.to_string()];
         for b in &man.buckets {
             names.extend(b.segments.iter().map(|s| seg_name(s.file_no)));
         }
         names
+            .into_iter()
+            .map(|n| {
+                let path = self.inner.dir.join(&n);
+                let f = self
+                    .inner
+                    .fs
+                    .open(&path)
+                    .map_err(StorageError::io("open", &path))?;
+                Ok((n, f))
+            })
+            .collect()
     }
 
     /// Opens a store on any [`FileSystem`]; replays and flushes WAL left by a crash.

@@ -424,3 +424,57 @@ fn a_failed_merge_is_retried_with_backoff_while_writes_go_on() {
         fs.files()
     );
 }
+
+/// An index version copies the files `open_files` returns while merges go on:
+/// those files must stay readable, and together describe the store as it was.
+#[test]
+fn opened_files_outlive_the_merges_that_remove_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), small()).unwrap();
+    let b = s.bucket("objects", Strategy::Replace).unwrap();
+    for i in 0..1500 {
+        let mut wb = WriteBatch::new();
+        wb.put(&b, key(i), format!("v{i}"));
+        s.write(&wb, WriteOptions::default()).unwrap();
+    }
+    s.flush().unwrap();
+    let files = s.open_files().unwrap();
+    assert!(
+        files.len() > 2,
+        "expected several segments: {}",
+        files.len()
+    );
+    // Change everything, then merge the store down: the old segments' names go.
+    for i in 0..1500 {
+        let mut wb = WriteBatch::new();
+        wb.put(&b, key(i), format!("w{i}"));
+        s.write(&wb, WriteOptions::default()).unwrap();
+    }
+    s.flush().unwrap();
+    s.compact().unwrap();
+    let gone = files
+        .iter()
+        .filter(|(n, _)| !dir.path().join(n).exists())
+        .count();
+    assert!(gone > 0, "the merge removed none of the opened segments");
+    // The opened files still make the store as it was when they were opened.
+    let fs = Arc::new(FaultFs::new());
+    let copy = Path::new("/copy");
+    fs.create_dir_all(copy).unwrap();
+    for (name, f) in &files {
+        let mut data = vec![0u8; f.len() as usize];
+        f.read_exact_at(&mut data, 0).unwrap();
+        let w = fs.create(&copy.join(name)).unwrap();
+        w.append(&data).unwrap();
+        w.sync().unwrap();
+    }
+    let old = Store::open_read_only(fs, copy).unwrap();
+    let ob = old.bucket("objects", Strategy::Replace).unwrap();
+    for i in (0..1500).step_by(7) {
+        assert_eq!(
+            old.get(&ob, &key(i)).unwrap(),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    assert_eq!(s.get(&b, &key(7)).unwrap(), Some(b"w7".to_vec()));
+}

@@ -23,7 +23,7 @@ use indigo_object::{ObjectError, Objects, PutMode};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
-use indigo_segment::{decode_records, Env, Error, IndexConfig, Result, Segment};
+use indigo_segment::{decode_records, Env, Error, IndexConfig, Result, SealedFile, Segment};
 
 const MAGIC: &[u8; 8] = b"IDGVERS\0";
 const FORMAT: u32 = 1;
@@ -158,16 +158,13 @@ pub struct Published {
     pub files_uploaded: usize,
 }
 
-/// Uploads a sealed segment's `files` (named relative to `dir`, read through `fs`)
-/// as version `version` of `collection`: files that `base` already holds with the
-/// same name, size and checksum are named again, not uploaded. Nothing is
-/// committed: the caller swaps the version into the system database.
-#[allow(clippy::too_many_arguments)]
+/// Uploads a sealed segment's `files` as version `version` of `collection`: files
+/// that `base` already holds with the same name, size and checksum are named
+/// again, not uploaded. Nothing is committed: the caller swaps the version into
+/// the system database.
 pub fn publish(
     objects: &dyn Objects,
-    fs: &dyn FileSystem,
-    dir: &Path,
-    files: &[String],
+    files: &[SealedFile],
     collection: &str,
     version: i64,
     log_offset: u64,
@@ -180,11 +177,10 @@ pub fn publish(
     let prefix = collection_prefix(collection);
     let mut out = Vec::with_capacity(files.len());
     let (mut bytes_uploaded, mut files_uploaded) = (0u64, 0usize);
-    for name in files {
-        let path = dir.join(name);
-        let data = fs
-            .read_all(&path)
-            .map_err(|e| Error::Io(format!("read {}: {e}", path.display())))?;
+    for SealedFile { name, file } in files {
+        let mut data = vec![0u8; file.len() as usize];
+        file.read_exact_at(&mut data, 0)
+            .map_err(|e| Error::Io(format!("read {name}: {e}")))?;
         let crc = crc32c::crc32c(&data);
         if let Some(f) = known
             .get(name.as_str())
@@ -199,7 +195,7 @@ pub fn publish(
             Err(ObjectError::AlreadyExists(_)) => Ok(String::new()),
             r => r,
         })
-        .map_err(|e| Error::Io(format!("upload {}: {e}", path.display())))?;
+        .map_err(|e| Error::Io(format!("upload {name}: {e}")))?;
         bytes_uploaded += data.len() as u64;
         files_uploaded += 1;
         out.push(VersionFile {
@@ -670,8 +666,6 @@ impl VersionCompactor {
         let version = w.version + 1;
         let published = publish(
             &*self.objects,
-            &StdFs,
-            &self.work_dir.join(collection),
             &files,
             collection,
             version,
