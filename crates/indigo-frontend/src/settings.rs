@@ -59,6 +59,67 @@ pub struct Settings {
     pub max_regex_bytes: usize,
     /// Where `POST /api/v2/admin/backup` writes backups (none: the route is off).
     pub backup_dir: Option<PathBuf>,
+    /// The distributed mode (`indigo serve`).
+    pub cluster: ClusterSettings,
+}
+
+/// How a process of the distributed mode runs (`indigo serve`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// What this process does: any of `frontend`, `log`, `query`, `compactor`, `gc`.
+    pub roles: Vec<String>,
+    /// The catalogue: a PostgreSQL connection (`host=… port=… user=… dbname=…` or
+    /// a `postgres://` URL).
+    pub catalogue: String,
+    /// The S3-compatible store (credentials from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`); no endpoint means AWS.
+    pub s3_endpoint: Option<String>,
+    pub s3_bucket: String,
+    pub s3_region: Option<String>,
+    /// Every object of this deployment lives under this prefix.
+    pub s3_prefix: String,
+    /// Query nodes cache index versions here (local SSD).
+    pub cache_dir: PathBuf,
+    /// Compactors keep their working copies here.
+    pub work_dir: PathBuf,
+    /// The address others reach this process at (default: where it listens).
+    pub advertise: Option<String>,
+    /// A member's lease; it drops out of routing this long after it stops.
+    pub lease_ms: u64,
+    /// How often compactors look for work.
+    pub compact_interval_ms: u64,
+    /// How often the garbage collector runs, and what it keeps.
+    pub gc_interval_ms: u64,
+    pub gc_keep_versions: usize,
+    pub gc_keep_window_secs: u64,
+    /// Unreferenced objects younger than this are left alone.
+    pub gc_grace_secs: u64,
+    /// Truncated log fragments stay readable this long.
+    pub log_grace_secs: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            roles: Vec::new(),
+            catalogue: String::new(),
+            s3_endpoint: None,
+            s3_bucket: String::new(),
+            s3_region: None,
+            s3_prefix: "indigo".into(),
+            cache_dir: PathBuf::from("./indigo_cache"),
+            work_dir: PathBuf::from("./indigo_work"),
+            advertise: None,
+            lease_ms: 3000,
+            compact_interval_ms: 500,
+            gc_interval_ms: 60_000,
+            gc_keep_versions: 2,
+            gc_keep_window_secs: 600,
+            gc_grace_secs: 600,
+            log_grace_secs: 300,
+        }
+    }
 }
 
 /// What one token may reach.
@@ -107,6 +168,7 @@ impl Default for Settings {
             max_regexes: l.filter.max_regexes,
             max_regex_bytes: l.filter.max_regex_bytes,
             backup_dir: None,
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -190,6 +252,28 @@ impl Settings {
                 "max_regexes" => s.max_regexes = num(&v)?,
                 "max_regex_bytes" => s.max_regex_bytes = num(&v)?,
                 "backup_dir" => s.backup_dir = Some(PathBuf::from(&v)),
+                "roles" => {
+                    s.cluster.roles = v
+                        .split(',')
+                        .map(|r| r.trim().to_string())
+                        .filter(|r| !r.is_empty())
+                        .collect()
+                }
+                "catalogue" => s.cluster.catalogue = v.clone(),
+                "s3_endpoint" => s.cluster.s3_endpoint = Some(v.clone()),
+                "s3_bucket" => s.cluster.s3_bucket = v.clone(),
+                "s3_region" => s.cluster.s3_region = Some(v.clone()),
+                "s3_prefix" => s.cluster.s3_prefix = v.clone(),
+                "cache_dir" => s.cluster.cache_dir = PathBuf::from(&v),
+                "work_dir" => s.cluster.work_dir = PathBuf::from(&v),
+                "advertise" => s.cluster.advertise = Some(v.clone()),
+                "lease_ms" => s.cluster.lease_ms = num(&v)? as u64,
+                "compact_interval_ms" => s.cluster.compact_interval_ms = num(&v)? as u64,
+                "gc_interval_ms" => s.cluster.gc_interval_ms = num(&v)? as u64,
+                "gc_keep_versions" => s.cluster.gc_keep_versions = num(&v)?,
+                "gc_keep_window_secs" => s.cluster.gc_keep_window_secs = num(&v)? as u64,
+                "gc_grace_secs" => s.cluster.gc_grace_secs = num(&v)? as u64,
+                "log_grace_secs" => s.cluster.log_grace_secs = num(&v)? as u64,
                 // Variables for other tools (RUST_LOG-style) are not ours to judge.
                 _ => {}
             }

@@ -699,7 +699,11 @@ impl ObjectLog {
         let mut st = cl.state.lock();
         let etag = match &st.manifest {
             Some((_, Some(e))) if !st.stale => e.clone(),
+            // Our own first commit is in flight.
+            Some((m, None)) if !st.stale && st.leader => return Ok(LogOffset(m.head)),
             _ => {
+                // Not loaded, or loaded when no manifest existed: one may now.
+                st.stale = true;
                 self.ensure_loaded(&cl, &mut st)?;
                 return Ok(LogOffset(st.manifest.as_ref().unwrap().0.head));
             }

@@ -37,6 +37,42 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Runs one process of the distributed mode: any of the roles frontend, log,
+    /// query, compactor, gc, over a PostgreSQL catalogue and S3-compatible
+    /// storage (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    Serve {
+        /// A role to run (repeat it, or give a comma list): frontend, log, query,
+        /// compactor, gc.
+        #[arg(long = "role", value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// The catalogue: a PostgreSQL connection string or postgres:// URL.
+        #[arg(long, env = "INDIGO_CATALOGUE")]
+        catalogue: Option<String>,
+        /// The bucket of the S3-compatible store.
+        #[arg(long, env = "INDIGO_S3_BUCKET")]
+        s3_bucket: Option<String>,
+        /// Its endpoint (none: AWS).
+        #[arg(long, env = "INDIGO_S3_ENDPOINT")]
+        s3_endpoint: Option<String>,
+        /// Where query nodes cache index versions [default: ./indigo_cache]
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Where compactors build versions [default: ./indigo_work]
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1]
+        #[arg(long)]
+        host: Option<String>,
+        /// Port [default: 8000; 0 picks a free one]
+        #[arg(long)]
+        port: Option<u16>,
+        /// The address the other processes reach this one at [default: where it listens]
+        #[arg(long)]
+        advertise: Option<String>,
+        /// Settings file (YAML or TOML); INDIGO_* variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Backs up a data directory. Offline (`--path DATA --to DIR`, the directory
     /// not in use) or from a running server (`--url URL --name NAME`, written to
     /// the server's backup_dir/NAME while it keeps serving).
@@ -91,7 +127,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("INDIGO_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // PostgreSQL's notices ("relation … already exists, skipping") are not news.
+                .unwrap_or_else(|_| "info,tokio_postgres=warn,postgres=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -115,14 +152,53 @@ fn main() {
             token,
         } => std::process::exit(backup(path, to, url, name, token)),
         Command::Restore { from, path } => std::process::exit(restore(&from, &path)),
-    };
-    let mut settings = match Settings::load(config.as_deref(), std::env::vars()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
+        Command::Serve {
+            roles,
+            catalogue,
+            s3_bucket,
+            s3_endpoint,
+            cache_dir,
+            work_dir,
+            host,
+            port,
+            advertise,
+            config,
+        } => {
+            let mut settings = load_settings(config.as_deref());
+            let c = &mut settings.cluster;
+            c.roles = roles;
+            if let Some(v) = catalogue {
+                c.catalogue = v;
+            }
+            if let Some(v) = s3_bucket {
+                c.s3_bucket = v;
+            }
+            if let Some(v) = s3_endpoint {
+                c.s3_endpoint = Some(v);
+            }
+            if let Some(v) = cache_dir {
+                c.cache_dir = v;
+            }
+            if let Some(v) = work_dir {
+                c.work_dir = v;
+            }
+            if let Some(v) = advertise {
+                c.advertise = Some(v);
+            }
+            if let Some(h) = host {
+                settings.host = h;
+            }
+            if let Some(p) = port {
+                settings.port = p;
+            }
+            if let Err(e) = serve(settings) {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+            return;
         }
     };
+    let mut settings = load_settings(config.as_deref());
     if let Some(p) = path {
         settings.path = p;
     }
@@ -136,6 +212,41 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+fn load_settings(config: Option<&std::path::Path>) -> Settings {
+    match Settings::load(config, std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// `indigo serve`: the roles given, until SIGINT/SIGTERM.
+fn serve(settings: Settings) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut running = indigo_frontend::cluster::serve::start(settings, &rt)?;
+    tracing::info!(
+        "Indigo {} listening on http://{} (member {})",
+        running.roles.join("+"),
+        running.address,
+        running.id
+    );
+    println!(
+        "Indigo {} listening on http://{}",
+        running.roles.join("+"),
+        running.address
+    );
+    let r = rt.block_on(running.serve(shutdown()));
+    // Leases end and roles stop before the runtime goes.
+    drop(running);
+    drop(rt);
+    r
 }
 
 fn backup(

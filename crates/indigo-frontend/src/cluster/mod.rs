@@ -5,6 +5,7 @@
 pub mod client;
 pub mod nodes;
 pub mod roles;
+pub mod serve;
 pub mod wire;
 
 pub use client::{ClusterDb, RemoteCollection};

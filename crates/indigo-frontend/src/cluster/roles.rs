@@ -101,8 +101,14 @@ impl Compactor {
             if !b.ready() {
                 continue;
             }
-            let Some(lid) = log_id(&c.id) else { continue };
-            let Some(config) = index_config(&c.configuration) else {
+            let (Some(lid), Some(config)) = (log_id(&c.id), index_config(&c.configuration)) else {
+                // Never made by a frontend: there is nothing this role can do but say so.
+                let e = format!(
+                    "collection {} has an id or configuration no frontend makes",
+                    c.id
+                );
+                self.health.failed(indigo_health::COMPACTOR, &c.id, &e);
+                b.failed();
                 continue;
             };
             let r = (|| -> Result<Option<Compacted>, String> {
@@ -112,6 +118,7 @@ impl Compactor {
                     .latest_index_version(&c.id)
                     .map_err(|e| e.to_string())?
                     .map_or(0, |v| v.log_offset);
+                tracing::debug!(collection = %c.id, head, folded, "compactor pass");
                 if head <= folded {
                     return Ok(None);
                 }
@@ -237,7 +244,9 @@ impl Gc {
             })();
             match r {
                 Ok(true) => {
-                    let _ = self.sysdb.forget_deleted(&id);
+                    if let Err(e) = self.sysdb.forget_deleted(&id) {
+                        self.health.failed("gc", &id, &e);
+                    }
                 }
                 Ok(false) => {}
                 Err(e) => self.health.failed("gc", &id, &e),
