@@ -1,9 +1,13 @@
-"""Starts `indigo run` servers for the tests, each on a fresh data directory and port."""
+"""Starts Indigo for the tests: `indigo run` servers, each on a fresh data directory
+and port, and (when scripts/services runs PostgreSQL and an S3 server) clusters of
+`indigo serve` processes, each on a fresh catalogue database and bucket prefix. The
+`server` fixture runs each test against both."""
 import os
 import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import chromadb
@@ -70,9 +74,100 @@ class Server:
         )
 
 
-@pytest.fixture
-def server(tmp_path):
-    s = Server(tmp_path / "data", env={"INDIGO_ALLOW_RESET": "true"}).start()
+def psql(conninfo, sql):
+    bindir = os.environ.get("INDIGO_TEST_PG_BIN")
+    exe = str(Path(bindir) / "psql") if bindir else "psql"
+    subprocess.run([exe, conninfo, "-q", "-c", sql], check=True, capture_output=True)
+
+
+class Cluster:
+    """The distributed mode on this machine: a log+query node, a second query node,
+    a compactor+gc, and a frontend (the address clients use), over a catalogue
+    database and bucket prefix of its own."""
+
+    def __init__(self, tmp, env=None):
+        pg, s3 = os.environ["INDIGO_TEST_PG"], os.environ["INDIGO_TEST_S3"]
+        self.tmp = Path(tmp)
+        name = "c_" + uuid.uuid4().hex[:16]
+        psql(pg, f"CREATE DATABASE {name}")
+        endpoint, bucket = s3.rstrip("/").rsplit("/", 1)
+        self.common = {
+            "INDIGO_CATALOGUE": pg.replace("dbname=postgres", f"dbname={name}"),
+            "INDIGO_S3_ENDPOINT": endpoint,
+            "INDIGO_S3_BUCKET": bucket,
+            "INDIGO_S3_PREFIX": name,
+            "INDIGO_LEASE_MS": "2000",
+            "INDIGO_COMPACT_INTERVAL_MS": "100",
+        }
+        self.env = env or {}
+        self.port = free_port()
+        self.procs = {}
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start_node(self, name, roles, port=0, env=None):
+        args = [str(BIN), "serve", "--port", str(port)]
+        for r in roles:
+            args += ["--role", r]
+        args += ["--cache-dir", str(self.tmp / name / "cache"), "--work-dir", str(self.tmp / name / "work")]
+        e = {k: v for k, v in os.environ.items() if not k.startswith("INDIGO_")}
+        e.update(self.common)
+        e.update(env or {})
+        log = open(self.tmp / f"{name}.log", "ab")
+        p = subprocess.Popen(args, env=e, stdout=subprocess.PIPE, stderr=log)
+        # It prints its address once its leases are taken: routable from then on.
+        line = p.stdout.readline().decode()
+        if "listening on" not in line:
+            p.wait(timeout=30)
+            raise RuntimeError(f"indigo serve {roles} failed: {(self.tmp / f'{name}.log').read_text()}")
+        self.procs[name] = p
+        return line.rsplit("http://", 1)[1].strip()
+
+    def start(self):
+        self.start_node("node1", ["log", "query"])
+        self.start_node("node2", ["query"])
+        self.start_node("background", ["compactor", "gc"])
+        self.start_node("frontend", ["frontend"], port=self.port, env=self.env)
+        return self
+
+    def kill(self, name, sig=signal.SIGKILL):
+        p = self.procs.pop(name)
+        p.send_signal(sig)
+        p.wait(timeout=30)
+
+    def stop(self, sig=signal.SIGTERM):
+        for name in list(self.procs):
+            self.kill(name, sig)
+
+    def client(self, **kw):
+        return chromadb.HttpClient(
+            host="127.0.0.1",
+            port=self.port,
+            settings=Settings(anonymized_telemetry=False),
+            **kw,
+        )
+
+
+def have_services():
+    if os.environ.get("INDIGO_TEST_PG") and os.environ.get("INDIGO_TEST_S3"):
+        return True
+    if os.environ.get("INDIGO_REQUIRE_SERVICES") == "1":
+        raise RuntimeError("INDIGO_TEST_PG / INDIGO_TEST_S3 are not set but the services are required")
+    return False
+
+
+MODES = ["single"] + (["cluster"] if have_services() else [])
+
+
+@pytest.fixture(params=MODES)
+def server(request, tmp_path):
+    env = {"INDIGO_ALLOW_RESET": "true"}
+    if request.param == "single":
+        s = Server(tmp_path / "data", env=env).start()
+    else:
+        s = Cluster(tmp_path, env=env).start()
     yield s
     s.stop()
 

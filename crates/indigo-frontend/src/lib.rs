@@ -400,7 +400,12 @@ async fn heartbeat() -> Json<Value> {
 /// 200 while every background component works; 503 naming each standing
 /// failure (component, what it failed on, the error, since when) otherwise.
 async fn healthcheck(State(st): St) -> Response {
-    let failures = st.db.failures();
+    // A cluster's frontend may ask the catalogue who is live: not on async threads.
+    let db = st.db.clone();
+    let failures = match blocking(move || Ok(db.failures())).await {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
     if failures.is_empty() {
         return Json(json!({"is_executor_ready": true, "is_log_client_ready": true}))
             .into_response();
@@ -1253,7 +1258,9 @@ async fn v1_gone() -> Response {
 
 async fn metrics(State(st): St, _h: HeaderMap) -> Response {
     let db = st.db.clone();
-    let extra = blocking(move || Ok(db.gauges())).await.unwrap_or_default();
+    let (extra, failures) = blocking(move || Ok((db.gauges(), db.failures())))
+        .await
+        .unwrap_or_default();
     let mut text = st.metrics.render(&extra);
     text.push_str(
         "# HELP indigo_background_errors_total Failed attempts of background work, by component.\n\
@@ -1268,8 +1275,13 @@ async fn metrics(State(st): St, _h: HeaderMap) -> Response {
         "# HELP indigo_background_failing Standing background failures, by component.\n\
          # TYPE indigo_background_failing gauge\n",
     );
-    let failures = st.db.failures();
-    for component in indigo::BACKGROUND_COMPONENTS {
+    let mut components: Vec<&str> = indigo::BACKGROUND_COMPONENTS.to_vec();
+    for f in &failures {
+        if !components.contains(&f.component) {
+            components.push(f.component);
+        }
+    }
+    for component in components {
         let n = failures.iter().filter(|f| f.component == component).count();
         text.push_str(&format!(
             "indigo_background_failing{{component=\"{component}\"}} {n}\n"

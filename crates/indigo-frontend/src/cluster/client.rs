@@ -402,10 +402,17 @@ impl ClusterDb {
     }
 }
 
+/// The message of an internal node's error answer (Chroma's error JSON), or
+/// what it sent instead.
 fn error_message(resp: ureq::Response) -> String {
-    match resp.into_json::<Value>() {
-        Ok(v) => v["message"].as_str().unwrap_or("").to_string(),
-        Err(e) => e.to_string(),
+    let (code, url) = (resp.status(), resp.get_url().to_string());
+    let text = resp.into_string().unwrap_or_default();
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) if v["message"].is_string() => v["message"].as_str().unwrap_or("").to_string(),
+        _ => format!(
+            "{url} answered {code}: {}",
+            text.chars().take(200).collect::<String>()
+        ),
     }
 }
 

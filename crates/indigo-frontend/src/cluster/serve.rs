@@ -123,14 +123,17 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
         }),
     );
     let mut threads = Vec::new();
+    // A frontend forwards what it accepted: room for the largest request, in the
+    // internal encoding.
+    let body_limit = axum::extract::DefaultBodyLimit::max(settings.max_payload_bytes * 2);
     if has("log") {
         let log = Arc::new(ObjectLog::new(objects.clone(), log_opts.clone()));
-        app = app.merge(Arc::new(LogNode { log }).routes());
+        app = app.merge(Arc::new(LogNode { log }).routes().layer(body_limit));
     }
     if has("query") {
         let log = Arc::new(ObjectLog::new(objects.clone(), log_opts.clone()));
         let q = QueryNode::new(objects.clone(), log, &c.cache_dir, health.clone());
-        app = app.merge(Arc::new(q).routes());
+        app = app.merge(Arc::new(q).routes().layer(body_limit));
     }
     if has("frontend") {
         let members = |role| Members::from_leases(sysdb.clone(), role, refresh);
