@@ -85,7 +85,14 @@ class Cluster:
     a compactor+gc, and a frontend (the address clients use), over a catalogue
     database and bucket prefix of its own."""
 
-    def __init__(self, tmp, env=None):
+    DEFAULT = [
+        ("node1", ["log", "query"]),
+        ("node2", ["query"]),
+        ("background", ["compactor", "gc"]),
+    ]
+
+    def __init__(self, tmp, env=None, nodes=None):
+        self.nodes = nodes or Cluster.DEFAULT
         pg, s3 = os.environ["INDIGO_TEST_PG"], os.environ["INDIGO_TEST_S3"]
         self.tmp = Path(tmp)
         name = "c_" + uuid.uuid4().hex[:16]
@@ -126,9 +133,8 @@ class Cluster:
         return line.rsplit("http://", 1)[1].strip()
 
     def start(self):
-        self.start_node("node1", ["log", "query"])
-        self.start_node("node2", ["query"])
-        self.start_node("background", ["compactor", "gc"])
+        for name, roles in self.nodes:
+            self.start_node(name, roles)
         self.start_node("frontend", ["frontend"], port=self.port, env=self.env)
         return self
 
@@ -189,3 +195,19 @@ def make_server(tmp_path):
     yield make
     for s in started:
         s.stop()
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    if not have_services():
+        pytest.skip("PostgreSQL and S3 are not running (scripts/test starts them)")
+    started = []
+
+    def make(nodes=None, env=None):
+        c = Cluster(tmp_path, env=env, nodes=nodes).start()
+        started.append(c)
+        return c
+
+    yield make
+    for c in started:
+        c.stop()

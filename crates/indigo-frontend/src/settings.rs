@@ -79,8 +79,10 @@ pub struct ClusterSettings {
     pub s3_region: Option<String>,
     /// Every object of this deployment lives under this prefix.
     pub s3_prefix: String,
-    /// Query nodes cache index versions here (local SSD).
+    /// Query nodes cache index versions here (local SSD)...
     pub cache_dir: PathBuf,
+    /// ...up to this many bytes, least recently used out first.
+    pub cache_bytes: u64,
     /// Compactors keep their working copies here.
     pub work_dir: PathBuf,
     /// The address others reach this process at (default: where it listens).
@@ -109,6 +111,7 @@ impl Default for ClusterSettings {
             s3_region: None,
             s3_prefix: "indigo".into(),
             cache_dir: PathBuf::from("./indigo_cache"),
+            cache_bytes: 8 << 30,
             work_dir: PathBuf::from("./indigo_work"),
             advertise: None,
             lease_ms: 3000,
@@ -265,6 +268,7 @@ impl Settings {
                 "s3_region" => s.cluster.s3_region = Some(v.clone()),
                 "s3_prefix" => s.cluster.s3_prefix = v.clone(),
                 "cache_dir" => s.cluster.cache_dir = PathBuf::from(&v),
+                "cache_bytes" => s.cluster.cache_bytes = num(&v)? as u64,
                 "work_dir" => s.cluster.work_dir = PathBuf::from(&v),
                 "advertise" => s.cluster.advertise = Some(v.clone()),
                 "lease_ms" => s.cluster.lease_ms = num(&v)? as u64,

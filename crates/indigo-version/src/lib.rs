@@ -9,11 +9,15 @@
 //! garbage collector.
 //!
 //! [`VersionFs`] reads a version through the file-system seam: small files are
-//! fetched whole into a local cache directory, large ones by ranged reads (the
-//! store's segments read their footer, index and only the blocks a query needs),
-//! so `Segment::open_read_only` serves a version straight from object storage.
+//! fetched whole, large ones by ranged reads of fixed-size chunks (the store's
+//! segments read their footer, index and only the blocks a query needs), both
+//! through a bounded [`Cache`] on local disk, so `Segment::open_read_only` serves
+//! a version straight from object storage and a warm one from local disk.
 
-use std::collections::{HashMap, VecDeque};
+mod cache;
+pub use cache::{Cache, CacheStats};
+
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,41 +233,27 @@ pub fn publish(
 }
 
 /// Opens a committed version for reading, straight from object storage through
-/// a [`VersionFs`] caching into `cache_dir`.
+/// a [`VersionFs`] caching in `cache`.
 pub fn open_version(
     objects: Arc<dyn Objects>,
     manifest: &VersionManifest,
-    cache_dir: &Path,
+    cache: Arc<Cache>,
     config: IndexConfig,
     health: Arc<indigo_health::Health>,
 ) -> Result<Segment> {
     let root = Path::new("/version");
-    let fs = Arc::new(VersionFs::new(objects, manifest, root, cache_dir)?);
+    let fs = Arc::new(VersionFs::new(objects, manifest, root, cache));
     let env = Env { fs, health };
     Segment::open_read_only(&env, root, config, manifest.dimension.map(|d| d as usize))
 }
 
-/// Chunks of large files kept in memory, least recently used first out.
-#[derive(Default)]
-struct Chunks {
-    map: HashMap<(String, u64), Arc<Vec<u8>>>,
-    order: VecDeque<(String, u64)>,
-    bytes: usize,
-}
-
-struct Shared {
-    objects: Arc<dyn Objects>,
-    cache_dir: PathBuf,
-    chunks: Mutex<Chunks>,
-    chunk_budget: usize,
-}
-
 /// A read-only file system over one version's files: `root/<name>` is the file
-/// `name` of the manifest. Small files are fetched whole into `cache_dir` (named
-/// by their object key: objects never change, so a cached copy never goes
-/// stale); large ones are read by range, in chunks kept in memory.
+/// `name` of the manifest. Small files are fetched whole, large ones by chunks on
+/// demand, all through the node's [`Cache`] (named by object key: objects never
+/// change, so a cached copy never goes stale).
 pub struct VersionFs {
-    shared: Arc<Shared>,
+    objects: Arc<dyn Objects>,
+    cache: Arc<Cache>,
     root: PathBuf,
     files: HashMap<PathBuf, VersionFile>,
 }
@@ -273,28 +263,18 @@ impl VersionFs {
         objects: Arc<dyn Objects>,
         manifest: &VersionManifest,
         root: &Path,
-        cache_dir: &Path,
-    ) -> Result<VersionFs> {
-        std::fs::create_dir_all(cache_dir)
-            .map_err(|e| Error::Io(format!("create {}: {e}", cache_dir.display())))?;
-        Ok(VersionFs {
-            shared: Arc::new(Shared {
-                objects,
-                cache_dir: cache_dir.to_path_buf(),
-                chunks: Mutex::default(),
-                chunk_budget: 64 << 20,
-            }),
+        cache: Arc<Cache>,
+    ) -> VersionFs {
+        VersionFs {
+            objects,
+            cache,
             root: root.to_path_buf(),
             files: manifest
                 .files
                 .iter()
                 .map(|f| (root.join(&f.name), f.clone()))
                 .collect(),
-        })
-    }
-
-    fn cached_path(&self, f: &VersionFile) -> PathBuf {
-        self.shared.cache_dir.join(f.key.replace('/', "_"))
+        }
     }
 }
 
@@ -312,45 +292,30 @@ fn object_error(e: ObjectError) -> io::Error {
     }
 }
 
-/// A large file read by ranges.
+/// A large file read by ranges, chunk by chunk through the cache.
 struct RemoteFile {
-    shared: Arc<Shared>,
+    objects: Arc<dyn Objects>,
+    cache: Arc<Cache>,
     file: VersionFile,
 }
 
 impl RemoteFile {
-    fn chunk(&self, i: u64) -> io::Result<Arc<Vec<u8>>> {
-        let id = (self.file.key.clone(), i);
-        if let Some(c) = self.shared.chunks.lock().map.get(&id) {
-            return Ok(c.clone());
+    fn chunk(&self, i: u64) -> io::Result<Arc<dyn ReadableFile>> {
+        let name = format!("{}@{i}", self.file.key);
+        if let Some(c) = self.cache.get(&name) {
+            return Ok(c);
         }
         let start = i * CHUNK;
         let end = (start + CHUNK).min(self.file.bytes);
-        let data = indigo_object::retry(5, || {
-            self.shared.objects.get_range(&self.file.key, start..end)
-        })
-        .map_err(object_error)?;
+        let data = indigo_object::retry(5, || self.objects.get_range(&self.file.key, start..end))
+            .map_err(object_error)?;
         if data.len() as u64 != end - start {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("{}: short ranged read", self.file.key),
             ));
         }
-        let data = Arc::new(data);
-        let mut c = self.shared.chunks.lock();
-        if c.map.insert(id.clone(), data.clone()).is_none() {
-            c.bytes += data.len();
-            c.order.push_back(id);
-        }
-        while c.bytes > self.shared.chunk_budget {
-            let Some(old) = c.order.pop_front() else {
-                break;
-            };
-            if let Some(d) = c.map.remove(&old) {
-                c.bytes -= d.len();
-            }
-        }
-        Ok(data)
+        self.cache.put(&name, data)
     }
 }
 
@@ -364,10 +329,10 @@ impl ReadableFile for RemoteFile {
         while at < end {
             let i = at / CHUNK;
             let chunk = self.chunk(i)?;
-            let from = (at - i * CHUNK) as usize;
-            let n = ((end - at) as usize).min(chunk.len() - from);
+            let from = at - i * CHUNK;
+            let n = ((end - at) as usize).min((chunk.len() - from) as usize);
             let dst = (at - offset) as usize;
-            buf[dst..dst + n].copy_from_slice(&chunk[from..from + n]);
+            chunk.read_exact_at(&mut buf[dst..dst + n], from)?;
             at += n as u64;
         }
         Ok(())
@@ -391,35 +356,18 @@ impl FileSystem for VersionFs {
                 format!("{} is not in the version", path.display()),
             )
         })?;
-        let local = self.cached_path(f);
-        if let Ok(file) = StdFs.open(&local) {
-            if file.len() == f.bytes {
-                return Ok(file);
-            }
-        }
         if f.bytes > WHOLE_FILE {
             return Ok(Arc::new(RemoteFile {
-                shared: self.shared.clone(),
+                objects: self.objects.clone(),
+                cache: self.cache.clone(),
                 file: f.clone(),
             }));
         }
-        let data = indigo_object::retry(5, || self.shared.objects.get(&f.key))
-            .map_err(object_error)?
-            .data;
-        if data.len() as u64 != f.bytes || crc32c::crc32c(&data) != f.crc32c {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "object {} does not match the version manifest (size or checksum)",
-                    f.key
-                ),
-            ));
+        if let Some(file) = self.cache.get(&f.key).filter(|c| c.len() == f.bytes) {
+            return Ok(file);
         }
-        // Into the cache under a temporary name, then renamed: a crash leaves
-        // no half file under the real name.
-        let tmp = local.with_extension("part");
-        std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &local))?;
-        StdFs.open(&local)
+        let data = fetch_verified(&*self.objects, f)?;
+        self.cache.put(&f.key, data)
     }
     fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
         Err(read_only())
@@ -454,6 +402,23 @@ impl FileSystem for VersionFs {
     fn is_dir(&self, path: &Path) -> bool {
         !self.files.contains_key(path) && self.exists(path)
     }
+}
+
+/// A version's file, whole, checked against the manifest's size and checksum.
+fn fetch_verified(objects: &dyn Objects, f: &VersionFile) -> io::Result<Vec<u8>> {
+    let data = indigo_object::retry(5, || objects.get(&f.key))
+        .map_err(object_error)?
+        .data;
+    if data.len() as u64 != f.bytes || crc32c::crc32c(&data) != f.crc32c {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "object {} does not match the version manifest (size or checksum)",
+                f.key
+            ),
+        ));
+    }
+    Ok(data)
 }
 
 /// What one compaction did.
@@ -583,22 +548,14 @@ impl VersionCompactor {
         let (durable, dim, manifest) = match current {
             None => (0, None, None),
             Some((_, m)) => {
-                // Fetch every file of the version into the working directory.
-                let vfs = VersionFs::new(
-                    self.objects.clone(),
-                    &m,
-                    Path::new("/version"),
-                    &self.work_dir.join(".fetch"),
-                )?;
+                // Fetch every file of the version into the working directory,
+                // each checked against the manifest.
                 for f in &m.files {
-                    let data = vfs
-                        .read_all(&Path::new("/version").join(&f.name))
-                        .map_err(io)?;
+                    let data = fetch_verified(&*self.objects, f).map_err(io)?;
                     let to = dir.join(&f.name);
                     std::fs::create_dir_all(to.parent().unwrap()).map_err(io)?;
                     std::fs::write(&to, data).map_err(io)?;
                 }
-                let _ = std::fs::remove_dir_all(self.work_dir.join(".fetch"));
                 (m.log_offset, m.dimension, Some(m))
             }
         };

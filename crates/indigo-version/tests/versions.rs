@@ -5,7 +5,6 @@
 //! executor answers from it plus the log tail.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,9 @@ use indigo_objlog::{ObjectLog, ObjectLogOptions};
 use indigo_segment::IndexConfig;
 use indigo_sysdb::{NewCollection, PgSysDb, SqliteSysDb, SysDb, DEFAULT_DATABASE, DEFAULT_TENANT};
 use indigo_types::{RecordOp, WriteEntry, WriteKind};
-use indigo_version::{collect_garbage, open_version, Compacted, VersionCompactor, VersionManifest};
+use indigo_version::{
+    collect_garbage, open_version, Cache, Compacted, VersionCompactor, VersionManifest,
+};
 use serde_json::json;
 
 fn objects() -> Vec<(&'static str, Arc<dyn Objects>)> {
@@ -110,8 +111,20 @@ fn config() -> IndexConfig {
 }
 
 /// Reads a version back and compares it with the model.
-fn check_version(objects: &Arc<dyn Objects>, m: &VersionManifest, want: &Model, cache: &Path) {
-    let seg = open_version(objects.clone(), m, cache, config(), Arc::new(Health::new())).unwrap();
+fn check_version(
+    objects: &Arc<dyn Objects>,
+    m: &VersionManifest,
+    want: &Model,
+    cache: &Arc<Cache>,
+) {
+    let seg = open_version(
+        objects.clone(),
+        m,
+        cache.clone(),
+        config(),
+        Arc::new(Health::new()),
+    )
+    .unwrap();
     let snap = seg.snapshot();
     assert_eq!(snap.applied, m.log_offset);
     assert_eq!(
@@ -185,11 +198,21 @@ fn every_committed_version_reads_back_as_of_its_log_offset() {
                     other => panic!("{oname}/{sname}: {other:?}"),
                 }
             }
-            // Any committed version, read straight from object storage.
-            let cache = tempfile::tempdir().unwrap();
-            for (m, want) in &versions {
-                check_version(&objects, m, want, cache.path());
+            // Any committed version, read straight from object storage, through
+            // a cache too small for them all (entries come and go) and again
+            // through a cold one.
+            let dir = tempfile::tempdir().unwrap();
+            let cache = Cache::open(dir.path(), 16 << 10).unwrap();
+            for (m, want) in versions.iter().chain(versions.iter().rev()) {
+                check_version(&objects, m, want, &cache);
             }
+            let st = cache.stats();
+            assert!(st.evictions > 0 && st.bytes <= st.budget, "{st:?}");
+            let on_disk: u64 = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum();
+            assert_eq!(on_disk, st.bytes, "evicted files are deleted");
             // The executor on the current version plus the log tail sees every write.
             write(&*log, lid, WriteKind::Add, 1000..1010, 9.0);
             apply(&mut model, WriteKind::Add, 1000..1010, 9.0);
@@ -197,7 +220,7 @@ fn every_committed_version_reads_back_as_of_its_log_offset() {
             let seg = open_version(
                 objects.clone(),
                 m,
-                cache.path(),
+                cache.clone(),
                 config(),
                 Arc::new(Health::new()),
             )
@@ -306,7 +329,7 @@ fn racing_compactors_commit_each_version_once_and_the_losers_objects_are_collect
                 &objects,
                 &VersionManifest::fetch(&*objects, key).unwrap(),
                 &model,
-                cache.path(),
+                &Cache::open(cache.path(), 64 << 20).unwrap(),
             );
             // Garbage collection: keep the newest version only; everything else,
             // orphans of stale compactors included, goes.
@@ -329,7 +352,12 @@ fn racing_compactors_commit_each_version_once_and_the_losers_objects_are_collect
                 .unwrap();
             assert_eq!(after, m.files.len() + 1);
             let fresh = tempfile::tempdir().unwrap();
-            check_version(&objects, &m, &model, fresh.path());
+            check_version(
+                &objects,
+                &m,
+                &model,
+                &Cache::open(fresh.path(), 64 << 20).unwrap(),
+            );
             // A grace period protects young unreferenced objects.
             objects
                 .put(

@@ -142,15 +142,24 @@ struct Opened {
     tail: TailCache,
 }
 
+/// Open collections with their last use, and the use clock.
+type OpenSet = (HashMap<String, (Arc<Opened>, u64)>, u64);
+
+/// Collections a query node keeps open at once.
+const MAX_OPEN: usize = 256;
+
 /// A query node.
 pub struct QueryNode {
     pub objects: Arc<dyn Objects>,
     pub log: Arc<ObjectLog>,
-    /// Versions' files, cached (and collections' empty segments before their
-    /// first version).
+    /// Collections' empty segments before their first version.
     pub cache_dir: PathBuf,
+    /// Versions' objects, cached within a byte budget.
+    pub cache: Arc<indigo_version::Cache>,
     pub health: Arc<Health>,
-    open: Mutex<HashMap<String, Arc<Opened>>>,
+    /// Open collections, with their last use: at most `MAX_OPEN`, least
+    /// recently used closed first (each holds its index in memory).
+    open: Mutex<OpenSet>,
 }
 
 /// A read that cannot be answered, as status, name and message.
@@ -166,19 +175,23 @@ fn refuse(status: u16, e: impl std::fmt::Display) -> Refusal {
 }
 
 impl QueryNode {
+    /// A query node caching up to `cache_bytes` of objects under `cache_dir`.
     pub fn new(
         objects: Arc<dyn Objects>,
         log: Arc<ObjectLog>,
         cache_dir: &Path,
+        cache_bytes: u64,
         health: Arc<Health>,
-    ) -> QueryNode {
-        QueryNode {
+    ) -> std::io::Result<QueryNode> {
+        let cache = indigo_version::Cache::open(&cache_dir.join("objects"), cache_bytes)?;
+        Ok(QueryNode {
             objects,
             log,
             cache_dir: cache_dir.to_path_buf(),
+            cache,
             health,
             open: Mutex::default(),
-        }
+        })
     }
 
     pub fn routes(self: Arc<Self>) -> Router {
@@ -187,12 +200,27 @@ impl QueryNode {
             .with_state(self)
     }
 
+    fn touch(&self, id: &str) -> Option<Arc<Opened>> {
+        let mut open = self.open.lock();
+        open.1 += 1;
+        let now = open.1;
+        open.0.get_mut(id).map(|(o, used)| {
+            *used = now;
+            o.clone()
+        })
+    }
+
+    /// Collections open now.
+    pub fn open_collections(&self) -> usize {
+        self.open.lock().0.len()
+    }
+
     /// The segment to read for `t`: the version it names, or a newer one held
     /// already (it covers more of the log, never less).
     fn opened(&self, t: &wire::Target) -> Result<Arc<Opened>, Refusal> {
         let id = &t.collection.id;
         let want = t.version.as_ref().map(|v| v.0);
-        if let Some(o) = self.open.lock().get(id) {
+        if let Some(o) = self.touch(id) {
             if o.version >= want && (o.dimension.is_some() || t.collection.dimension.is_none()) {
                 return Ok(o.clone());
             }
@@ -213,7 +241,7 @@ impl QueryNode {
                 indigo_version::open_version(
                     self.objects.clone(),
                     &m,
-                    &self.cache_dir.join("objects"),
+                    self.cache.clone(),
                     config,
                     self.health.clone(),
                 )
@@ -244,7 +272,21 @@ impl QueryNode {
             segment: Arc::new(segment),
             tail: TailCache::default(),
         });
-        self.open.lock().insert(id.clone(), o.clone());
+        let mut open = self.open.lock();
+        open.1 += 1;
+        let now = open.1;
+        open.0.insert(id.clone(), (o.clone(), now));
+        if open.0.len() > MAX_OPEN {
+            let oldest = open
+                .0
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                open.0.remove(&k);
+            }
+        }
+        drop(open);
         Ok(o)
     }
 

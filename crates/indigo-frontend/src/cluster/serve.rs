@@ -114,14 +114,8 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
         ..Default::default()
     };
 
-    let mut app = Router::new().route(
-        "/internal/v1/health",
-        get({
-            let roles = roles.clone();
-            let health = health.clone();
-            move || async move { Json(json!({"roles": roles, "failures": health.failures().len()})) }
-        }),
-    );
+    let mut app = Router::new();
+    let mut cache = None;
     let mut threads = Vec::new();
     // A frontend forwards what it accepted: room for the largest request, in the
     // internal encoding.
@@ -132,7 +126,15 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
     }
     if has("query") {
         let log = Arc::new(ObjectLog::new(objects.clone(), log_opts.clone()));
-        let q = QueryNode::new(objects.clone(), log, &c.cache_dir, health.clone());
+        let q = QueryNode::new(
+            objects.clone(),
+            log,
+            &c.cache_dir,
+            c.cache_bytes,
+            health.clone(),
+        )
+        .map_err(|e| format!("cache in {}: {e}", c.cache_dir.display()))?;
+        cache = Some(q.cache.clone());
         app = app.merge(Arc::new(q).routes().layer(body_limit));
     }
     if has("frontend") {
@@ -183,6 +185,23 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
         };
         threads.push(gc.start(Duration::from_millis(c.gc_interval_ms.max(10))));
     }
+    // Every process answers for itself: its failures and what it holds. A
+    // frontend's /metrics is the API's; other processes serve theirs.
+    let node = Arc::new(NodeStatus {
+        roles: roles.clone(),
+        health: health.clone(),
+        cache,
+    });
+    app = app.route(
+        "/internal/v1/health",
+        get({
+            let node = node.clone();
+            move || async move { node.health() }
+        }),
+    );
+    if !has("frontend") {
+        app = app.route("/metrics", get(move || async move { node.metrics() }));
+    }
     // Leases last: the process is routable once it serves.
     let mut heartbeats = Vec::new();
     for role in &roles {
@@ -206,4 +225,71 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
         _threads: threads,
         _objects: objects,
     })
+}
+
+/// What a process reports about itself.
+struct NodeStatus {
+    roles: Vec<String>,
+    health: Arc<Health>,
+    cache: Option<Arc<indigo_version::Cache>>,
+}
+
+impl NodeStatus {
+    /// 200 while nothing fails; 503 with each standing failure otherwise.
+    fn health(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let failures: Vec<serde_json::Value> = self
+            .health
+            .failures()
+            .iter()
+            .map(|f| {
+                json!({"component": f.component, "subject": f.subject, "error": f.error,
+                            "attempts": f.attempts})
+            })
+            .collect();
+        let mut body = json!({"roles": self.roles, "failures": failures});
+        if let Some(c) = &self.cache {
+            let s = c.stats();
+            body["cache"] = json!({"bytes": s.bytes, "budget": s.budget, "hits": s.hits,
+                                   "misses": s.misses, "evictions": s.evictions});
+        }
+        let status = if failures.is_empty() {
+            axum::http::StatusCode::OK
+        } else {
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        };
+        (status, Json(body)).into_response()
+    }
+
+    fn metrics(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        use std::fmt::Write;
+        let mut t = String::new();
+        t.push_str(
+            "# HELP indigo_background_errors_total Failed attempts of background work, by component.\n\
+             # TYPE indigo_background_errors_total counter\n",
+        );
+        for (c, n) in self.health.errors_total() {
+            let _ = writeln!(t, "indigo_background_errors_total{{component=\"{c}\"}} {n}");
+        }
+        let failing = self.health.failures().len();
+        let _ = writeln!(
+            t,
+            "# TYPE indigo_background_failing gauge\nindigo_background_failing {failing}"
+        );
+        if let Some(c) = &self.cache {
+            let s = c.stats();
+            for (name, kind, v) in [
+                ("indigo_cache_bytes", "gauge", s.bytes),
+                ("indigo_cache_budget_bytes", "gauge", s.budget),
+                ("indigo_cache_hits_total", "counter", s.hits),
+                ("indigo_cache_misses_total", "counter", s.misses),
+                ("indigo_cache_fetched_bytes_total", "counter", s.bytes_in),
+                ("indigo_cache_evictions_total", "counter", s.evictions),
+            ] {
+                let _ = writeln!(t, "# TYPE {name} {kind}\n{name} {v}");
+            }
+        }
+        ([("content-type", "text/plain; version=0.0.4")], t).into_response()
+    }
 }
