@@ -300,13 +300,14 @@ struct RemoteFile {
 }
 
 impl RemoteFile {
-    fn chunk(&self, i: u64) -> io::Result<Arc<dyn ReadableFile>> {
-        let name = format!("{}@{i}", self.file.key);
-        if let Some(c) = self.cache.get(&name) {
-            return Ok(c);
-        }
-        let start = i * CHUNK;
-        let end = (start + CHUNK).min(self.file.bytes);
+    fn chunk_name(&self, i: u64) -> String {
+        format!("{}@{i}", self.file.key)
+    }
+
+    /// Fetches chunks `first..=last` with one ranged read and caches each.
+    fn fetch(&self, first: u64, last: u64) -> io::Result<Vec<Arc<dyn ReadableFile>>> {
+        let start = first * CHUNK;
+        let end = ((last + 1) * CHUNK).min(self.file.bytes);
         let data = indigo_object::retry(5, || self.objects.get_range(&self.file.key, start..end))
             .map_err(object_error)?;
         if data.len() as u64 != end - start {
@@ -315,20 +316,52 @@ impl RemoteFile {
                 format!("{}: short ranged read", self.file.key),
             ));
         }
-        self.cache.put(&name, data)
+        data.chunks(CHUNK as usize)
+            .zip(first..=last)
+            .map(|(c, i)| self.cache.put(&self.chunk_name(i), c.to_vec()))
+            .collect()
     }
 }
 
 impl ReadableFile for RemoteFile {
+    /// Reads through the cache; the chunks it lacks are fetched with one ranged
+    /// read per run of missing chunks (opening a version reads its index files
+    /// whole: a few requests, not one per chunk).
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= self.file.bytes)
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (first, last) = (offset / CHUNK, (end - 1) / CHUNK);
+        let mut chunks: Vec<Option<Arc<dyn ReadableFile>>> = (first..=last)
+            .map(|i| self.cache.get(&self.chunk_name(i)))
+            .collect();
+        let mut i = 0;
+        while i < chunks.len() {
+            if chunks[i].is_some() {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j + 1 < chunks.len() && chunks[j + 1].is_none() {
+                j += 1;
+            }
+            for (k, c) in self
+                .fetch(first + i as u64, first + j as u64)?
+                .into_iter()
+                .enumerate()
+            {
+                chunks[i + k] = Some(c);
+            }
+            i = j + 1;
+        }
         let mut at = offset;
-        while at < end {
-            let i = at / CHUNK;
-            let chunk = self.chunk(i)?;
+        for (k, chunk) in chunks.into_iter().enumerate() {
+            let chunk = chunk.expect("fetched above");
+            let i = first + k as u64;
             let from = at - i * CHUNK;
             let n = ((end - at) as usize).min((chunk.len() - from) as usize);
             let dst = (at - offset) as usize;
@@ -753,5 +786,67 @@ pub mod fuzzing {
         if let Ok(m) = super::VersionManifest::decode(bytes) {
             assert_eq!(super::VersionManifest::decode(&m.encode()).as_ref(), Ok(&m));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indigo_object::{Counted, Remote};
+
+    /// A large file is read by ranges: a whole read is one request, a warm read
+    /// none, and a read over a partly evicted range fetches each missing run once.
+    #[test]
+    fn large_files_are_fetched_in_runs_of_missing_chunks() {
+        let counted = Arc::new(Counted::new(Arc::new(Remote::memory())));
+        let objects: Arc<dyn Objects> = counted.clone();
+        let len = (WHOLE_FILE + 3 * CHUNK + 100) as usize;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        objects.put("big", &data, PutMode::Overwrite).unwrap();
+        let manifest = VersionManifest {
+            collection: "c".into(),
+            version: 1,
+            log_offset: 0,
+            dimension: None,
+            files: vec![VersionFile {
+                name: "hnsw/big".into(),
+                key: "big".into(),
+                bytes: len as u64,
+                crc32c: crc32c::crc32c(&data),
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 64 << 20).unwrap();
+        let root = Path::new("/version");
+        let vfs = VersionFs::new(objects.clone(), &manifest, root, cache.clone());
+        let gets = || counted.stats.snapshot().gets;
+        let g0 = gets();
+        assert_eq!(vfs.read_all(&root.join("hnsw/big")).unwrap(), data);
+        assert_eq!(gets() - g0, 1, "one ranged read for the whole file");
+        let g1 = gets();
+        let f = vfs.open(&root.join("hnsw/big")).unwrap();
+        let mut buf = vec![0u8; 1000];
+        f.read_exact_at(&mut buf, CHUNK - 500).unwrap();
+        assert_eq!(buf, data[(CHUNK - 500) as usize..(CHUNK + 500) as usize]);
+        assert_eq!(gets(), g1, "warm: no request");
+        // Wipe the cache: a fresh one over the same directory is empty of these.
+        let dir2 = tempfile::tempdir().unwrap();
+        let cold = VersionFs::new(
+            objects,
+            &manifest,
+            root,
+            Cache::open(dir2.path(), 64 << 20).unwrap(),
+        );
+        let f = cold.open(&root.join("hnsw/big")).unwrap();
+        f.read_exact_at(&mut buf, 2 * CHUNK + 7).unwrap();
+        assert_eq!(
+            buf,
+            data[(2 * CHUNK + 7) as usize..(2 * CHUNK + 1007) as usize]
+        );
+        let g2 = gets();
+        let mut all = vec![0u8; len];
+        f.read_exact_at(&mut all, 0).unwrap();
+        assert_eq!(all, data);
+        assert_eq!(gets() - g2, 2, "the runs before and after the cached chunk");
     }
 }

@@ -95,7 +95,10 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
     let health = Arc::new(Health::new());
     let sysdb: Arc<dyn SysDb> =
         Arc::new(PgSysDb::connect(&c.catalogue).map_err(|e| format!("catalogue: {e}"))?);
-    let objects = objects(&c)?;
+    // Counted: every process reports its object-store requests in /metrics.
+    let counted = Arc::new(indigo_object::Counted::new(objects(&c)?));
+    let object_stats = counted.stats.clone();
+    let objects: Arc<dyn Objects> = counted;
     let addr = format!("{}:{}", settings.host, settings.port);
     let listener = std::net::TcpListener::bind(&addr)
         .and_then(|l| l.set_nonblocking(true).map(|_| l))
@@ -191,6 +194,7 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
         roles: roles.clone(),
         health: health.clone(),
         cache,
+        objects: object_stats,
     });
     app = app.route(
         "/internal/v1/health",
@@ -232,6 +236,7 @@ struct NodeStatus {
     roles: Vec<String>,
     health: Arc<Health>,
     cache: Option<Arc<indigo_version::Cache>>,
+    objects: Arc<indigo_object::Stats>,
 }
 
 impl NodeStatus {
@@ -247,7 +252,10 @@ impl NodeStatus {
                             "attempts": f.attempts})
             })
             .collect();
-        let mut body = json!({"roles": self.roles, "failures": failures});
+        let o = self.objects.snapshot();
+        let mut body = json!({"roles": self.roles, "failures": failures,
+            "objects": {"gets": o.gets, "puts": o.puts, "heads": o.heads, "lists": o.lists,
+                        "deletes": o.deletes, "bytes_got": o.bytes_got, "bytes_put": o.bytes_put}});
         if let Some(c) = &self.cache {
             let s = c.stats();
             body["cache"] = json!({"bytes": s.bytes, "budget": s.budget, "hits": s.hits,
@@ -276,6 +284,28 @@ impl NodeStatus {
         let _ = writeln!(
             t,
             "# TYPE indigo_background_failing gauge\nindigo_background_failing {failing}"
+        );
+        let o = self.objects.snapshot();
+        let _ = writeln!(
+            t,
+            "# HELP indigo_object_requests_total Requests to the object store, by operation.\n\
+             # TYPE indigo_object_requests_total counter"
+        );
+        for (op, n) in [
+            ("get", o.gets),
+            ("put", o.puts),
+            ("head", o.heads),
+            ("list", o.lists),
+            ("delete", o.deletes),
+        ] {
+            let _ = writeln!(t, "indigo_object_requests_total{{op=\"{op}\"}} {n}");
+        }
+        let _ = writeln!(
+            t,
+            "# TYPE indigo_object_bytes_total counter\n\
+             indigo_object_bytes_total{{direction=\"in\"}} {}\n\
+             indigo_object_bytes_total{{direction=\"out\"}} {}",
+            o.bytes_got, o.bytes_put
         );
         if let Some(c) = &self.cache {
             let s = c.stats();
