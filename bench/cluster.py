@@ -131,6 +131,29 @@ def queries(port, qs, truth, recs):
     return {"query_p50": quantile(lat, 0.5), "query_p99": quantile(lat, 0.99), "recall10": hits / (10 * len(qs))}
 
 
+def query_rate(port, qs, clients=8, seconds=5.0):
+    """Queries per second with `clients` concurrent clients (one server, or one
+    frontend and its query node)."""
+    done, stop = [0] * clients, threading.Event()
+
+    def run(c):
+        col = client(port).get_collection("bench", embedding_function=None)
+        i = c
+        while not stop.is_set():
+            col.query(query_embeddings=[qs[i % len(qs)].tolist()], n_results=10)
+            done[c] += 1
+            i += clients
+
+    ts = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
+    for t in ts:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in ts:
+        t.join()
+    return sum(done) / seconds
+
+
 def one_query(port, q):
     col = client(port).get_collection("bench", embedding_function=None)
     s = time.perf_counter()
@@ -177,6 +200,8 @@ def single(binary, d, vecs, qs, truth, recs, cold_runs):
         col_id, res = write(port, vecs, recs)
         res["index_seconds"] = wait_indexed(port, col_id)
         res.update(queries(port, qs, truth, recs))
+        res["query_rate"] = query_rate(port, qs)
+        res["warm_gets"] = 0
         cold = []
         for i in range(cold_runs):
             p.send_signal(signal.SIGTERM)
@@ -223,7 +248,10 @@ def cluster(binary, d, vecs, qs, truth, recs, cold_runs):
         col_id, res = write(port, vecs, recs)
         res["index_seconds"] = wait_indexed(port, col_id)
         queries(port, qs[:20], truth, recs)  # warms the caches
+        g0 = node_gets(cdir, ["log", "query1", "query2"])
         res.update(queries(port, qs, truth, recs))
+        res["warm_gets"] = (node_gets(cdir, ["log", "query1", "query2"]) - g0) / len(qs)
+        res["query_rate"] = query_rate(port, qs)
         cold, gets = [], []
         for i in range(cold_runs):
             sh("kill", cdir, "query")
@@ -269,6 +297,8 @@ def main():
         ("warm query p50", "query_p50", "{:.2f} ms", 1e3),
         ("warm query p99", "query_p99", "{:.2f} ms", 1e3),
         ("recall@10", "recall10", "{:.3f}", 1),
+        ("query throughput, 8 clients", "query_rate", "{:.0f} q/s", 1),
+        ("object GETs per warm query (log head check included)", "warm_gets", "{:.1f}", 1),
         ("cold query (median of first queries after restart)", "cold_query", "{:.1f} ms", 1e3),
         ("object GETs per cold query", "cold_gets", "{:.0f}", 1),
     ]

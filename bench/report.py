@@ -4,7 +4,7 @@
 usage: bench/.venv/bin/python bench/report.py RESULTS_DIR OUT_MARKDOWN
 
 Reads storage.txt, index.txt/index.json, embedded.txt/embedded.json and
-server.txt/server.json from RESULTS_DIR (whatever of them exists), draws
+server.txt/server.json, objstore.txt and cluster.txt from RESULTS_DIR (whatever of them exists), draws
 recall-vs-QPS curves, ingest rate over time and latency histograms as PNG files in
 RESULTS_DIR, and writes a report with every table, the plots, and each target of
 the issues marked met or not met from the figures of this run.
@@ -235,6 +235,8 @@ def main():
         ("index.txt", "Vector index (vs hnswlib and faiss)"),
         ("embedded.txt", "Embedded Indigo (vs Chroma PersistentClient)"),
         ("server.txt", "Server (vs chroma run)"),
+        ("objstore.txt", "Object-storage log and index versions (on moto)"),
+        ("cluster.txt", "Distributed mode (vs indigo run)"),
     ]:
         t = read(res / fname)
         if t:

@@ -26,6 +26,7 @@
 //! deleted. Layout and formats: `docs/format.md` ("Log on object storage").
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -323,6 +324,8 @@ struct State {
     leader: bool,
     /// Set after a fence or an ambiguous write: reload before writing again.
     stale: bool,
+    /// The number of the last refresh that completed.
+    refreshed: u64,
 }
 
 /// One collection's log in this process.
@@ -330,6 +333,8 @@ struct CollectionLog {
     id: CollectionId,
     state: Mutex<State>,
     cv: Condvar,
+    /// Refreshes started so far (each is numbered by this count as it starts).
+    refreshes: AtomicU64,
 }
 
 /// Decoded fragments, most recent kept (reads of the tail hit memory).
@@ -370,6 +375,7 @@ impl ObjectLog {
                     id: c,
                     state: Mutex::default(),
                     cv: Condvar::new(),
+                    refreshes: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -694,9 +700,29 @@ impl ObjectLog {
     /// Brings this instance's view of `c`'s log up to date with the store (a
     /// conditional read: cheap when nothing changed) and returns the head. For a
     /// reader in another process than the writer, and for a writer taking over.
+    ///
+    /// Concurrent callers share reads: a caller returns what a refresh that
+    /// started after it arrived found, so many readers of one collection cost
+    /// about one conditional read per round trip, not one each.
     pub fn refresh(&self, c: CollectionId) -> Result<LogOffset, LogError> {
         let cl = self.log(c);
+        let arrived = cl.refreshes.load(Ordering::Acquire);
         let mut st = cl.state.lock();
+        if st.refreshed > arrived {
+            if let Some((m, _)) = &st.manifest {
+                return Ok(LogOffset(m.head));
+            }
+        }
+        let number = cl.refreshes.fetch_add(1, Ordering::AcqRel) + 1;
+        let r = self.refresh_locked(&cl, &mut st);
+        if r.is_ok() {
+            st.refreshed = st.refreshed.max(number);
+        }
+        r
+    }
+
+    fn refresh_locked(&self, cl: &CollectionLog, st: &mut State) -> Result<LogOffset, LogError> {
+        let c = cl.id;
         let etag = match &st.manifest {
             Some((_, Some(e))) if !st.stale => e.clone(),
             // Our own first commit is in flight.
@@ -704,7 +730,7 @@ impl ObjectLog {
             _ => {
                 // Not loaded, or loaded when no manifest existed: one may now.
                 st.stale = true;
-                self.ensure_loaded(&cl, &mut st)?;
+                self.ensure_loaded(cl, st)?;
                 return Ok(LogOffset(st.manifest.as_ref().unwrap().0.head));
             }
         };

@@ -428,3 +428,85 @@ fn a_reader_in_another_process_refreshes_its_view_cheaply() {
         assert_eq!(payloads(&reader, C)[&2], b"two");
     }
 }
+
+/// A store whose conditional reads take a while, as a real one's do.
+struct Slow(Arc<dyn Objects>);
+
+impl Objects for Slow {
+    fn put(
+        &self,
+        key: &str,
+        data: &[u8],
+        mode: indigo_object::PutMode,
+    ) -> indigo_object::Result<String> {
+        self.0.put(key, data, mode)
+    }
+    fn get(&self, key: &str) -> indigo_object::Result<indigo_object::Object> {
+        self.0.get(key)
+    }
+    fn get_if_changed(
+        &self,
+        key: &str,
+        etag: &str,
+    ) -> indigo_object::Result<Option<indigo_object::Object>> {
+        std::thread::sleep(Duration::from_millis(5));
+        self.0.get_if_changed(key, etag)
+    }
+    fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> indigo_object::Result<Vec<u8>> {
+        self.0.get_range(key, range)
+    }
+    fn head(&self, key: &str) -> indigo_object::Result<(u64, String)> {
+        self.0.head(key)
+    }
+    fn list(&self, prefix: &str) -> indigo_object::Result<Vec<indigo_object::Listed>> {
+        self.0.list(prefix)
+    }
+    fn delete(&self, key: &str) -> indigo_object::Result<()> {
+        self.0.delete(key)
+    }
+}
+
+/// Readers in another process than the writer share conditional reads, and
+/// none of them ever sees less than what was acknowledged before it asked.
+#[test]
+fn concurrent_refreshes_share_reads_and_never_miss_an_acknowledged_append() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let store: Arc<dyn Objects> = Arc::new(Remote::memory());
+    let counted = Arc::new(Counted::new(Arc::new(Slow(store.clone()))));
+    let writer = ObjectLog::new(store, opts());
+    let reader = ObjectLog::new(counted.clone(), opts());
+    writer.append(C, b"first").unwrap();
+    let acked = AtomicU64::new(1);
+    let done = AtomicBool::new(false);
+    let calls = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..50u32 {
+                let off = writer.append(C, &i.to_le_bytes()).unwrap();
+                acked.fetch_max(off.0, Ordering::AcqRel);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            done.store(true, Ordering::Release);
+        });
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !done.load(Ordering::Acquire) {
+                    let before = acked.load(Ordering::Acquire);
+                    let head = reader.refresh(C).unwrap();
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    assert!(
+                        head.0 >= before,
+                        "refresh saw {} after {before} was acknowledged",
+                        head.0
+                    );
+                }
+            });
+        }
+    });
+    let gets = counted.stats.snapshot().gets;
+    let calls = calls.load(Ordering::Relaxed);
+    assert!(
+        gets > 0 && gets * 2 < calls,
+        "{calls} refreshes by 8 readers cost {gets} reads: not shared"
+    );
+}
