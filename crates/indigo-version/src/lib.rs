@@ -531,6 +531,33 @@ impl VersionCompactor {
         }
     }
 
+    /// Closes and removes the working copies of collections not in `keep` (deleted,
+    /// or now another compactor's): a compactor's disk holds only what it builds.
+    pub fn release_others(&self, keep: &std::collections::HashSet<String>) {
+        let gone: Vec<(String, Arc<Mutex<Option<Working>>>)> = {
+            let mut w = self.working.lock();
+            let ids: Vec<String> = w.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+            ids.into_iter()
+                .filter_map(|k| w.remove(&k).map(|s| (k, s)))
+                .collect()
+        };
+        for (id, slot) in gone {
+            if let Some(w) = slot.lock().take() {
+                w.segment.close();
+            }
+            let dir = self.work_dir.join(&id);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    self.health.failed(
+                        indigo_health::COMPACTOR,
+                        &id,
+                        &format!("remove the working copy {}: {e}", dir.display()),
+                    );
+                }
+            }
+        }
+    }
+
     /// The current version of `collection`: its number and manifest.
     pub fn current(&self, collection: &str) -> Result<Option<(i64, VersionManifest)>> {
         match self

@@ -419,3 +419,46 @@ fn a_version_uploads_what_changed_not_the_collection() {
         "the second version re-uploaded the collection: {second} B vs {first} B"
     );
 }
+
+/// A compactor drops the working copies of collections it no longer builds, and
+/// builds one again from the current version when a collection comes back to it.
+#[test]
+fn released_working_copies_leave_the_disk_and_come_back_from_the_version() {
+    let objects: Arc<dyn Objects> = Arc::new(Remote::memory());
+    let sysdb: Arc<dyn SysDb> = Arc::new(SqliteSysDb::in_memory().unwrap());
+    let log: Arc<dyn Log> = Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+    let id = collection(&*sysdb, "released");
+    let lid = log_id(&id);
+    let work = tempfile::tempdir().unwrap();
+    let c = VersionCompactor::new(
+        objects.clone(),
+        log.clone(),
+        sysdb,
+        work.path(),
+        Arc::new(Health::new()),
+    );
+    let mut model = Model::new();
+    write(&*log, lid, WriteKind::Add, 0..100, 1.0);
+    apply(&mut model, WriteKind::Add, 0..100, 1.0);
+    assert!(matches!(
+        c.compact(&id, &config()).unwrap(),
+        Compacted::Committed { .. }
+    ));
+    assert!(work.path().join(&id).exists());
+    c.release_others(&Default::default());
+    assert!(!work.path().join(&id).exists(), "the working copy is gone");
+    write(&*log, lid, WriteKind::Upsert, 50..150, 2.0);
+    apply(&mut model, WriteKind::Upsert, 50..150, 2.0);
+    let Compacted::Committed { key, version, .. } = c.compact(&id, &config()).unwrap() else {
+        panic!("no commit after the working copy was released");
+    };
+    assert_eq!(version, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let m = VersionManifest::fetch(&*objects, &key).unwrap();
+    check_version(
+        &objects,
+        &m,
+        &model,
+        &Cache::open(dir.path(), 64 << 20).unwrap(),
+    );
+}

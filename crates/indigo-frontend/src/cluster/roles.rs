@@ -91,12 +91,14 @@ impl Compactor {
             }
         };
         let live = self.members.live();
+        let mut mine_now = std::collections::HashSet::new();
         for c in all {
             // Mine if rendezvous hashing gives it to me (or no compactor is known).
             let mine = live.is_empty() || indigo_cluster::owns(&c.id, &self.me, &live);
             if !mine {
                 continue;
             }
+            mine_now.insert(c.id.clone());
             let b = backoff.entry(c.id.clone()).or_default();
             if !b.ready() {
                 continue;
@@ -143,6 +145,8 @@ impl Compactor {
                 }
             }
         }
+        // Deleted collections, and those another compactor now builds.
+        self.versions.release_others(&mine_now);
     }
 
     pub fn start(self, every: Duration) -> RoleThread {
