@@ -181,19 +181,21 @@ def test_each_role_killed_in_turn_under_writers_and_readers(make_cluster):
     assert all(version_of(cl, client.get_collection(c)) >= 1 for c in cols)
 
 
-def test_two_log_nodes_claiming_one_collection_are_fenced_and_lose_nothing(make_cluster):
-    """A log node that stalls past its lease (SIGSTOP) is replaced; when it wakes,
-    it and the new owner both hold the collection's log: the log's conditional
-    writes fence whichever is behind, and nothing acknowledged is lost."""
+def test_two_log_nodes_or_compactors_claiming_one_collection_are_fenced(make_cluster):
+    """A log node or compactor that stalls past its lease (SIGSTOP) is replaced;
+    when it wakes, it and its replacement both work on the collections they held:
+    the log's conditional writes fence the writer that is behind, the catalogue's
+    compare-and-swap refuses the stale compactor's version, and nothing
+    acknowledged is lost."""
     cl = make_cluster(nodes=[("log1", ["log"]), ("log2", ["log"]), ("q", ["query"]),
-                             ("bg", ["compactor", "gc"])],
+                             ("bg1", ["compactor"]), ("bg2", ["compactor", "gc"])],
                       env={"INDIGO_REQUEST_TIMEOUT_SECS": "2"})
     client = cl.client()
     cols = [client.create_collection(f"fence{i}").name for i in range(4)]
     load = Load(cl, cols)
     try:
         load.progress("writes before the stall")
-        for victim in ["log1", "log2", "log1"]:
+        for victim in ["log1", "bg1", "log2", "bg2", "log1"]:
             load.phase = f"{victim} stopped"
             cl.procs[victim].send_signal(signal.SIGSTOP)
             load.progress(f"writes with {victim} stalled")  # its lease ran out
@@ -204,6 +206,17 @@ def test_two_log_nodes_claiming_one_collection_are_fenced_and_lose_nothing(make_
         load.finish()
     print(f"{len(load.acked)} batches acknowledged, {len(load.write_errors)} unknown")
     check_acknowledged(client, cols, load.acked)
+    stale = sum(open(cl.tmp / f"{n}.log").read().count("committed this version first")
+                for n in ["bg1", "bg2"])
+    print(f"{stale} compactions refused as stale")
+    # Versions went on being committed, and each reads back whole.
+    for c in cols:
+        col = client.get_collection(c)
+        v = version_of(cl, col)
+        total = col.count()
+        col.add(ids=["last"], embeddings=[vec(424242)])
+        wait_for("a new version", lambda: version_of(cl, col) > v)
+        assert col.count() == total + 1
 
 
 def test_a_query_node_with_its_cache_wiped_answers_from_object_storage(make_cluster):
