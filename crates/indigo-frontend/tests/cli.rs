@@ -190,3 +190,35 @@ fn a_lost_catalogue_stops_the_server_and_repair_brings_it_back() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// `indigo serve` refuses what cannot work before it connects anywhere, and
+/// says what to do.
+#[test]
+fn serve_refuses_a_configuration_that_cannot_work_and_says_why() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["serve"], "--role"),
+        (
+            &["serve", "--role", "indexer"],
+            "the roles are frontend, log, query, compactor, gc",
+        ),
+        (&["serve", "--role", "query"], "no catalogue"),
+        (
+            &[
+                "serve",
+                "--role",
+                "query",
+                "--catalogue",
+                "host=127.0.0.1",
+                "--host",
+                "0.0.0.0",
+            ],
+            "pass --advertise",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = run(indigo(args, &[]).env_remove("INDIGO_CATALOGUE"));
+        assert!(!out.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+    }
+}

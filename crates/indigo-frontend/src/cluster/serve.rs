@@ -91,6 +91,17 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
             "no catalogue: set catalogue (or INDIGO_CATALOGUE) to a PostgreSQL connection".into(),
         );
     }
+    let unspecified = settings
+        .host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    if c.advertise.is_none() && unspecified {
+        return Err(format!(
+            "listening on {}, which the other processes cannot dial: pass --advertise \
+             HOST:PORT (an address they reach this one at)",
+            settings.host
+        ));
+    }
     let has = |r: &str| roles.iter().any(|x| x == r);
     let health = Arc::new(Health::new());
     let sysdb: Arc<dyn SysDb> =
