@@ -303,8 +303,15 @@ impl Segment {
         for _ in 0..n {
             let (k, off, len) = (|| Some((r.bytes()?, r.u64()?, r.u32()?)))()
                 .ok_or_else(|| corrupt("malformed block index"))?;
-            if off + u64::from(len) > bloom_off {
+            if off
+                .checked_add(u64::from(len))
+                .is_none_or(|end| end > bloom_off)
+            {
                 return Err(corrupt("block index points past the data"));
+            }
+            // Every block ends with its 4-byte checksum.
+            if len < 4 {
+                return Err(corrupt("block index names a block too short to be one"));
             }
             index_keys.extend_from_slice(k);
             key_ends.push(index_keys.len() as u32);
