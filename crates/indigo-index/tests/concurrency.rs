@@ -101,6 +101,7 @@ fn concurrent_inserts_deletes_and_searches_agree_with_flat() {
         assert!(g.iter().all(|&l| l >= 1500), "a deleted label came back");
     }
     let r = common::recall(&got, &want, 10);
+    eprintln!("recall vs flat after concurrent churn: {r:.4}");
     assert!(r >= 0.9, "recall vs flat after concurrent churn: {r}");
 }
 
