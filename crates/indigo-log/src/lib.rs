@@ -26,6 +26,23 @@ use parking_lot::{Condvar, Mutex};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CollectionId(pub [u8; 16]);
 
+impl CollectionId {
+    /// A collection id from its UUID text (dashes optional); `None` unless it is
+    /// exactly 32 hex digits.
+    pub fn parse_uuid(s: &str) -> Option<CollectionId> {
+        let hex: Vec<u8> = s.bytes().filter(|c| *c != b'-').collect();
+        if hex.len() != 32 || !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let digit = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+        let mut b = [0u8; 16];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            b[i] = (digit(pair[0]) << 4) | digit(pair[1]);
+        }
+        Some(CollectionId(b))
+    }
+}
+
 /// A record's position in its collection's log; 0 means "before the first record".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct LogOffset(pub u64);
@@ -773,5 +790,36 @@ impl Log for FileLog {
             st.files.remove(&no);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod collection_id_tests {
+    use super::CollectionId;
+
+    #[test]
+    fn uuid_text_parses_with_or_without_dashes_and_nothing_else_does() {
+        let want = CollectionId([
+            0xff, 0xb2, 0x78, 0x3b, 0xad, 0x3b, 0x44, 0xd2, 0x99, 0xa5, 0xf7, 0x2c, 0x34, 0x4a,
+            0x37, 0x33,
+        ]);
+        assert_eq!(
+            CollectionId::parse_uuid("ffb2783b-ad3b-44d2-99a5-f72c344a3733"),
+            Some(want)
+        );
+        assert_eq!(
+            CollectionId::parse_uuid("FFB2783BAD3B44D299A5F72C344A3733"),
+            Some(want)
+        );
+        for bad in [
+            "",
+            "ffb2783b-ad3b-44d2-99a5-f72c344a373",
+            "ffb2783b-ad3b-44d2-99a5-f72c344a37333",
+            "+fb2783b-ad3b-44d2-99a5-f72c344a3733",
+            "ffb2783b-ad3b-44d2-99a5-f72c344a37é",
+            "gfb2783b-ad3b-44d2-99a5-f72c344a3733",
+        ] {
+            assert_eq!(CollectionId::parse_uuid(bad), None, "{bad:?}");
+        }
     }
 }

@@ -51,6 +51,16 @@ impl State {
         }
     }
 
+    /// Adds (or replaces) an entry as the most recently used.
+    fn insert(&mut self, name: String, bytes: u64) {
+        self.forget(&name);
+        self.clock += 1;
+        let now = self.clock;
+        self.entries.insert(name.clone(), (bytes, now));
+        self.by_use.insert(now, name);
+        self.bytes += bytes;
+    }
+
     fn forget(&mut self, name: &str) -> Option<u64> {
         let (bytes, used) = self.entries.remove(name)?;
         self.by_use.remove(&used);
@@ -110,11 +120,7 @@ impl Cache {
         {
             let mut s = cache.state.lock();
             for (_, fname, bytes) in found {
-                s.clock += 1;
-                let now = s.clock;
-                s.entries.insert(fname.clone(), (bytes, now));
-                s.by_use.insert(now, fname);
-                s.bytes += bytes;
+                s.insert(fname, bytes);
             }
             cache.evict(&mut s);
         }
@@ -163,12 +169,7 @@ impl Cache {
         std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &path))?;
         let file = StdFs.open(&path)?;
         let mut s = self.state.lock();
-        s.forget(&fname);
-        s.clock += 1;
-        let now = s.clock;
-        s.entries.insert(fname.clone(), (bytes, now));
-        s.by_use.insert(now, fname);
-        s.bytes += bytes;
+        s.insert(fname, bytes);
         self.evict(&mut s);
         Ok(file)
     }

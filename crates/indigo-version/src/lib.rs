@@ -499,18 +499,8 @@ fn sysdb_err(e: indigo_sysdb::SysDbError) -> Error {
 }
 
 fn log_id(id: &str) -> Result<indigo_log::CollectionId> {
-    let hex: String = id.chars().filter(|c| *c != '-').collect();
-    let mut b = [0u8; 16];
-    if hex.len() != 32 {
-        return Err(Error::Corrupt(format!("{id:?} is not a collection id")));
-    }
-    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-        b[i] = std::str::from_utf8(chunk)
-            .ok()
-            .and_then(|s| u8::from_str_radix(s, 16).ok())
-            .ok_or_else(|| Error::Corrupt(format!("{id:?} is not a collection id")))?;
-    }
-    Ok(indigo_log::CollectionId(b))
+    indigo_log::CollectionId::parse_uuid(id)
+        .ok_or_else(|| Error::Corrupt(format!("{id:?} is not a collection id")))
 }
 
 impl VersionCompactor {

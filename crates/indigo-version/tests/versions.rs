@@ -60,12 +60,7 @@ fn sysdbs() -> Vec<(&'static str, Arc<dyn SysDb>)> {
 }
 
 fn log_id(id: &str) -> CollectionId {
-    let hex: String = id.chars().filter(|c| *c != '-').collect();
-    let mut b = [0u8; 16];
-    for (i, c) in hex.as_bytes().chunks(2).enumerate() {
-        b[i] = u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap();
-    }
-    CollectionId(b)
+    CollectionId::parse_uuid(id).unwrap()
 }
 
 fn write(log: &dyn Log, lid: CollectionId, kind: WriteKind, ids: std::ops::Range<u32>, tag: f32) {

@@ -274,20 +274,8 @@ fn id_string(lid: CollectionId) -> String {
 }
 
 fn log_id(id: &str) -> Result<CollectionId> {
-    let hex: String = id.chars().filter(|c| *c != '-').collect();
-    let mut b = [0u8; 16];
-    if hex.len() != 32 {
-        return Err(Error::InvalidArgument(format!(
-            "{id:?} is not a collection id (a UUID)"
-        )));
-    }
-    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-        let s = std::str::from_utf8(chunk).unwrap_or("zz");
-        b[i] = u8::from_str_radix(s, 16).map_err(|_| {
-            Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)"))
-        })?;
-    }
-    Ok(CollectionId(b))
+    CollectionId::parse_uuid(id)
+        .ok_or_else(|| Error::InvalidArgument(format!("{id:?} is not a collection id (a UUID)")))
 }
 
 impl Indigo {

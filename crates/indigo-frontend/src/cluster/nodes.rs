@@ -51,16 +51,9 @@ fn check_protocol(h: &HeaderMap) -> Result<(), Box<Response>> {
     }
 }
 
+/// A collection id of the internal protocol (its UUID text).
 pub fn log_id(id: &str) -> Option<CollectionId> {
-    let hex: String = id.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 {
-        return None;
-    }
-    let mut b = [0u8; 16];
-    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
-        b[i] = u8::from_str_radix(std::str::from_utf8(chunk).ok()?, 16).ok()?;
-    }
-    Some(CollectionId(b))
+    CollectionId::parse_uuid(id)
 }
 
 /// A log node.
@@ -77,21 +70,27 @@ impl LogNode {
     }
 }
 
+/// The protocol version and the collection id of a request to a log node.
+fn internal_request(h: &HeaderMap, id: &str) -> Result<CollectionId, Box<Response>> {
+    check_protocol(h)?;
+    log_id(id).ok_or_else(|| {
+        Box::new(reply(
+            400,
+            "InvalidArgumentError",
+            format!("{id:?} is not a collection id"),
+        ))
+    })
+}
+
 async fn append(
     State(node): State<Arc<LogNode>>,
     UrlPath(id): UrlPath<String>,
     h: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_protocol(&h) {
-        return *r;
-    }
-    let Some(lid) = log_id(&id) else {
-        return reply(
-            400,
-            "InvalidArgumentError",
-            format!("{id:?} is not a collection id"),
-        );
+    let lid = match internal_request(&h, &id) {
+        Ok(lid) => lid,
+        Err(r) => return *r,
     };
     // Nothing that is not a write request reaches the log.
     if let Err(e) = WriteEntry::decode(&body) {
@@ -116,15 +115,9 @@ async fn head(
     UrlPath(id): UrlPath<String>,
     h: HeaderMap,
 ) -> Response {
-    if let Err(r) = check_protocol(&h) {
-        return *r;
-    }
-    let Some(lid) = log_id(&id) else {
-        return reply(
-            400,
-            "InvalidArgumentError",
-            format!("{id:?} is not a collection id"),
-        );
+    let lid = match internal_request(&h, &id) {
+        Ok(lid) => lid,
+        Err(r) => return *r,
     };
     match tokio::task::spawn_blocking(move || node.log.refresh(lid)).await {
         Ok(Ok(off)) => Json(json!({"head": off.0})).into_response(),
