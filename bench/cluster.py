@@ -32,7 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
-from vecs import load_wordnet, quantile  # noqa: E402
+from vecs import free_port, load_wordnet, quantile  # noqa: E402
 
 DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
 C = "/api/v2/tenants/default_tenant/databases/default_database/collections"
@@ -159,16 +159,6 @@ def one_query(port, q):
     s = time.perf_counter()
     col.query(query_embeddings=[q.tolist()], n_results=10)
     return time.perf_counter() - s
-
-
-def free_port():
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def wait_up(port, proc):

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
-from vecs import add_in_batches, load_wordnet, measure_queries  # noqa: E402
+from vecs import free_port, add_in_batches, load_wordnet, measure_queries  # noqa: E402
 
 DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def rss(pid):

@@ -1,6 +1,7 @@
 """Helpers the Python benchmark drivers share: the fvecs/ivecs formats of
-../shared/data, a latency quantile, and the wordnet workload through a chromadb
-collection (load, batched adds, measured queries)."""
+../shared/data (or the repository's fixture without it), a free port, a latency
+quantile, and the wordnet workload through a chromadb collection (load, batched
+adds, measured queries)."""
 import numpy as np
 
 
@@ -16,17 +17,55 @@ def ivecs(path):
     return a.reshape(-1, d + 1)[:, 1:].copy()
 
 
+def free_port():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
 def quantile(xs, q):
     xs = sorted(xs)
     return xs[round((len(xs) - 1) * q)]
 
 
+def load_fixture(nq):
+    """The repository's own copy of the wordnet vectors (`testdata/wordnet/
+    vectors.bf16`, format in docs/format.md) when ../shared is not there: the
+    same embeddings in bfloat16, exact top-100 computed here, and stand-in
+    documents and metadata (`bucket` as in the original: row % 10)."""
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "testdata", "wordnet", "vectors.bf16")
+    b = open(path, "rb").read()
+    assert b[:8] == b"IDGVBF16", f"{path}: not the wordnet fixture"
+    version, dim, nb, nqa = np.frombuffer(b[8:24], dtype="<u4")
+    assert version == 1
+    raw = np.frombuffer(b[24:-4], dtype="<u2").astype(np.uint32) << 16
+    rows = raw.view(np.float32).reshape(int(nb + nqa), int(dim))
+    base, queries = rows[:nb].copy(), rows[nb : nb + nq].copy()
+    bn = base / np.linalg.norm(base, axis=1, keepdims=True)
+    qn = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = np.argsort(-(qn @ bn.T), axis=1)[:, :100]
+    recs = [
+        {"id": f"wn{i}", "document": f"wordnet gloss {i}", "metadata": {"bucket": i % 10, "n_words": 3}}
+        for i in range(len(base))
+    ]
+    return base, queries, truth, recs
+
+
 def load_wordnet(data, nq):
     """wordnet-minilm-10k: base vectors, the first `nq` queries with their exact
-    top-100, and the records (id, document, metadata) of the base."""
+    top-100, and the records (id, document, metadata) of the base; from
+    ../shared/data, or the repository's fixture when that is absent."""
     import json
     import os
 
+    if not os.path.exists(os.path.join(data, "base.fvecs")):
+        return load_fixture(nq)
     base = fvecs(os.path.join(data, "base.fvecs"))
     queries = fvecs(os.path.join(data, "query.fvecs"))[:nq]
     truth = ivecs(os.path.join(data, "groundtruth.ivecs"))[:nq]
