@@ -369,3 +369,117 @@ def test_search_api(server, client):
                 {"group_by": {"keys": ["tag"], "aggregate": {"$min_k": {"keys": ["#score"], "k": 1}}}}]:
         r = httpx.post(f"{server.url}{C}/{col.id}/search", json={"searches": [bad]})
         assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError", bad
+
+
+def test_chroma_error_texts_and_trace_ids(server, client):
+    """Clients match on Chroma's words; every answer carries a chroma-trace-id."""
+    r = httpx.get(server.url + C + "/missing-one")
+    assert r.status_code == 404
+    assert r.json() == {"error": "NotFoundError", "message": "Collection [missing-one] does not exist"}
+    assert len(r.headers["chroma-trace-id"]) == 32
+    assert httpx.get(server.url + "/api/v2/heartbeat").headers["chroma-trace-id"] != r.headers["chroma-trace-id"]
+    assert httpx.get(server.url + "/api/v2/tenants/no-such").json()["message"] == "Tenant [no-such] not found"
+    r = httpx.get(server.url + "/api/v2/tenants/default_tenant/databases/no-such")
+    assert r.json()["message"] == "Database [no-such] not found"
+    client.create_collection("texts")
+    with pytest.raises(UniqueConstraintError, match=r"^Collection \[texts\] already exists$"):
+        client.create_collection("texts")
+    c = client.get_collection("texts")
+    c.add(ids=["a"], embeddings=[[1.0, 2.0]])
+    with pytest.raises(InvalidArgumentError, match="Collection expecting embedding with dimension of 2, got 3"):
+        c.add(ids=["b"], embeddings=[[1.0, 2.0, 3.0]])
+    client.delete_collection("texts")
+    with pytest.raises(NotFoundError, match=r"Collection .* does not exist"):
+        c.add(ids=["c"], embeddings=[[1.0, 2.0]])
+    # The async client's heartbeat asks for /api/v2 itself.
+    assert httpx.get(server.url + "/api/v2").status_code == 200
+
+
+def test_names_and_metadata_are_checked_as_chroma_does(server, client):
+    before = httpx.get(server.url + "/api/v2/tenants/default_tenant/databases").json()
+    for path, body in [
+        ("/api/v2/tenants", {"name": "ab"}),
+        ("/api/v2/tenants/default_tenant/databases", {"name": "a"}),
+        ("/api/v2/tenants/default_tenant/databases", {"name": "-bad-"}),
+        (C, {"name": "empty-meta", "metadata": {}}),
+        (C, {"name": "empty-meta", "metadata": {}, "get_or_create": True}),
+    ]:
+        r = httpx.post(server.url + path, json=body)
+        assert r.status_code == 400, (path, body, r.text)
+        assert r.json()["error"] == "InvalidArgumentError"
+    assert httpx.get(server.url + "/api/v2/tenants/default_tenant/databases").json() == before
+    assert client.list_collections() == []
+    # An existing collection is no excuse for bad metadata in get_or_create.
+    client.create_collection("meta-ok", metadata={"k": 1})
+    r = httpx.post(server.url + C, json={"name": "meta-ok", "metadata": {}, "get_or_create": True})
+    assert r.status_code == 400
+    c = client.get_collection("meta-ok")
+    for key in ["$op", "#document"]:
+        r = httpx.post(
+            server.url + C + f"/{c.id}/add",
+            json={"ids": ["x"], "embeddings": [[1.0]], "metadatas": [{key: 1}]},
+        )
+        assert r.status_code == 400 and "reserved" in r.json()["message"], r.text
+    assert c.count() == 0
+
+
+def test_delete_with_limit(server, client):
+    c = client.create_collection("dlimit")
+    c.add(
+        ids=[f"r{i}" for i in range(5)],
+        embeddings=[[float(i), 1.0] for i in range(5)],
+        metadatas=[{"cat": "a"}] * 3 + [{"cat": "b"}] * 2,
+    )
+    assert c.delete(where={"cat": "a"}, limit=2) == {"deleted": 2}
+    assert c.count() == 3
+    assert len(c.get(where={"cat": "a"})["ids"]) == 1
+    assert c.delete(where={"cat": "b"}, limit=0) == {"deleted": 0}
+    assert c.count() == 3
+    r = httpx.post(server.url + C + f"/{c.id}/delete", json={"ids": ["r4"], "limit": 1})
+    assert r.status_code == 400 and "limit can only be specified" in r.json()["message"]
+    assert c.count() == 3
+
+
+def test_query_restricted_to_missing_ids_is_refused(server, client):
+    c = client.create_collection("qids")
+    c.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+    c.delete(ids=["b"])
+    assert c.query(query_embeddings=[[1.0, 0.0]], ids=["a"], n_results=2)["ids"] == [["a"]]
+    for ids in (["b"], ["a", "zz"]):
+        with pytest.raises(ChromaError, match="Error finding id"):
+            c.query(query_embeddings=[[1.0, 0.0]], ids=ids, n_results=2)
+    assert c.get(ids=["b"])["ids"] == []
+
+
+def test_spann_configuration_is_served_by_hnsw(server, client):
+    c = client.create_collection("spann-c", configuration={"spann": {"space": "cosine", "search_nprobe": 5}})
+    h = c.configuration_json["hnsw"]
+    assert h["space"] == "cosine" and h["ef_search"] == 100 and h["max_neighbors"] == 16
+    c.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
+    assert c.query(query_embeddings=[[2.0, 0.1]], n_results=1)["ids"] == [["a"]]
+    r = httpx.post(
+        server.url + C, json={"name": "both", "configuration": {"spann": {}, "hnsw": {"space": "l2"}}}
+    )
+    assert r.status_code == 400
+
+
+def test_concurrent_get_or_create_and_delete(server, client):
+    """Chroma's api/test_collection.py race: get_or_create never fails because a
+    delete removed what it found."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def work(i):
+        try:
+            assert client.get_or_create_collection("racy").name == "racy"
+        except ChromaError as e:
+            if "concurrent" not in e.message():
+                raise
+        if i % 2 == 0:
+            try:
+                client.delete_collection("racy")
+            except NotFoundError:
+                pass
+
+    with ThreadPoolExecutor(max_workers=16) as ex:
+        for f in [ex.submit(work, i) for i in range(48)]:
+            f.result()

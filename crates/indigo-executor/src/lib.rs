@@ -274,6 +274,24 @@ impl<'a> View<'a> {
         Ok(Some(set))
     }
 
+    /// The first of `ids` that names no record, if any: Chroma refuses a query
+    /// restricted to ids that do not exist ("Error finding id"), and so do we.
+    pub fn missing_id<'i>(&mut self, ids: &'i [String]) -> Result<Option<&'i str>> {
+        let tail = self.tail.clone();
+        let in_tail: std::collections::HashSet<&str> =
+            tail.records.iter().map(|(_, r)| r.id.as_str()).collect();
+        for id in ids {
+            if in_tail.contains(id.as_str()) {
+                continue;
+            }
+            match self.snap.lookup(id)? {
+                Some(iid) if self.live()?.contains(iid) => {}
+                _ => return Ok(Some(id)),
+            }
+        }
+        Ok(None)
+    }
+
     /// Indices of the tail records `sel` matches.
     fn tail_selected(&self, sel: &Selection) -> Vec<usize> {
         let ids: Option<std::collections::HashSet<&str>> = sel

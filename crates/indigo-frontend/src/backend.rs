@@ -177,8 +177,11 @@ impl Coll {
     pub fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
         coll!(self, c => c.write(kind, records))
     }
-    pub fn delete(&self, sel: &Selection) -> Result<u64> {
-        coll!(self, c => c.delete(sel))
+    pub fn delete(&self, sel: &Selection, limit: Option<u32>) -> Result<u64> {
+        match self {
+            Coll::Local(c) => c.delete_limited(sel, limit),
+            Coll::Cluster(c) => c.delete(sel, limit),
+        }
     }
     pub fn get(&self, req: &GetRequest) -> Result<Records> {
         coll!(self, c => c.get(req))

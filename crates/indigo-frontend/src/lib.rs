@@ -77,10 +77,8 @@ impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> Self {
         match e {
             CoreError::InvalidArgument(m) => ApiError::invalid(m),
-            CoreError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
-            CoreError::AlreadyExists(m) => {
-                ApiError::new(409, "UniqueConstraintError", format!("{m} already exists"))
-            }
+            CoreError::NotFound(m) => ApiError::not_found(m),
+            CoreError::AlreadyExists(m) => ApiError::new(409, "UniqueConstraintError", m),
             e @ CoreError::DimensionMismatch { .. } => ApiError::invalid(e.to_string()),
             CoreError::Unavailable(m) => ApiError::new(503, "InternalError", m),
             CoreError::Quota(m) => ApiError::quota(m),
@@ -155,6 +153,8 @@ pub fn router_for(db: Db, settings: Settings) -> Router {
     const C: &str = "/api/v2/tenants/{tenant}/databases/{database}/collections";
     let api = Router::new()
         .route("/api/v2/heartbeat", get(heartbeat))
+        .route("/api/v2", get(heartbeat))
+        .route("/api/v2/", get(heartbeat))
         .route("/api/v2/healthcheck", get(healthcheck))
         .route("/ready", get(healthcheck))
         .route("/api/v2/version", get(|| async { Json(json!("1.0.0")) }))
@@ -259,7 +259,13 @@ async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
     let method = method_label(req.method());
     let open = matches!(
         route.as_str(),
-        "/metrics" | "/openapi.json" | "/api/v2/heartbeat" | "/api/v2/healthcheck" | "/ready"
+        "/metrics"
+            | "/openapi.json"
+            | "/api/v2/heartbeat"
+            | "/api/v2"
+            | "/api/v2/"
+            | "/api/v2/healthcheck"
+            | "/ready"
     );
     let peer = req
         .extensions()
@@ -311,14 +317,29 @@ async fn gate(State(st): St, mut req: Request, next: Next) -> Response {
     finish(&st, method, &route, started, resp)
 }
 
-fn finish(st: &AppState, method: &str, route: &str, started: Instant, resp: Response) -> Response {
-    st.metrics.record(
-        method,
-        route,
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    tracing::debug!(%method, %route, status = resp.status().as_u16(), "request");
+/// Records a request in the metrics and tags its response with a trace id
+/// (`chroma-trace-id`, which Chroma's clients attach to the errors they raise),
+/// logged beside the request so a user's report can be found in the log.
+fn finish(
+    st: &AppState,
+    method: &str,
+    route: &str,
+    started: Instant,
+    mut resp: Response,
+) -> Response {
+    let status = resp.status().as_u16();
+    st.metrics
+        .record(method, route, status, started.elapsed().as_secs_f64());
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    // 503s (overload, a full disk) are logged where they arise, once.
+    if status >= 500 && status != 503 {
+        tracing::warn!(%method, %route, status, %trace, "request failed");
+    } else {
+        tracing::debug!(%method, %route, status, %trace, "request");
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&trace) {
+        resp.headers_mut().insert("chroma-trace-id", v);
+    }
     resp
 }
 
@@ -702,6 +723,11 @@ async fn create_collection(
         .unwrap_or(false);
     let db = st.db.clone();
     let max = st.settings.max_collections_per_database;
+    // Checked before an existing collection is returned, as Chroma does.
+    indigo::rules::check_collection_name(&name)?;
+    if let Some(m) = &metadata {
+        indigo::rules::check_collection_metadata(m)?;
+    }
     let c = blocking(move || {
         if get_or_create {
             if let Ok(c) = db.get_collection(&t, &d, &name) {
@@ -731,7 +757,7 @@ fn find(db: &Db, t: &str, d: &str, key: &str) -> ApiResult<Coll> {
 }
 
 fn by_id(db: &Db, t: &str, d: &str, id: &str) -> ApiResult<Coll> {
-    let missing = || ApiError::not_found(format!("collection {id} does not exist"));
+    let missing = || ApiError::not_found(format!("Collection [{id}] does not exist"));
     if uuid::Uuid::parse_str(id).is_err() {
         return Err(missing());
     }
@@ -906,7 +932,17 @@ fn records(v: &Value, kind: WriteKind, max_batch: usize) -> ApiResult<Vec<Record
         };
         let metadata = match metas.map(|m| &m[i]) {
             None | Some(Value::Null) => None,
-            Some(m) => Some(metadata_from_json(m, kind == WriteKind::Update)?),
+            Some(m) => {
+                let m = metadata_from_json(m, kind == WriteKind::Update)?;
+                // `$` and `#` start operators and Chroma's reserved keys.
+                if let Some(k) = m.keys().find(|k| k.starts_with(['$', '#'])) {
+                    return Err(ApiError::invalid(format!(
+                        "Validation error: metadatas: Invalid metadata at index {i}: key {k:?} \
+                         starts with a reserved character ($ or #)"
+                    )));
+                }
+                Some(m)
+            }
         };
         out.push(RecordOp {
             id,
@@ -1081,9 +1117,11 @@ async fn delete_records(
     b: Bytes,
 ) -> ApiResult {
     who.check(&t, Some(&d))?;
-    let sel = selection(&body(&b)?, &st.limits)?;
+    let v = body(&b)?;
+    let sel = selection(&v, &st.limits)?;
+    let limit = count_arg(&v, "limit")?.map(|n| n.min(u32::MAX as usize) as u32);
     let db = st.db.clone();
-    let n = blocking(move || Ok(by_id(&db, &t, &d, &id)?.delete(&sel)?)).await?;
+    let n = blocking(move || Ok(by_id(&db, &t, &d, &id)?.delete(&sel, limit)?)).await?;
     ok(json!({"deleted": n}))
 }
 

@@ -31,9 +31,9 @@ const KEEP_INDEX_VERSIONS: i64 = 8;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SysDbError {
-    #[error("{0} not found")]
+    #[error("{0}")]
     NotFound(String),
-    #[error("{0} already exists")]
+    #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
     InvalidArgument(String),
@@ -305,7 +305,7 @@ impl SqliteSysDb {
             |r| r.get(0),
         )
         .optional()?
-        .ok_or_else(|| SysDbError::NotFound(format!("database {name:?} of tenant {tenant:?}")))
+        .ok_or_else(|| SysDbError::NotFound(format!("Database [{name}] not found")))
     }
 
     fn row_to_collection(r: &rusqlite::Row<'_>) -> rusqlite::Result<Collection> {
@@ -393,7 +393,9 @@ impl SysDb for SqliteSysDb {
         let conn = self.conn.lock();
         let n = conn.execute("INSERT OR IGNORE INTO tenants (name) VALUES (?1)", [name])?;
         if n == 0 {
-            return Err(SysDbError::AlreadyExists(format!("tenant {name:?}")));
+            return Err(SysDbError::AlreadyExists(format!(
+                "Tenant [{name}] already exists"
+            )));
         }
         Ok(())
     }
@@ -418,7 +420,7 @@ impl SysDb for SqliteSysDb {
             .optional()?
             .is_none()
         {
-            return Err(SysDbError::NotFound(format!("tenant {tenant:?}")));
+            return Err(SysDbError::NotFound(format!("Tenant [{tenant}] not found")));
         }
         let id = uuid::Uuid::new_v4().to_string();
         let n = conn.execute(
@@ -427,7 +429,7 @@ impl SysDb for SqliteSysDb {
         )?;
         if n == 0 {
             return Err(SysDbError::AlreadyExists(format!(
-                "database {name:?} of tenant {tenant:?}"
+                "Database [{name}] already exists"
             )));
         }
         Ok(Database {
@@ -474,9 +476,7 @@ impl SysDb for SqliteSysDb {
             [tenant, name],
         )?;
         if n == 0 {
-            return Err(SysDbError::NotFound(format!(
-                "database {name:?} of tenant {tenant:?}"
-            )));
+            return Err(SysDbError::NotFound(format!("Database [{name}] not found")));
         }
         Ok(())
     }
@@ -493,7 +493,7 @@ impl SysDb for SqliteSysDb {
                 return Ok((existing, false));
             }
             return Err(SysDbError::AlreadyExists(format!(
-                "collection {:?}",
+                "Collection [{}] already exists",
                 c.name
             )));
         }
@@ -517,13 +517,13 @@ impl SysDb for SqliteSysDb {
             "d.tenant = ?1 AND d.name = ?2 AND c.name = ?3",
             &[&tenant, &database, &name],
         )?
-        .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))
+        .ok_or_else(|| SysDbError::NotFound(format!("Collection [{name}] does not exist")))
     }
 
     fn get_collection_by_id(&self, id: &str) -> Result<Collection> {
         let conn = self.conn.lock();
         Self::collection_where(&conn, "c.id = ?1", &[&id])?
-            .ok_or_else(|| SysDbError::NotFound(format!("collection with id {id:?}")))
+            .ok_or_else(|| SysDbError::NotFound(format!("Collection [{id}] does not exist")))
     }
 
     fn list_collections(
@@ -583,14 +583,16 @@ impl SysDb for SqliteSysDb {
         let mut conn = self.conn.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let cur = Self::collection_where(&tx, "c.id = ?1", &[&id])?
-            .ok_or_else(|| SysDbError::NotFound(format!("collection with id {id:?}")))?;
+            .ok_or_else(|| SysDbError::NotFound(format!("Collection [{id}] does not exist")))?;
         if let Some(n) = &u.name {
             if *n != cur.name {
                 let db = Self::database_id(&tx, &cur.tenant, &cur.database)?;
                 if Self::collection_where(&tx, "c.database_id = ?1 AND c.name = ?2", &[&db, n])?
                     .is_some()
                 {
-                    return Err(SysDbError::AlreadyExists(format!("collection {n:?}")));
+                    return Err(SysDbError::AlreadyExists(format!(
+                        "Collection [{n}] already exists"
+                    )));
                 }
             }
         }
@@ -618,7 +620,9 @@ impl SysDb for SqliteSysDb {
             )
             .optional()?;
         match cur {
-            None => Err(SysDbError::NotFound(format!("collection with id {id:?}"))),
+            None => Err(SysDbError::NotFound(format!(
+                "Collection [{id}] does not exist"
+            ))),
             Some(Some(d)) if d != dim => Err(SysDbError::InvalidArgument(format!(
                 "collection expecting embedding with dimension of {d}, got {dim}"
             ))),
@@ -641,7 +645,7 @@ impl SysDb for SqliteSysDb {
             "d.tenant = ?1 AND d.name = ?2 AND c.name = ?3",
             &[&tenant, &database, &name],
         )?
-        .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))?;
+        .ok_or_else(|| SysDbError::NotFound(format!("Collection [{name}] does not exist")))?;
         tx.execute("DELETE FROM collections WHERE id = ?1", [&c.id])?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -679,7 +683,7 @@ impl SysDb for SqliteSysDb {
         )
         .map_err(|e| match e {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                SysDbError::NotFound(format!("collection with id {collection:?}"))
+                SysDbError::NotFound(format!("Collection [{collection}] does not exist"))
             }
             e => e.into(),
         })?;
@@ -703,7 +707,7 @@ impl SysDb for SqliteSysDb {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if Self::collection_where(&tx, "c.id = ?1", &[&v.collection])?.is_none() {
             return Err(SysDbError::NotFound(format!(
-                "collection with id {:?}",
+                "Collection [{}] does not exist",
                 v.collection
             )));
         }

@@ -109,7 +109,7 @@ fn database_id(tx: &mut Transaction<'_>, tenant: &str, name: &str) -> Result<Str
     )
     .map_err(pg)?
     .map(|r| r.get(0))
-    .ok_or_else(|| SysDbError::NotFound(format!("database {name:?} of tenant {tenant:?}")))
+    .ok_or_else(|| SysDbError::NotFound(format!("Database [{name}] not found")))
 }
 
 fn collection_where(
@@ -226,7 +226,9 @@ impl SysDb for PgSysDb {
                 )
                 .map_err(pg)?;
             if n == 0 {
-                return Err(SysDbError::AlreadyExists(format!("tenant {name:?}")));
+                return Err(SysDbError::AlreadyExists(format!(
+                    "Tenant [{name}] already exists"
+                )));
             }
             Ok(())
         })
@@ -249,7 +251,7 @@ impl SysDb for PgSysDb {
                 .map_err(pg)?
                 .is_none()
             {
-                return Err(SysDbError::NotFound(format!("tenant {tenant:?}")));
+                return Err(SysDbError::NotFound(format!("Tenant [{tenant}] not found")));
             }
             let id = uuid::Uuid::new_v4().to_string();
             let n = tx
@@ -259,9 +261,7 @@ impl SysDb for PgSysDb {
                 )
                 .map_err(pg)?;
             if n == 0 {
-                return Err(SysDbError::AlreadyExists(format!(
-                    "database {name:?} of tenant {tenant:?}"
-                )));
+                return Err(SysDbError::AlreadyExists(format!("Database [{name}] already exists")));
             }
             Ok(Database {
                 id,
@@ -315,9 +315,7 @@ impl SysDb for PgSysDb {
                 )
                 .map_err(pg)?;
             if n == 0 {
-                return Err(SysDbError::NotFound(format!(
-                    "database {name:?} of tenant {tenant:?}"
-                )));
+                return Err(SysDbError::NotFound(format!("Database [{name}] not found")));
             }
             Ok(())
         })
@@ -349,7 +347,7 @@ impl SysDb for PgSysDb {
                 )
                 .map_err(|e| {
                     if is(&e, &SqlState::UNIQUE_VIOLATION) {
-                        SysDbError::AlreadyExists(format!("collection id {id:?}"))
+                        SysDbError::AlreadyExists(format!("Collection id [{id}] already exists"))
                     } else {
                         pg(e)
                     }
@@ -362,7 +360,7 @@ impl SysDb for PgSysDb {
                     return Ok((collection(&row), false));
                 }
                 return Err(SysDbError::AlreadyExists(format!(
-                    "collection {:?}",
+                    "Collection [{}] already exists",
                     c.name
                 )));
             }
@@ -378,14 +376,14 @@ impl SysDb for PgSysDb {
                 "d.tenant = $1 AND d.name = $2 AND c.name = $3",
                 &[&tenant, &database, &name],
             )?
-            .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))
+            .ok_or_else(|| SysDbError::NotFound(format!("Collection [{name}] does not exist")))
         })
     }
 
     fn get_collection_by_id(&self, id: &str) -> Result<Collection> {
         self.with(|tx| {
             collection_where(tx, "c.id = $1", &[&id])?
-                .ok_or_else(|| SysDbError::NotFound(format!("collection with id {id:?}")))
+                .ok_or_else(|| SysDbError::NotFound(format!("Collection [{id}] does not exist")))
         })
     }
 
@@ -454,7 +452,7 @@ impl SysDb for PgSysDb {
         }
         self.with(|tx| {
             let cur = collection_where(tx, "c.id = $1 FOR UPDATE OF c", &[&id])?
-                .ok_or_else(|| SysDbError::NotFound(format!("collection with id {id:?}")))?;
+                .ok_or_else(|| SysDbError::NotFound(format!("Collection [{id}] does not exist")))?;
             let name = u.name.clone().unwrap_or(cur.name.clone());
             tx.execute(
                 "UPDATE collections SET name = $2, metadata = $3, configuration = $4, version = version + 1 WHERE id = $1",
@@ -467,7 +465,7 @@ impl SysDb for PgSysDb {
             )
             .map_err(|e| {
                 if is(&e, &SqlState::UNIQUE_VIOLATION) {
-                    SysDbError::AlreadyExists(format!("collection {name:?}"))
+                    SysDbError::AlreadyExists(format!("Collection [{name}] already exists"))
                 } else {
                     pg(e)
                 }
@@ -486,7 +484,9 @@ impl SysDb for PgSysDb {
                 .map_err(pg)?
                 .map(|r| r.get(0));
             match cur {
-                None => Err(SysDbError::NotFound(format!("collection with id {id:?}"))),
+                None => Err(SysDbError::NotFound(format!(
+                    "Collection [{id}] does not exist"
+                ))),
                 Some(Some(d)) if d != i64::from(dim) => Err(SysDbError::InvalidArgument(format!(
                     "collection expecting embedding with dimension of {d}, got {dim}"
                 ))),
@@ -510,7 +510,7 @@ impl SysDb for PgSysDb {
                 "d.tenant = $1 AND d.name = $2 AND c.name = $3",
                 &[&tenant, &database, &name],
             )?
-            .ok_or_else(|| SysDbError::NotFound(format!("collection {name:?}")))?;
+            .ok_or_else(|| SysDbError::NotFound(format!("Collection [{name}] does not exist")))?;
             tx.execute("DELETE FROM collections WHERE id = $1", &[&c.id])
                 .map_err(pg)?;
             tx.execute(
@@ -552,7 +552,7 @@ impl SysDb for PgSysDb {
             )
             .map_err(|e| {
                 if is(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
-                    SysDbError::NotFound(format!("collection with id {collection:?}"))
+                    SysDbError::NotFound(format!("Collection [{collection}] does not exist"))
                 } else {
                     pg(e)
                 }
@@ -585,10 +585,7 @@ impl SysDb for PgSysDb {
                 .map_err(pg)?;
             if n == 0 {
                 if collection_where(tx, "c.id = $1", &[&v.collection])?.is_none() {
-                    return Err(SysDbError::NotFound(format!(
-                        "collection with id {:?}",
-                        v.collection
-                    )));
+                    return Err(SysDbError::NotFound(format!("Collection [{}] does not exist", v.collection)));
                 }
                 return Ok(false);
             }

@@ -107,11 +107,28 @@ impl CollectionConfig {
                     self.embedding_function = Some(ef.clone());
                 }
             }
-            if let Some(s) = m.get("spann") {
-                if !s.is_null() {
+            if let Some(s) = m.get("spann").filter(|s| !s.is_null()) {
+                // Chroma's single node serves a spann configuration with its HNSW
+                // index, keeping only the space; so does Indigo (one node or many).
+                let Value::Object(sp) = s else {
+                    return Err(Error::InvalidArgument(format!(
+                        "spann must be an object, got {s}"
+                    )));
+                };
+                if !creating {
                     return Err(Error::InvalidArgument(
-                        "spann indexes exist only in distributed Chroma; use hnsw".into(),
+                        "a collection's index type is fixed when it is created; spann \
+                         settings cannot be changed (Indigo serves spann with HNSW)"
+                            .into(),
                     ));
+                }
+                if m.get("hnsw").is_some_and(|h| !h.is_null()) {
+                    return Err(Error::InvalidArgument(
+                        "configure either hnsw or spann, not both".into(),
+                    ));
+                }
+                if let Some(v) = sp.get("space").filter(|v| !v.is_null()) {
+                    self.space = space(v)?;
                 }
             }
         }

@@ -56,14 +56,15 @@ pub use indigo_types::{
 pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("{0} not found")]
+    /// A whole sentence, in Chroma's words (clients match on them).
+    #[error("{0}")]
     NotFound(String),
-    #[error("{0} already exists")]
+    #[error("{0}")]
     AlreadyExists(String),
     /// A request asks for more than the [`Limits`] allow (results, ids, queries).
     #[error("{0}")]
     Quota(String),
-    #[error("embedding dimension {got} does not match the collection's dimension {expected}")]
+    #[error("Collection expecting embedding with dimension of {expected}, got {got}")]
     DimensionMismatch { expected: u32, got: u32 },
     #[error("{0} is in use by another process; stop it, or open another path")]
     InUse(PathBuf),
@@ -346,6 +347,7 @@ impl Indigo {
     }
 
     pub fn create_tenant(&self, name: &str) -> Result<()> {
+        rules::check_tenant_name(name)?;
         Ok(self.inner.sysdb.create_tenant(name)?)
     }
 
@@ -353,11 +355,12 @@ impl Indigo {
         if self.inner.sysdb.tenant_exists(name)? {
             Ok(())
         } else {
-            Err(Error::NotFound(format!("tenant {name:?}")))
+            Err(Error::NotFound(format!("Tenant [{name}] not found")))
         }
     }
 
     pub fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        rules::check_database_name(name)?;
         Ok(self.inner.sysdb.create_database(tenant, name)?)
     }
 
@@ -424,20 +427,39 @@ impl Indigo {
         }
         let config = CollectionConfig::from_create(configuration.as_ref(), metadata.as_ref())?;
         config.check_limits(&self.inner.options.limits)?;
-        let (info, _) = self.inner.sysdb.create_collection(NewCollection {
-            tenant,
-            database,
-            name,
-            metadata,
-            configuration: config.to_json(),
-            get_or_create,
-            id: None,
-        })?;
-        catalogue::write_record(
-            &*self.inner.env.fs,
-            &self.inner.collection_dir(&info.id),
-            &info,
-        )?;
+        // A concurrent delete can remove what get_or_create found (or made) before
+        // it is opened; the catalogue then no longer has it, and another round
+        // creates it anew, as Chroma's single transaction would have.
+        let mut rounds = 0;
+        loop {
+            let (info, _) = self.inner.sysdb.create_collection(NewCollection {
+                tenant,
+                database,
+                name,
+                metadata: metadata.clone(),
+                configuration: config.to_json(),
+                get_or_create,
+                id: None,
+            })?;
+            match self.settle_created(info) {
+                Err(Error::NotFound(_)) if get_or_create && rounds < 8 => rounds += 1,
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes a new collection's record into its directory and opens it, unless a
+    /// delete got there first (the record would bring back a deleted directory).
+    fn settle_created(&self, info: CollectionInfo) -> Result<Collection> {
+        {
+            let _g = self.inner.opening.lock();
+            self.inner.sysdb.get_collection_by_id(&info.id)?;
+            catalogue::write_record(
+                &*self.inner.env.fs,
+                &self.inner.collection_dir(&info.id),
+                &info,
+            )?;
+        }
         self.handle(info)
     }
 
@@ -906,8 +928,15 @@ impl Collection {
     /// Deletes the records with these ids and/or matching the filters; returns how
     /// many existed.
     pub fn delete(&self, sel: &Selection) -> Result<u64> {
-        rules::check_delete(sel, &self.inner.options.limits)?;
-        let existing = self.view(|v| v.ids(sel))?;
+        self.delete_limited(sel, None)
+    }
+
+    /// Deletes at most `limit` of the records a filter matches (Chroma's
+    /// `delete(where=…, limit=n)`); the count says how many went.
+    pub fn delete_limited(&self, sel: &Selection, limit: Option<u32>) -> Result<u64> {
+        rules::check_delete(sel, limit, &self.inner.options.limits)?;
+        let mut existing = self.view(|v| v.ids(sel))?;
+        rules::truncate_to_limit(&mut existing, limit);
         self.write(WriteKind::Delete, rules::delete_ops(sel, &existing))?;
         Ok(existing.len() as u64)
     }
@@ -980,8 +1009,7 @@ impl Collection {
     fn exists(&self) -> Result<()> {
         if self.open.segment().is_retired() {
             return Err(Error::NotFound(format!(
-                "collection {:?} ({}) was deleted",
-                self.name(),
+                "Collection [{}] does not exist: it was deleted",
                 self.id()
             )));
         }
@@ -1009,7 +1037,15 @@ impl Collection {
         if let Some(answer) = rules::check_query(req, &self.inner.options.limits, dim)? {
             return Ok(answer);
         }
-        self.view(|v| v.query(&req.embeddings, req.n_results, &req.selection, req.include))
+        self.view(|v| {
+            if let Some(ids) = &req.selection.ids {
+                if let Some(id) = v.missing_id(ids)? {
+                    return Ok(Err(rules::missing_query_id(id)));
+                }
+            }
+            v.query(&req.embeddings, req.n_results, &req.selection, req.include)
+                .map(Ok)
+        })?
     }
 
     /// (applied, logged): how far the compactor has folded this collection's log.

@@ -11,6 +11,25 @@ use indigo_types::{RecordOp, WriteEntry, WriteKind};
 /// Chroma's rule: 3–512 characters of `[a-zA-Z0-9._-]`, starting and ending with
 /// a letter or digit.
 pub fn check_collection_name(name: &str) -> Result<()> {
+    check_name(name)
+}
+
+/// A database's name follows the collection rule (Chroma's).
+pub fn check_database_name(name: &str) -> Result<()> {
+    check_name(name)
+}
+
+/// A tenant's name: at least 3 characters (Chroma's only rule for tenants).
+pub fn check_tenant_name(name: &str) -> Result<()> {
+    if name.chars().count() < 3 {
+        return Err(Error::InvalidArgument(format!(
+            "Validation error: a tenant name needs at least 3 characters. Got: {name}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_name(name: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
     let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
     if (3..=512).contains(&name.len())
@@ -31,6 +50,9 @@ pub fn check_collection_name(name: &str) -> Result<()> {
 pub fn check_collection_metadata(m: &Value) -> Result<()> {
     match m {
         Value::Null => Ok(()),
+        Value::Object(map) if map.is_empty() => Err(Error::InvalidArgument(
+            "Validation error: metadata: Metadata cannot be empty (omit it, or send null)".into(),
+        )),
         Value::Object(map) => {
             for (k, v) in map {
                 MetaValue::from_json(k, v)?;
@@ -76,7 +98,7 @@ pub fn check_ids(sel: &Selection, limits: &Limits) -> Result<()> {
 }
 
 /// A delete names what it deletes.
-pub fn check_delete(sel: &Selection, limits: &Limits) -> Result<()> {
+pub fn check_delete(sel: &Selection, limit: Option<u32>, limits: &Limits) -> Result<()> {
     check_ids(sel, limits)?;
     let filtered = sel.where_.is_some() || sel.where_document.is_some();
     if sel.ids.is_none() && !filtered {
@@ -84,7 +106,27 @@ pub fn check_delete(sel: &Selection, limits: &Limits) -> Result<()> {
             "delete needs ids, a where or a where_document filter".into(),
         ));
     }
+    if limit.is_some() && !filtered {
+        return Err(Error::InvalidArgument(
+            "limit can only be specified when a where or where_document clause is provided".into(),
+        ));
+    }
     Ok(())
+}
+
+/// A query restricted to an id that names no record (Chroma's words).
+pub fn missing_query_id(id: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "Error finding id: {id:?} names no record of this collection (a query's ids \
+         must all exist)"
+    ))
+}
+
+/// Keeps the first `limit` of the ids a filtered delete matched.
+pub fn truncate_to_limit(ids: &mut Vec<String>, limit: Option<u32>) {
+    if let Some(l) = limit {
+        ids.truncate(l as usize);
+    }
 }
 
 /// What a delete logs: with ids and no filters, the ids themselves (so a

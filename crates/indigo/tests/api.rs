@@ -556,3 +556,69 @@ fn a_handle_to_a_deleted_collection_answers_not_found() {
     again.add(batch(&["c"], 3)).unwrap();
     assert_eq!(again.count().unwrap(), 1);
 }
+
+/// Chroma's `delete(where=…, limit=n)` and its refusal of queries restricted to
+/// ids that do not exist, with the records in the log tail and after compaction.
+#[test]
+fn delete_with_limit_and_queries_by_missing_ids() {
+    for compact in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path(), false);
+        let c = db.create_collection(T, D, "lim", None, None).unwrap();
+        let mut b = batch(&["a", "b", "c", "d", "e"], 2);
+        b.metadatas = Some(
+            ["x", "x", "x", "y", "y"]
+                .iter()
+                .map(|t| {
+                    Some(
+                        indigo_types::metadata::metadata_from_json(&json!({ "tag": t }), false)
+                            .unwrap(),
+                    )
+                })
+                .collect(),
+        );
+        c.add(b).unwrap();
+        if compact {
+            db.compact().unwrap();
+        }
+        let wh = |v: serde_json::Value| Selection {
+            where_: Some(Where::parse(&v).unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(
+            c.delete_limited(&wh(json!({"tag": "x"})), Some(2)).unwrap(),
+            2
+        );
+        assert_eq!(c.count().unwrap(), 3);
+        assert_eq!(
+            c.delete_limited(&wh(json!({"tag": "y"})), Some(0)).unwrap(),
+            0
+        );
+        assert_eq!(c.count().unwrap(), 3);
+        let by_ids = Selection {
+            ids: Some(vec!["d".into()]),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.delete_limited(&by_ids, Some(1)),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(c.count().unwrap(), 3);
+
+        let left = ids(&c.get(&GetRequest::default()).unwrap())
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>();
+        let mut q = QueryRequest::new(vec![vec![0.0, 1.0]], 5);
+        q.selection.ids = Some(left.clone());
+        assert_eq!(c.query(&q).unwrap()[0].ids.len(), 3);
+        let gone = ["a", "b", "c"]
+            .into_iter()
+            .find(|i| !left.contains(&i.to_string()));
+        q.selection.ids = Some(vec![left[0].clone(), gone.unwrap().into()]);
+        match c.query(&q) {
+            Err(Error::InvalidArgument(m)) => assert!(m.starts_with("Error finding id"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+}

@@ -121,6 +121,7 @@ impl ClusterDb {
     }
 
     pub fn create_tenant(&self, name: &str) -> Result<()> {
+        rules::check_tenant_name(name)?;
         self.sysdb.create_tenant(name).map_err(sys)
     }
 
@@ -128,11 +129,12 @@ impl ClusterDb {
         if self.sysdb.tenant_exists(name).map_err(sys)? {
             Ok(())
         } else {
-            Err(Error::NotFound(format!("tenant {name:?}")))
+            Err(Error::NotFound(format!("Tenant [{name}] not found")))
         }
     }
 
     pub fn create_database(&self, tenant: &str, name: &str) -> Result<Database> {
+        rules::check_database_name(name)?;
         self.sysdb.create_database(tenant, name).map_err(sys)
     }
 
@@ -538,8 +540,8 @@ impl RemoteCollection {
             .collect()
     }
 
-    pub fn delete(&self, sel: &Selection) -> Result<u64> {
-        rules::check_delete(sel, &self.db.limits)?;
+    pub fn delete(&self, sel: &Selection, limit: Option<u32>) -> Result<u64> {
+        rules::check_delete(sel, limit, &self.db.limits)?;
         let v = self.db.read(
             &self.target()?,
             json!({"ids": {"selection": wire::selection_to_wire(sel)}}),
@@ -550,6 +552,8 @@ impl RemoteCollection {
             .iter()
             .filter_map(|x| x.as_str().map(str::to_string))
             .collect();
+        let mut existing = existing;
+        rules::truncate_to_limit(&mut existing, limit);
         self.write(WriteKind::Delete, rules::delete_ops(sel, &existing))?;
         Ok(existing.len() as u64)
     }

@@ -328,7 +328,13 @@ impl QueryNode {
                 .map(|q| wire::vector_from_wire(q).map_err(|e| refuse(400, e)))
                 .collect::<Result<Vec<_>, _>>()?;
             let n = x["n_results"].as_u64().unwrap_or(10) as usize;
-            let rs = v.query(&qs, n, &sel(x)?, inc(x)?).map_err(failed)?;
+            let s = sel(x)?;
+            if let Some(ids) = &s.ids {
+                if let Some(id) = v.missing_id(ids).map_err(failed)? {
+                    return Err(refuse(400, indigo::rules::missing_query_id(id)));
+                }
+            }
+            let rs = v.query(&qs, n, &s, inc(x)?).map_err(failed)?;
             return Ok(
                 json!({"results": rs.iter().map(wire::records_to_wire).collect::<Vec<_>>()}),
             );

@@ -140,6 +140,18 @@ impl Compactor {
                     }
                 }
                 Err(e) => {
+                    // Deleted while it was being compacted: nothing failed.
+                    if matches!(
+                        self.sysdb.get_collection_by_id(&c.id),
+                        Err(indigo_sysdb::SysDbError::NotFound(_))
+                    ) {
+                        tracing::debug!(collection = %c.id, "deleted during compaction");
+                        if b.is_failing() {
+                            self.health.recovered(indigo_health::COMPACTOR, &c.id);
+                        }
+                        b.succeeded();
+                        continue;
+                    }
                     self.health.failed(indigo_health::COMPACTOR, &c.id, &e);
                     b.failed();
                 }
