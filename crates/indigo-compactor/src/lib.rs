@@ -25,7 +25,7 @@ use parking_lot::{Condvar, Mutex};
 pub use indigo_segment::{decode_records, Changing, Env, IndexConfig, Segment, Snapshot};
 
 /// The consumer name of the compactor's checkpoints.
-pub const CONSUMER: &str = indigo_sysdb::COMPACTOR_CONSUMER;
+pub const CONSUMER: &str = "compactor";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -25,10 +25,6 @@ use serde_json::Value;
 
 pub const DEFAULT_TENANT: &str = "default_tenant";
 pub const DEFAULT_DATABASE: &str = "default_database";
-/// The consumer whose checkpoints are the compactor's: each advance is a new
-/// index version of the collection (its `version` goes up).
-pub const COMPACTOR_CONSUMER: &str = "compactor";
-
 /// Index versions kept per collection.
 const KEEP_INDEX_VERSIONS: i64 = 8;
 
@@ -679,24 +675,8 @@ impl SysDb for SqliteSysDb {
     }
 
     fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let tx = conn.transaction()?;
-        let before: Option<i64> = tx
-            .query_row(
-                "SELECT log_offset FROM checkpoints WHERE consumer = ?1 AND collection_id = ?2",
-                [consumer, collection],
-                |r| r.get(0),
-            )
-            .optional()?;
-        // The compactor's progress is a new index version of the collection, as
-        // in Chroma, whose clients wait for `version` to go up after writes.
-        if consumer == COMPACTOR_CONSUMER && before.is_none_or(|b| (offset as i64) > b) {
-            tx.execute(
-                "UPDATE collections SET version = version + 1 WHERE id = ?1",
-                [collection],
-            )?;
-        }
-        tx.execute(
+        let conn = self.conn.lock();
+        conn.execute(
             "INSERT INTO checkpoints (consumer, collection_id, log_offset) VALUES (?1, ?2, ?3)
              ON CONFLICT (consumer, collection_id) DO UPDATE SET log_offset = MAX(log_offset, excluded.log_offset)",
             params![consumer, collection, offset as i64],
@@ -707,7 +687,6 @@ impl SysDb for SqliteSysDb {
             }
             e => e.into(),
         })?;
-        tx.commit()?;
         Ok(())
     }
 

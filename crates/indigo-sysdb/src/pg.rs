@@ -544,20 +544,6 @@ impl SysDb for PgSysDb {
 
     fn set_checkpoint(&self, consumer: &str, collection: &str, offset: u64) -> Result<()> {
         self.with(|tx| {
-            let before: Option<i64> = tx
-                .query_opt(
-                    "SELECT log_offset FROM checkpoints WHERE consumer = $1 AND collection_id = $2 FOR UPDATE",
-                    &[&consumer, &collection],
-                )
-                .map_err(pg)?
-                .map(|r| r.get(0));
-            if consumer == crate::COMPACTOR_CONSUMER && before.is_none_or(|b| (offset as i64) > b) {
-                tx.execute(
-                    "UPDATE collections SET version = version + 1 WHERE id = $1",
-                    &[&collection],
-                )
-                .map_err(pg)?;
-            }
             tx.execute(
                 "INSERT INTO checkpoints (consumer, collection_id, log_offset) VALUES ($1, $2, $3)
                  ON CONFLICT (consumer, collection_id)
