@@ -3,6 +3,7 @@
 import base64
 import math
 import struct
+import time
 
 import chromadb
 import httpx
@@ -287,11 +288,21 @@ def test_indexing_status_and_metrics(server, client):
     col = client.create_collection("ops")
     col.add(ids=[str(i) for i in range(100)], embeddings=[[i, 1.0] for i in range(100)])
     st = httpx.get(f"{server.url}{C}/{col.id}/indexing_status").json()
-    assert st["total_ops"] == 1 and 0 <= st["op_indexing_progress"] <= 1
+    # Counted in record operations, as Chroma does: 100 records are 100 ops.
+    assert st["total_ops"] == 100 and 0 <= st["op_indexing_progress"] <= 1
+    assert st["num_indexed_ops"] + st["num_unindexed_ops"] == 100
+    col.upsert(ids=["1", "new"], embeddings=[[0.5, 1.0], [7.0, 1.0]])
+    deadline = time.time() + 120
+    while True:
+        st = httpx.get(f"{server.url}{C}/{col.id}/indexing_status").json()
+        if st["num_indexed_ops"] == 102 or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert st == {"num_indexed_ops": 102, "num_unindexed_ops": 0, "total_ops": 102, "op_indexing_progress": 1.0}
     m = httpx.get(server.url + "/metrics").text
     assert 'indigo_requests_total{method="POST"' in m
     if getattr(server, "procs", None) is None:
-        assert "indigo_records 100" in m
+        assert "indigo_records 101" in m
     else:
         # A cluster's frontend counts the nodes it routes to, not the records.
         assert "indigo_cluster_query_nodes 2" in m and "indigo_cluster_log_nodes 1" in m

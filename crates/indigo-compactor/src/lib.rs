@@ -100,9 +100,12 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
     let durable = job.segment.sync()?;
     if durable > sysdb.checkpoint(CONSUMER, &job.id)? {
         sysdb.set_checkpoint(CONSUMER, &job.id, durable)?;
-        let current = sysdb
-            .latest_index_version(&job.id)?
-            .map_or(0, |v| v.version);
+        let latest = sysdb.latest_index_version(&job.id)?;
+        let current = latest.as_ref().map_or(0, |v| v.version);
+        // The log above the last version is still there (truncated only below a
+        // committed one): count the record operations this version adds.
+        let (from, ops) = latest.as_ref().map_or((0, 0), |v| (v.log_offset, v.ops()));
+        let ops = ops + indigo_segment::count_ops(log, job.log_id, from, durable)?;
         // One compactor per data directory: the swap cannot lose locally, but it is
         // the same commit the distributed compactor makes.
         sysdb.commit_index_version(
@@ -110,7 +113,10 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
                 collection: job.id.clone(),
                 version: current + 1,
                 log_offset: durable,
-                location: serde_json::json!({ "path": job.segment.dir().display().to_string() }),
+                location: serde_json::json!({
+                    "path": job.segment.dir().display().to_string(),
+                    "ops": ops,
+                }),
                 created_ms: 0,
             },
             current,

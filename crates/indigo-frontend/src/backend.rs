@@ -192,7 +192,7 @@ impl Coll {
     /// (applied, logged): how far indexing has come.
     pub fn indexing_status(&self) -> Result<(u64, u64)> {
         match self {
-            Coll::Local(c) => Ok(c.indexing_status()),
+            Coll::Local(c) => c.indexing_status(),
             Coll::Cluster(c) => c.indexing_status(),
         }
     }

@@ -1217,16 +1217,17 @@ async fn indexing_status(
 ) -> ApiResult {
     who.check(&t, Some(&d))?;
     let db = st.db.clone();
-    let (applied, head) = blocking(move || Ok(by_id(&db, &t, &d, &id)?.indexing_status()?)).await?;
-    let progress = if head == 0 {
+    let (indexed, total) =
+        blocking(move || Ok(by_id(&db, &t, &d, &id)?.indexing_status()?)).await?;
+    let progress = if total == 0 {
         1.0
     } else {
-        applied as f64 / head as f64
+        indexed as f64 / total as f64
     };
     ok(json!({
-        "num_indexed_ops": applied,
-        "num_unindexed_ops": head - applied,
-        "total_ops": head,
+        "num_indexed_ops": indexed,
+        "num_unindexed_ops": total.saturating_sub(indexed),
+        "total_ops": total,
         "op_indexing_progress": progress,
     }))
 }

@@ -50,6 +50,36 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The record operations in a collection's log entries after offset `after` up
+/// to `upto`, counted from the entries' headers: indexing progress is reported
+/// in them (Chroma's `indexing_status`), not in entries.
+pub fn count_ops(
+    log: &dyn indigo_log::Log,
+    collection: indigo_log::CollectionId,
+    after: u64,
+    upto: u64,
+) -> Result<u64> {
+    let mut n = 0;
+    let mut at = after;
+    while at < upto {
+        let recs = log.read(collection, indigo_log::LogOffset(at), 256)?;
+        if recs.is_empty() {
+            break;
+        }
+        for r in &recs {
+            if r.offset.0 > upto {
+                return Ok(n);
+            }
+            n += u64::from(
+                WriteEntry::record_count(&r.payload)
+                    .map_err(|e| Error::Corrupt(format!("log entry {}: {e}", r.offset.0)))?,
+            );
+            at = r.offset.0;
+        }
+    }
+    Ok(n)
+}
+
 /// Decodes log records into write entries, naming the offset of a bad one.
 pub fn decode_records(recs: &[indigo_log::LogRecord]) -> Result<Vec<(u64, WriteEntry)>> {
     recs.iter()

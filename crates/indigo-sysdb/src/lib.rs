@@ -110,6 +110,17 @@ pub struct IndexVersion {
     pub created_ms: u64,
 }
 
+impl IndexVersion {
+    /// The record operations folded into this version and all before it (the
+    /// `ops` fact of its location; 0 for versions made before it was counted).
+    pub fn ops(&self) -> u64 {
+        self.location
+            .get("ops")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    }
+}
+
 /// A process of the distributed mode, known by its lease.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Member {

@@ -99,6 +99,20 @@ impl WriteEntry {
     }
 
     /// Decodes [`WriteEntry::encode`]'s output; the error says what is wrong.
+    /// How many record operations an encoded entry holds, from its header alone
+    /// (indexing progress is counted in them, as Chroma does).
+    pub fn record_count(buf: &[u8]) -> Result<u32, String> {
+        match buf {
+            [v, _, a, b, c, d, ..] if *v == ENTRY_VERSION => {
+                Ok(u32::from_le_bytes([*a, *b, *c, *d]))
+            }
+            [v, ..] if *v != ENTRY_VERSION => Err(format!(
+                "write entry version {v} is not supported (this build reads {ENTRY_VERSION})"
+            )),
+            _ => Err("a write entry shorter than its header".into()),
+        }
+    }
+
     pub fn decode(buf: &[u8]) -> Result<WriteEntry, String> {
         let mut r = Reader { buf, pos: 0 };
         let v = r.u8()?;

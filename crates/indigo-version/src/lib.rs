@@ -668,6 +668,12 @@ impl VersionCompactor {
             w.segment.apply(&entries)?;
         }
         let applied = w.segment.applied();
+        let latest = self
+            .sysdb
+            .latest_index_version(collection)
+            .map_err(sysdb_err)?;
+        let (from, ops) = latest.as_ref().map_or((0, 0), |v| (v.log_offset, v.ops()));
+        let ops = ops + indigo_segment::count_ops(&*self.log, lid, from, applied)?;
         let files = w.segment.seal()?;
         let dim = w.segment.index().map(|i| i.dim() as u32);
         let version = w.version + 1;
@@ -687,7 +693,7 @@ impl VersionCompactor {
                     collection: collection.to_string(),
                     version,
                     log_offset: applied,
-                    location: json!({"key": published.key}),
+                    location: json!({"key": published.key, "ops": ops}),
                     created_ms: 0,
                 },
                 w.version,

@@ -1048,12 +1048,33 @@ impl Collection {
         })?
     }
 
-    /// (applied, logged): how far the compactor has folded this collection's log.
-    pub fn indexing_status(&self) -> (u64, u64) {
+    /// (applied, logged) log entries: how far the compactor has folded this
+    /// collection's log into its indexes (ahead of what is durable).
+    pub fn fold_progress(&self) -> (u64, u64) {
         (
             self.open.segment().applied(),
             self.inner.log.head(self.open.log_id).0,
         )
+    }
+
+    /// (indexed, total) record operations, as Chroma counts indexing progress:
+    /// those folded into the current index version, and all logged.
+    pub fn indexing_status(&self) -> Result<(u64, u64)> {
+        let sysdb = &self.inner.sysdb;
+        let mut latest = sysdb.latest_index_version(&self.open.id)?;
+        loop {
+            let (from, indexed) = latest.as_ref().map_or((0, 0), |v| (v.log_offset, v.ops()));
+            let head = self.inner.log.head(self.open.log_id).0;
+            let pending =
+                indigo_segment::count_ops(&*self.inner.log, self.open.log_id, from, head)?;
+            // A version committed meanwhile may have let the log drop entries
+            // counted from: count again from it.
+            let now = sysdb.latest_index_version(&self.open.id)?;
+            if now.as_ref().map(|v| v.version) == latest.as_ref().map(|v| v.version) {
+                return Ok((indexed, indexed + pending));
+            }
+            latest = now;
+        }
     }
 }
 

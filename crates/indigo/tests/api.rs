@@ -345,7 +345,7 @@ fn background_compaction_catches_up_and_checkpoints() {
     }
     let t = std::time::Instant::now();
     loop {
-        let (applied, head) = c.indexing_status();
+        let (applied, head) = c.fold_progress();
         if applied == head {
             break;
         }
@@ -621,4 +621,35 @@ fn delete_with_limit_and_queries_by_missing_ids() {
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
+}
+
+/// Indexing progress is counted in record operations (Chroma's
+/// `indexing_status`), folded ones being those of the current index version.
+#[test]
+fn indexing_status_counts_record_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), false);
+    let c = db.create_collection(T, D, "ops", None, None).unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (0, 0));
+    let ids: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    c.add(batch(&refs, 3)).unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (0, 300));
+    db.compact().unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (300, 300));
+    c.upsert(batch(&["r1", "new"], 3)).unwrap();
+    c.delete(&Selection {
+        ids: Some(vec!["r2".into()]),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (300, 303));
+    db.compact().unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (303, 303));
+    drop(c);
+    drop(db);
+    // The count is the catalogue's: it survives a restart.
+    let db = open(dir.path(), false);
+    let c = db.get_collection(T, D, "ops").unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (303, 303));
 }

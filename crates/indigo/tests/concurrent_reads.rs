@@ -79,8 +79,7 @@ fn run(exact_search: bool) {
                 swaps += PAIRS;
                 // Let the compactor keep up, so reads find most records in the
                 // index rather than in the log tail.
-                while c.indexing_status().0 + 2 < c.indexing_status().1
-                    && !stop.load(Ordering::Relaxed)
+                while c.fold_progress().0 + 2 < c.fold_progress().1 && !stop.load(Ordering::Relaxed)
                 {
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }

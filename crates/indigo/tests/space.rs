@@ -37,7 +37,7 @@ fn big_files(dir: &std::path::Path) -> Vec<(String, u64)> {
 
 fn wait_indexed(c: &indigo::Collection) {
     let t = Instant::now();
-    while c.indexing_status().0 < c.indexing_status().1 {
+    while c.fold_progress().0 < c.fold_progress().1 {
         assert!(t.elapsed() < Duration::from_secs(600), "compaction stalled");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -100,7 +100,7 @@ fn deleting_everything_gives_the_space_back() {
             eprintln!(
                 "{:?}: {now} B, indexing {:?}, files {:?}",
                 t.elapsed(),
-                c.indexing_status(),
+                c.fold_progress(),
                 big_files(dir.path())
             );
         }
@@ -112,7 +112,7 @@ fn deleting_everything_gives_the_space_back() {
         after <= 2 * empty,
         "after deleting everything the directory holds {after} B; empty it held {empty} B; \
          indexing {:?}; files over 64 KiB: {:?}; compactor errors: {:?}",
-        c.indexing_status(),
+        c.fold_progress(),
         big_files(dir.path()),
         db.failures()
     );

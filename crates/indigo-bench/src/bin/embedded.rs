@@ -87,7 +87,7 @@ fn rss_bytes() -> u64 {
 
 fn wait_indexed(c: &indigo::Collection) {
     loop {
-        let (applied, head) = c.indexing_status();
+        let (applied, head) = c.fold_progress();
         if applied >= head {
             return;
         }
@@ -216,7 +216,7 @@ fn scale_child(n: usize) -> Value {
     let tenth = (batches / 10).max(1);
     let first: f64 = times[..tenth].iter().sum();
     let last: f64 = times[batches - tenth..].iter().sum();
-    let (applied, head) = c.indexing_status();
+    let (applied, head) = c.fold_progress();
     let deciles: Vec<f64> = times
         .chunks(tenth)
         .map(|c| (c.len() * 1000) as f64 / c.iter().sum::<f64>())

@@ -351,20 +351,30 @@ impl ClusterDb {
 
     /// The newest acknowledged offset of a collection's log, from its log node.
     fn head(&self, collection: &str) -> Result<u64> {
+        Ok(self.head_and_ops(collection, None)?.0)
+    }
+
+    /// The head, and with `ops_after` the record operations logged after that
+    /// offset (the log node counts them from the entries' headers).
+    fn head_and_ops(&self, collection: &str, ops_after: Option<u64>) -> Result<(u64, u64)> {
         self.route(&self.logs, "log", collection, |addr| {
-            let url = format!("http://{addr}/internal/v1/log/{collection}/head");
+            let mut url = format!("http://{addr}/internal/v1/log/{collection}/head");
+            if let Some(a) = ops_after {
+                url.push_str(&format!("?ops_after={a}"));
+            }
             match self
                 .agent
                 .get(&url)
                 .set(wire::HEADER, wire::PROTOCOL)
                 .call()
             {
-                Ok(resp) => match resp
-                    .into_json::<Value>()
-                    .ok()
-                    .and_then(|v| v["head"].as_u64())
-                {
-                    Some(h) => Attempt::Done(h),
+                Ok(resp) => match resp.into_json::<Value>().ok() {
+                    Some(v) => match (v["head"].as_u64(), v["ops"].as_u64()) {
+                        (Some(h), ops) if ops.is_some() || ops_after.is_none() => {
+                            Attempt::Done((h, ops.unwrap_or(0)))
+                        }
+                        _ => Attempt::Next("a bad answer".into()),
+                    },
                     None => Attempt::Next("a bad answer".into()),
                 },
                 Err(ureq::Error::Status(code, resp)) if code < 500 => {
@@ -560,12 +570,18 @@ impl RemoteCollection {
 
     /// (folded into the current version, logged).
     pub fn indexing_status(&self) -> Result<(u64, u64)> {
-        let applied = self
-            .db
-            .sysdb
-            .latest_index_version(&self.info.id)
-            .map_err(sys)?
-            .map_or(0, |v| v.log_offset);
-        Ok((applied, self.db.head(&self.info.id)?))
+        let sysdb = &self.db.sysdb;
+        let mut latest = sysdb.latest_index_version(&self.info.id).map_err(sys)?;
+        loop {
+            let (from, indexed) = latest.as_ref().map_or((0, 0), |v| (v.log_offset, v.ops()));
+            let (_, pending) = self.db.head_and_ops(&self.info.id, Some(from))?;
+            // A version committed meanwhile may have let the log drop entries
+            // counted from: count again from it.
+            let now = sysdb.latest_index_version(&self.info.id).map_err(sys)?;
+            if now.as_ref().map(|v| v.version) == latest.as_ref().map(|v| v.version) {
+                return Ok((indexed, indexed + pending));
+            }
+            latest = now;
+        }
     }
 }

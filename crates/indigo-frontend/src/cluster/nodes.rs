@@ -110,18 +110,35 @@ async fn append(
     }
 }
 
+#[derive(serde::Deserialize)]
+struct HeadQuery {
+    /// Also count the record operations logged after this offset.
+    ops_after: Option<u64>,
+}
+
 async fn head(
     State(node): State<Arc<LogNode>>,
     UrlPath(id): UrlPath<String>,
+    axum::extract::Query(q): axum::extract::Query<HeadQuery>,
     h: HeaderMap,
 ) -> Response {
     let lid = match internal_request(&h, &id) {
         Ok(lid) => lid,
         Err(r) => return *r,
     };
-    match tokio::task::spawn_blocking(move || node.log.refresh(lid)).await {
-        Ok(Ok(off)) => Json(json!({"head": off.0})).into_response(),
-        Ok(Err(e)) => reply(503, "InternalError", e.to_string()),
+    let answer = move || -> Result<Value, String> {
+        let head = node.log.refresh(lid).map_err(|e| e.to_string())?.0;
+        let mut v = json!({ "head": head });
+        if let Some(after) = q.ops_after {
+            let ops = indigo_segment::count_ops(&*node.log, lid, after, head)
+                .map_err(|e| e.to_string())?;
+            v["ops"] = json!(ops);
+        }
+        Ok(v)
+    };
+    match tokio::task::spawn_blocking(answer).await {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => reply(503, "InternalError", e),
         Err(e) => reply(500, "InternalError", e.to_string()),
     }
 }
