@@ -273,3 +273,28 @@ def test_frontends_are_stateless(make_cluster):
         assert b.get_collection("shared").count() == i + 1
     cl.kill("frontend", signal.SIGKILL)
     assert b.get_collection("shared").get(ids=["s19"])["ids"] == ["s19"]
+
+
+def test_concurrent_first_reads_of_new_collections_are_never_refused(make_cluster):
+    """Reads of a collection with no index version yet open an empty segment on
+    the query node; many at once (Chroma's test_multithreaded does this) once
+    raced on one directory and were refused with 503s."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cl = make_cluster()
+    client = cl.client()
+    cols = [client.create_collection(f"fresh{i}") for i in range(6)]
+
+    def hammer(col, t):
+        for j in range(5):
+            col.add(ids=[f"{t}-{j}"], embeddings=[[float(t), float(j)]])
+            r = col.query(query_embeddings=[[float(t), float(j)]], n_results=1)
+            assert r["ids"][0], r
+
+    with ThreadPoolExecutor(max_workers=12) as ex:
+        for f in [ex.submit(hammer, c, t) for c in cols for t in range(4)]:
+            f.result()
+    for c in cols:
+        assert c.count() == 20
+    logs = "".join((cl.tmp / f"{n}.log").read_text() for n, roles in cl.nodes if "query" in roles)
+    assert "read refused" not in logs, logs[-2000:]

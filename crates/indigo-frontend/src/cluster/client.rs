@@ -408,6 +408,9 @@ impl ClusterDb {
                     Attempt::Stop(status_error(code, error_message(resp)))
                 }
                 // Reads are repeatable: any other failure moves to the next node.
+                Err(ureq::Error::Status(code, resp)) => {
+                    Attempt::Next(format!("{code}: {}", error_message(resp)))
+                }
                 Err(e) => Attempt::Next(e.to_string()),
             }
         })

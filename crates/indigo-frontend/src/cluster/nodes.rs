@@ -150,6 +150,22 @@ struct Opened {
     dimension: Option<u32>,
     segment: Arc<Segment>,
     tail: TailCache,
+    /// The private directory of an empty segment (no version yet), removed
+    /// when the last read of it is done.
+    empty_dir: Option<PathBuf>,
+}
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.empty_dir {
+            self.segment.close();
+            let _ = std::fs::remove_dir_all(dir);
+            // The collection's own directory goes once no open is left in it.
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
 }
 
 /// Open collections with their last use, and the use clock.
@@ -194,6 +210,8 @@ impl QueryNode {
         health: Arc<Health>,
     ) -> std::io::Result<QueryNode> {
         let cache = indigo_version::Cache::open(&cache_dir.join("objects"), cache_bytes)?;
+        // Empty segments of an earlier run: nothing reads them any more.
+        let _ = std::fs::remove_dir_all(cache_dir.join("empty"));
         Ok(QueryNode {
             objects,
             log,
@@ -244,6 +262,7 @@ impl QueryNode {
             ef_search: stored.ef_search,
             exact: false,
         };
+        let mut empty_dir = None;
         let segment = match &t.version {
             Some((_, key)) => {
                 let m = indigo_version::VersionManifest::fetch(&*self.objects, key)
@@ -259,8 +278,15 @@ impl QueryNode {
             }
             None => {
                 // No version yet: an empty segment, and the whole log over it.
-                let dir = self.cache_dir.join("empty").join(id);
-                let _ = std::fs::remove_dir_all(&dir);
+                // Each open has its own directory: two reads may open one
+                // collection at once, and a reopen (its dimension now fixed)
+                // must not pull the files from under reads of the last one.
+                let dir = self
+                    .cache_dir
+                    .join("empty")
+                    .join(id)
+                    .join(uuid::Uuid::new_v4().simple().to_string());
+                empty_dir = Some(dir.clone());
                 let env = Env {
                     fs: Arc::new(indigo_fs::StdFs),
                     health: self.health.clone(),
@@ -273,7 +299,10 @@ impl QueryNode {
                     0,
                     &[],
                 )
-                .map_err(|e| refuse(503, e))?
+                .map_err(|e| {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    refuse(503, e)
+                })?
             }
         };
         let o = Arc::new(Opened {
@@ -281,6 +310,7 @@ impl QueryNode {
             dimension: t.collection.dimension,
             segment: Arc::new(segment),
             tail: TailCache::default(),
+            empty_dir,
         });
         let mut open = self.open.lock();
         open.1 += 1;
@@ -375,7 +405,13 @@ async fn read(
     };
     match tokio::task::spawn_blocking(move || node.run(&plan)).await {
         Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err((status, name, message))) => reply(status, name, message),
+        Ok(Err((status, name, message))) => {
+            if status >= 500 {
+                // The frontend tries another node; say here why this one could not.
+                tracing::warn!(status, %message, "read refused");
+            }
+            reply(status, name, message)
+        }
         Err(e) => reply(500, "InternalError", e.to_string()),
     }
 }
