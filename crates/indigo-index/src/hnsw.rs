@@ -1179,6 +1179,33 @@ impl Hnsw {
                 self.log(Op::SetEntry { slot, level })?;
             }
         }
+        // Live nodes that only dead nodes led to become unreachable once those go
+        // (relinking above mends out-links, not in-links): walk level 0 from the
+        // entry over live nodes, and link every node not reached from its nearest
+        // reached ones, as an insert would.
+        let mut reached = RoaringBitmap::new();
+        if let Some((ep, _)) = *self.entry.read() {
+            if slots.state(ep) == LIVE {
+                reached.insert(ep);
+                let mut stack = vec![ep];
+                while let Some(x) = stack.pop() {
+                    slots.read_links(x, 0, &mut buf);
+                    for &y in &buf {
+                        if slots.state(y) == LIVE && !dead.contains(y) && reached.insert(y) {
+                            stack.push(y);
+                        }
+                    }
+                }
+            }
+        }
+        if !reached.is_empty() {
+            for i in 0..used {
+                if slots.state(i) == LIVE && !reached.contains(i) {
+                    self.relink(&slots, i, &reached)?;
+                    reached.insert(i);
+                }
+            }
+        }
         drop(slots);
         let slots = self.slots.write();
         let mut freed = 0;
@@ -1196,6 +1223,52 @@ impl Hnsw {
         }
         self.tombstones.fetch_sub(freed, Ordering::Relaxed);
         Ok(freed)
+    }
+
+    /// Gives live node `i`, which the walk from the entry did not reach, in-links
+    /// on level 0 from its nearest `reached` nodes; the nearest keeps its link
+    /// to `i` even if the selection heuristic would drop it.
+    fn relink(&self, slots: &Slots, i: u32, reached: &RoaringBitmap) -> Result<()> {
+        let Some((ep, top)) = *self.entry.read() else {
+            return Ok(());
+        };
+        let q = slots.vector(i).to_vec();
+        let at_ep = Scored {
+            dist: self.space.distance(&q, slots.vector(ep)),
+            id: ep,
+        };
+        let mut cur = at_ep;
+        for lc in (1..=top as usize).rev() {
+            cur = self.greedy(slots, &q, cur, lc);
+        }
+        let found = self.search_layer(slots, &q, &[cur], self.ef_construction, 0, |_| true);
+        let mut live: Vec<Scored> = found
+            .into_iter()
+            .filter(|s| s.id != i && reached.contains(s.id))
+            .collect();
+        if live.is_empty() {
+            live.push(at_ep);
+        }
+        let neighbors = self.select(slots, &live, self.m);
+        for nb in &neighbors {
+            self.add_link(slots, nb.id, i, nb.dist, 0, self.m0)?;
+        }
+        let nearest = neighbors.first().copied().unwrap_or(live[0]);
+        let mut meta = slots.meta[nearest.id as usize].lock();
+        let mut links = slots.links_locked(&meta, nearest.id, 0);
+        if !links.contains(&i) {
+            if links.len() >= self.m0 {
+                links.pop();
+            }
+            links.push(i);
+            slots.set_links_locked(&mut meta, nearest.id, 0, &links);
+            self.log(Op::SetLinks {
+                slot: nearest.id,
+                level: 0,
+                links,
+            })?;
+        }
+        Ok(())
     }
 
     /// Makes room for `additional` more vectors at once, instead of growing by

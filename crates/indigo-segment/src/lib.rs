@@ -526,6 +526,10 @@ impl Segment {
         }
         let items: Vec<(u32, &[f32])> = vectors.iter().map(|(i, v)| (*i, &v[..])).collect();
         idx.insert_parallel(&items, 2)?;
+        // Re-inserting many labels leaves as many tombstones, and nodes inserted
+        // among them may be reachable only through them: repair (which also
+        // relinks nodes no live node links to) before the index serves reads.
+        idx.repair()?;
         idx.sync()?;
         Ok(())
     }
