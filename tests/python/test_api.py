@@ -1,4 +1,4 @@
-"""Every route and semantic of ../shared/reference/chroma-api.md, through the official
+"""Every route and semantic of Chroma's HTTP API v2 (the project's API notes), through the official
 `chromadb.HttpClient` (and raw HTTP where the client would stop a bad request first)."""
 import base64
 import math

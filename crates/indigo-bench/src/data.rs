@@ -85,14 +85,74 @@ pub struct Dataset {
     pub truth: Vec<Vec<u32>>,
 }
 
+/// The wordnet set; see [`wordnet_with_files`] (cached under `bench/cache`).
 pub fn wordnet() -> io::Result<Dataset> {
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/cache");
+    Ok(wordnet_with_files(&cache)?.0)
+}
+
+/// The wordnet set and its base, query and ground-truth files: from
+/// [`wordnet_dir`] when it is there, otherwise from the repository's fixture
+/// (the same embeddings in bfloat16, `testdata/wordnet`), whose exact top-100 by
+/// cosine is computed once and cached in `cache`, so a clone of the repository
+/// alone runs the benchmarks.
+pub fn wordnet_with_files(cache: &Path) -> io::Result<(Dataset, [PathBuf; 3])> {
     let d = wordnet_dir();
-    Ok(Dataset {
-        name: "wordnet-minilm-10k".into(),
-        base: read_fvecs(&d.join("base.fvecs"))?,
-        queries: read_fvecs(&d.join("query.fvecs"))?,
-        truth: read_ivecs(&d.join("groundtruth.ivecs"))?,
-    })
+    let mut paths = [
+        d.join("base.fvecs"),
+        d.join("query.fvecs"),
+        d.join("groundtruth.ivecs"),
+    ];
+    let mut name = "wordnet-minilm-10k";
+    if !paths[0].exists() {
+        name = "wordnet-minilm-10k (bf16 fixture)";
+        std::fs::create_dir_all(cache)?;
+        paths = [
+            cache.join("wordnet-fixture-base.fvecs"),
+            cache.join("wordnet-fixture-query.fvecs"),
+            cache.join("wordnet-fixture-truth.ivecs"),
+        ];
+        if !paths.iter().all(|p| p.exists()) {
+            eprintln!(
+                "{} not found: using the repository's fixture; computing its exact ground truth (cached afterwards) ...",
+                d.display()
+            );
+            let (dim, base, queries) =
+                crate::fixture::read_wordnet_fixture(&crate::fixture::wordnet_fixture_path())?;
+            let flat = |rows: &[Vec<f32>], unit: bool| Vectors {
+                dim,
+                data: rows
+                    .iter()
+                    .flat_map(|r| {
+                        let n = if unit {
+                            r.iter()
+                                .map(|x| x * x)
+                                .sum::<f32>()
+                                .sqrt()
+                                .max(f32::MIN_POSITIVE)
+                        } else {
+                            1.0
+                        };
+                        r.iter().map(move |x| x / n)
+                    })
+                    .collect(),
+            };
+            // Cosine order is the L2 order of unit vectors.
+            let truth = exact_l2_topk(&flat(&base, true), &flat(&queries, true), 100, 2);
+            write_fvecs(&paths[0], &flat(&base, false))?;
+            write_fvecs(&paths[1], &flat(&queries, false))?;
+            write_ivecs(&paths[2], &truth)?;
+        }
+    }
+    Ok((
+        Dataset {
+            name: name.into(),
+            base: read_fvecs(&paths[0])?,
+            queries: read_fvecs(&paths[1])?,
+            truth: read_ivecs(&paths[2])?,
+        },
+        paths,
+    ))
 }
 
 /// Writes vectors in fvecs format.

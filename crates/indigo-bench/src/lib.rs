@@ -6,6 +6,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod data;
+pub mod fixture;
 
 /// A progress bar on stderr, so figures on stdout stay clean.
 pub fn progress(len: u64, what: &str) -> ProgressBar {

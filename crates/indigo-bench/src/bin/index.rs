@@ -364,17 +364,9 @@ fn main() {
     for name in args.datasets.split(',') {
         let (ds, space, files) = match name.trim() {
             "wordnet" => {
-                let d = data::wordnet_dir();
-                let ds = data::wordnet().expect("wordnet-minilm-10k (../shared/data)");
-                (
-                    ds,
-                    Space::Cosine,
-                    [
-                        d.join("base.fvecs"),
-                        d.join("query.fvecs"),
-                        d.join("groundtruth.ivecs"),
-                    ],
-                )
+                let (ds, files) =
+                    data::wordnet_with_files(&args.cache).expect("wordnet-minilm-10k");
+                (ds, Space::Cosine, files)
             }
             "fashion" => {
                 let (ds, files) = data::fashion(&args.cache, args.queries).expect("Fashion-MNIST");

@@ -1,8 +1,6 @@
 #![allow(dead_code)]
 //! The wordnet fixture (`testdata/wordnet`) and recall helpers.
 
-use std::path::Path;
-
 pub struct Wordnet {
     pub base: Vec<Vec<f32>>,
     pub queries: Vec<Vec<f32>>,
@@ -10,29 +8,15 @@ pub struct Wordnet {
     pub truth: Vec<Vec<u32>>,
 }
 
+#[path = "../../../indigo-bench/src/fixture.rs"]
+mod fixture;
+
 /// Decodes `testdata/wordnet/vectors.bf16` (format in `docs/format.md`).
 fn read_fixture() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wordnet/vectors.bf16");
-    let b = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&b[..8], b"IDGVBF16", "{}: bad magic", path.display());
-    let (body, crc) = b.split_at(b.len() - 4);
-    assert_eq!(
-        crc32c::crc32c(body),
-        u32::from_le_bytes(crc.try_into().unwrap()),
-        "{}: checksum mismatch",
-        path.display()
-    );
-    let u32_at = |p: usize| u32::from_le_bytes(body[p..p + 4].try_into().unwrap()) as usize;
-    assert_eq!(u32_at(8), 1, "fixture version");
-    let (dim, nb, nq) = (u32_at(12), u32_at(16), u32_at(20));
-    let vals: Vec<f32> = body[24..]
-        .chunks_exact(2)
-        .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-        .collect();
-    assert_eq!(vals.len(), (nb + nq) * dim);
-    let rows: Vec<Vec<f32>> = vals.chunks(dim).map(<[f32]>::to_vec).collect();
-    let (base, queries) = rows.split_at(nb);
-    (base.to_vec(), queries.to_vec())
+    // (The path is from this crate's manifest, at the same depth as indigo-bench's.)
+    let (_, base, queries) = fixture::read_wordnet_fixture(&fixture::wordnet_fixture_path())
+        .unwrap_or_else(|e| panic!("{e}"));
+    (base, queries)
 }
 
 fn exact_top(base: &[Vec<f32>], q: &[f32], k: usize) -> Vec<u32> {
