@@ -348,6 +348,45 @@ pub struct Hnsw {
     pub(crate) maint: Mutex<()>,
     /// Set by [`Hnsw::close`]: no more changes or maintenance.
     closed: AtomicBool,
+    /// Slots (and levels) being inserted right now. Two concurrent inserts cannot
+    /// find each other by walking the graph (neither is linked yet), so each also
+    /// scores the others: otherwise neighbours built side by side link only one
+    /// way, and searches starting on the wrong side miss them.
+    inserting: Mutex<Vec<(u32, u8)>>,
+}
+
+/// Dead nodes a repair walks through, per node and level, to find live
+/// replacements for dead links.
+const REPAIR_WALK: usize = 64;
+
+/// An insert's entry in [`Hnsw::inserting`], removed when the insert ends
+/// (however it ends).
+struct Inserting<'a> {
+    set: &'a Mutex<Vec<(u32, u8)>>,
+    slot: u32,
+}
+
+impl<'a> Inserting<'a> {
+    fn enter(set: &'a Mutex<Vec<(u32, u8)>>, slot: u32, level: u8) -> Self {
+        set.lock().push((slot, level));
+        Inserting { set, slot }
+    }
+
+    /// The other inserts in progress that have level `lc`.
+    fn others(&self, lc: usize) -> Vec<u32> {
+        self.set
+            .lock()
+            .iter()
+            .filter(|&&(s, l)| s != self.slot && l as usize >= lc)
+            .map(|&(s, _)| s)
+            .collect()
+    }
+}
+
+impl Drop for Inserting<'_> {
+    fn drop(&mut self) {
+        self.set.lock().retain(|&(s, _)| s != self.slot);
+    }
 }
 
 impl std::fmt::Debug for Hnsw {
@@ -390,6 +429,7 @@ impl Hnsw {
             fs: Arc::new(StdFs),
             maint: Mutex::new(()),
             closed: AtomicBool::new(false),
+            inserting: Mutex::new(Vec::new()),
         }
     }
 
@@ -683,6 +723,7 @@ impl Hnsw {
             slots.state[slot as usize].store(LIVE, Ordering::Release);
         }
         self.labels.write().insert(label, slot);
+        let peers = Inserting::enter(&self.inserting, slot, level);
 
         let top_guard = {
             let e = *self.entry.read();
@@ -714,10 +755,44 @@ impl Hnsw {
                 .copied()
                 .filter(|s| s.id != slot && slots.state(s.id) == LIVE)
                 .collect();
-            let neighbors = self.select(&slots, &live, self.m);
-            let ids: Vec<u32> = neighbors.iter().map(|s| s.id).collect();
+            let mut neighbors = self.select(&slots, &live, self.m);
+            // Concurrent inserts are added after the walk's picks and never displace
+            // them: a peer is not linked into the graph yet, so the heuristic's
+            // premise (a kept neighbour leads on to a dropped one) does not hold
+            // for it; a stalled peer would otherwise collect everything built
+            // meanwhile and, pruned when full, strand it.
+            let mut extra: Vec<Scored> = peers
+                .others(lc)
+                .into_iter()
+                .filter(|&p| slots.state(p) == LIVE && !neighbors.iter().any(|s| s.id == p))
+                .map(|p| Scored {
+                    dist: self.space.distance(&q, slots.vector(p)),
+                    id: p,
+                })
+                .collect();
+            extra.sort_unstable();
+            for c in extra {
+                if neighbors.len() >= self.m {
+                    break;
+                }
+                if self.diverse(&slots, &c, &neighbors) {
+                    neighbors.push(c);
+                }
+            }
+            let cap = if lc == 0 { self.m0 } else { self.m };
             {
                 let mut meta = slots.meta[slot as usize].lock();
+                // Concurrent inserts that found this node on a higher level may
+                // already have linked to it here: keep their links too, or a run of
+                // such nodes becomes an island nothing links into (collinear
+                // points showed it: whole runs unreachable after a 2-thread build).
+                let ids = self.merge_links(
+                    &slots,
+                    slot,
+                    &neighbors,
+                    &slots.links_locked(&meta, slot, lc),
+                    cap,
+                );
                 slots.set_links_locked(&mut meta, slot, lc, &ids);
                 self.log(Op::SetLinks {
                     slot,
@@ -725,7 +800,6 @@ impl Hnsw {
                     links: ids,
                 })?;
             }
-            let cap = if lc == 0 { self.m0 } else { self.m };
             for nb in &neighbors {
                 self.add_link(&slots, nb.id, slot, nb.dist, lc, cap)?;
             }
@@ -739,6 +813,34 @@ impl Hnsw {
         }
         drop(top_guard);
         Ok(())
+    }
+
+    /// The links a new node gets on one level: the `chosen` neighbours plus any
+    /// `existing` links concurrent inserts added meanwhile, pruned with the
+    /// heuristic only if together they exceed `cap`.
+    fn merge_links(
+        &self,
+        slots: &Slots,
+        slot: u32,
+        chosen: &[Scored],
+        existing: &[u32],
+        cap: usize,
+    ) -> Vec<u32> {
+        let mut cands: Vec<Scored> = chosen.to_vec();
+        let base = slots.vector(slot);
+        for &id in existing {
+            if id != slot && !cands.iter().any(|c| c.id == id) {
+                cands.push(Scored {
+                    dist: self.space.distance(base, slots.vector(id)),
+                    id,
+                });
+            }
+        }
+        if cands.len() > cap {
+            cands.sort_unstable();
+            cands = self.select(slots, &cands, cap);
+        }
+        cands.iter().map(|s| s.id).collect()
     }
 
     /// Adds `new` to `at`'s links on level `lc`, pruning with the heuristic when full.
@@ -786,6 +888,15 @@ impl Hnsw {
         })
     }
 
+    /// The heuristic's test: `c` is no nearer to any of `kept` than to the base. A
+    /// tie keeps it (as hnswlib does): on evenly spaced points, dropping ties left
+    /// each node one link per side and searches stranded on the wrong side.
+    fn diverse(&self, slots: &Slots, c: &Scored, kept: &[Scored]) -> bool {
+        let v = slots.vector(c.id);
+        kept.iter()
+            .all(|r| self.space.distance(v, slots.vector(r.id)) >= c.dist)
+    }
+
     /// The neighbour-selection heuristic: keep a candidate only if it is closer to
     /// the base than to every neighbour kept so far. `cands` is sorted ascending.
     fn select(&self, slots: &Slots, cands: &[Scored], m: usize) -> Vec<Scored> {
@@ -794,11 +905,7 @@ impl Hnsw {
             if out.len() >= m {
                 break;
             }
-            let v = slots.vector(c.id);
-            if out
-                .iter()
-                .all(|r| self.space.distance(v, slots.vector(r.id)) > c.dist)
-            {
+            if self.diverse(slots, c, &out) {
                 out.push(*c);
             }
         }
@@ -1115,33 +1222,61 @@ impl Hnsw {
                 if !buf.iter().any(|&x| dead.contains(x)) {
                     continue;
                 }
+                // Live links stay (a list is pruned only when full, as inserts
+                // do; pruning here once cut the only way on along a line of
+                // points); the dead ones' links are the candidates to replace them,
+                // taken by the heuristic against what is kept.
+                let base = slots.vector(i);
+                let score = |c: u32| Scored {
+                    dist: self.space.distance(base, slots.vector(c)),
+                    id: c,
+                };
+                let mut kept: Vec<Scored> = buf
+                    .iter()
+                    .copied()
+                    .filter(|&x| !dead.contains(x) && slots.state(x) == LIVE)
+                    .map(score)
+                    .collect();
+                // Walk on through dead nodes (as searches did, using them as
+                // stepping stones) to the live ones beyond: after a mass re-insert
+                // a dead neighbour's own links are often all dead too.
                 let mut cands: Vec<u32> = Vec::new();
-                for &x in &buf {
-                    if dead.contains(x) {
-                        slots.read_links(x, lc, &mut nb);
-                        cands.extend(nb.iter().copied().filter(|&y| y != i && !dead.contains(y)));
-                    } else {
-                        cands.push(x);
+                let mut queue: std::collections::VecDeque<u32> =
+                    buf.iter().copied().filter(|&x| dead.contains(x)).collect();
+                let mut seen: Vec<u32> = queue.iter().copied().collect();
+                let mut walked = 0;
+                while let Some(x) = queue.pop_front() {
+                    if walked >= REPAIR_WALK {
+                        break;
+                    }
+                    walked += 1;
+                    slots.read_links(x, lc, &mut nb);
+                    for &y in &nb {
+                        if y == i || seen.contains(&y) {
+                            continue;
+                        }
+                        seen.push(y);
+                        if dead.contains(y) {
+                            queue.push_back(y);
+                        } else if slots.state(y) == LIVE && !kept.iter().any(|k| k.id == y) {
+                            cands.push(y);
+                        }
                     }
                 }
                 cands.sort_unstable();
                 cands.dedup();
-                let base = slots.vector(i);
-                let mut scored: Vec<Scored> = cands
-                    .into_iter()
-                    .filter(|&c| slots.state(c) == LIVE)
-                    .map(|c| Scored {
-                        dist: self.space.distance(base, slots.vector(c)),
-                        id: c,
-                    })
-                    .collect();
+                let mut scored: Vec<Scored> = cands.into_iter().map(score).collect();
                 scored.sort_unstable();
                 let cap = if lc == 0 { self.m0 } else { self.m };
-                let mut chosen: Vec<u32> = self
-                    .select(&slots, &scored, cap)
-                    .iter()
-                    .map(|s| s.id)
-                    .collect();
+                for c in scored {
+                    if kept.len() >= cap {
+                        break;
+                    }
+                    if self.diverse(&slots, &c, &kept) {
+                        kept.push(c);
+                    }
+                }
+                let mut chosen: Vec<u32> = kept.iter().map(|s| s.id).collect();
                 let mut meta = slots.meta[i as usize].lock();
                 // Keep links added concurrently since we read the list.
                 for x in slots.links_locked(&meta, i, lc) {
