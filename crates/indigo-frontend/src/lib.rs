@@ -225,11 +225,50 @@ pub fn router_for(db: Db, settings: Settings) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(errors_as_json))
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .layer(axum::extract::DefaultBodyLimit::max(
             state.settings.max_payload_bytes,
         ));
     api.with_state(state)
+}
+
+/// Rejections that axum answers itself (a query string or path that does not
+/// parse, a wrong method, a body over the limit) come as plain text; clients
+/// expect Chroma's error JSON for every error, so they are rewrapped.
+async fn errors_as_json(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 64 << 10).await {
+        Ok(b) if !b.is_empty() => String::from_utf8_lossy(&b).into_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+    };
+    let name = match status.as_u16() {
+        401 => "AuthError",
+        403 => "AuthorizationError",
+        404 => "NotFoundError",
+        429 => "RateLimitError",
+        s if s >= 500 => "InternalError",
+        _ => "InvalidArgumentError",
+    };
+    let mut out = (status, Json(json!({"error": name, "message": text}))).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// The methods counted by name in metrics; any other is counted as `OTHER`, so a
