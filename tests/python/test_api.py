@@ -9,6 +9,7 @@ import chromadb
 import httpx
 import numpy as np
 import pytest
+from conftest import Server
 from chromadb.errors import (
     AuthorizationError,
     ChromaError,
@@ -276,12 +277,38 @@ def test_bad_input_is_a_400_with_chroma_error_json_and_changes_nothing(server, c
     assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
 
 
-def test_routes_of_distributed_chroma_answer_501(server, client):
-    col = client.create_collection("dist")
-    r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "x"})
-    assert r.status_code == 501 and r.json()["message"]
-    r = httpx.get(f"{server.url}{C}/{col.id}/fork_count")
-    assert r.status_code == 501
+def test_fork_through_the_official_client(server, client):
+    col = client.create_collection("src", metadata={"k": "v"})
+    col.add(ids=[f"r{i}" for i in range(300)], embeddings=[[i, 1.0, 2.0] for i in range(300)],
+            documents=[f"doc {i}" for i in range(300)])
+    if not isinstance(server, Server):
+        # A cluster does not fork yet: it says so, and counts no forks.
+        r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "xxx"})
+        assert r.status_code == 501 and "single node" in r.json()["message"]
+        assert col.fork_count() == 0
+        return
+    assert col.fork_count() == 0
+    fork = col.fork("fork")
+    assert fork.name == "fork" and fork.id != col.id and fork.metadata == {"k": "v"}
+    assert fork.count() == 300
+    assert fork.get(ids=["r7"])["documents"] == ["doc 7"]
+    assert fork.query(query_embeddings=[[42.0, 1.0, 2.0]], n_results=1)["ids"] == [["r42"]]
+    assert col.fork_count() == 1 and fork.fork_count() == 1
+    # Independent afterwards.
+    fork.add(ids=["new"], embeddings=[[0.5, 0.5, 0.5]])
+    col.delete(ids=["r1"])
+    assert fork.count() == 301 and col.count() == 299
+    assert fork.get(ids=["r1"])["ids"] == ["r1"]
+    # Deleting the source leaves the fork whole.
+    client.delete_collection("src")
+    assert fork.count() == 301
+    # Errors: an unknown source, a name in use, no name.
+    r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "yyy"})
+    assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
+    r = httpx.post(f"{server.url}{C}/{fork.id}/fork", json={"new_name": "fork"})
+    assert r.status_code == 409
+    r = httpx.post(f"{server.url}{C}/{fork.id}/fork", json={})
+    assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError"
 
 
 def test_indexing_status_and_metrics(server, client):

@@ -156,6 +156,21 @@ impl Db {
     pub fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<()> {
         both!(self, d => d.delete_collection(tenant, database, name))
     }
+    /// A copy-on-write fork of collection `id` named `new_name`; `None` where
+    /// forks are not served (a cluster does not fork yet).
+    pub fn fork_collection(&self, id: &str, new_name: &str) -> Option<Result<Coll>> {
+        match self {
+            Db::Local(d) => Some(d.fork_collection(id, new_name).map(|(c, _)| Coll::Local(c))),
+            Db::Cluster(_) => None,
+        }
+    }
+    pub fn fork_count(&self, id: &str) -> Result<u64> {
+        match self {
+            Db::Local(d) => d.fork_count(id),
+            // Nothing is forked in a cluster yet.
+            Db::Cluster(d) => d.get_collection_by_id(id).map(|_| 0),
+        }
+    }
 }
 
 impl Coll {

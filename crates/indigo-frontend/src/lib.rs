@@ -202,11 +202,8 @@ pub fn router_for(db: Db, settings: Settings) -> Router {
             get(indexing_status),
         )
         .route(&format!("{C}/{{collection}}/search"), post(search_records))
-        .route(&format!("{C}/{{collection}}/fork"), post(distributed_only))
-        .route(
-            &format!("{C}/{{collection}}/fork_count"),
-            get(distributed_only),
-        )
+        .route(&format!("{C}/{{collection}}/fork"), post(fork))
+        .route(&format!("{C}/{{collection}}/fork_count"), get(fork_count))
         .route(
             &format!("{C}/{{collection}}/functions/attach"),
             post(distributed_only),
@@ -1247,6 +1244,56 @@ async fn count(
     let db = st.db.clone();
     let n = blocking(move || Ok(by_id(&db, &t, &d, &id)?.count()?)).await?;
     ok(json!(n))
+}
+
+/// Chroma's fork: a new collection holding what the source holds now.
+async fn fork(
+    State(st): St,
+    axum::Extension(who): Who,
+    Path((t, d, id)): Path<(String, String, String)>,
+    b: Bytes,
+) -> ApiResult {
+    who.check(&t, Some(&d))?;
+    let v = body(&b)?;
+    let name = match v.get("new_name") {
+        Some(Value::String(s)) => s.clone(),
+        _ => return Err(ApiError::invalid("fork needs new_name, a string")),
+    };
+    indigo::rules::check_collection_name(&name)?;
+    let db = st.db.clone();
+    let max = st.settings.max_collections_per_database;
+    let c = blocking(move || {
+        let src = by_id(&db, &t, &d, &id)?;
+        if max > 0 && db.count_collections(&t, &d)? >= max {
+            return Err(ApiError::quota(format!(
+                "database {d:?} already has {max} collections, the most this server allows"
+            )));
+        }
+        match db.fork_collection(src.id(), &name) {
+            Some(r) => Ok(r?.info().clone()),
+            None => Err(ApiError::unsupported(
+                "forking a collection is not served by Indigo's distributed mode yet; \
+                 fork on a single node (indigo run)",
+            )),
+        }
+    })
+    .await?;
+    ok(collection_json(&c))
+}
+
+async fn fork_count(
+    State(st): St,
+    axum::Extension(who): Who,
+    Path((t, d, id)): Path<(String, String, String)>,
+) -> ApiResult {
+    who.check(&t, Some(&d))?;
+    let db = st.db.clone();
+    let n = blocking(move || {
+        let c = by_id(&db, &t, &d, &id)?;
+        Ok(db.fork_count(c.id())?)
+    })
+    .await?;
+    ok(json!({ "count": n }))
 }
 
 async fn indexing_status(

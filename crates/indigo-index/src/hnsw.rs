@@ -1568,6 +1568,39 @@ impl Hnsw {
         Ok(bytes)
     }
 
+    /// Like [`Hnsw::backup_to`], for a copy that lives on beside this index (a
+    /// collection's fork): the snapshot, which never changes, is hard-linked;
+    /// the commit logs after it are copied. Returns (bytes linked, bytes copied).
+    pub fn fork_to(&self, dest: &Path) -> Result<(u64, u64)> {
+        let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
+            return Ok((0, 0));
+        };
+        let _m = self.maint.lock();
+        let mut l = log.lock();
+        l.sync()?;
+        let fs = &*self.fs;
+        indigo_fs::create_dir_durable(fs, dest)
+            .map_err(IndexError::io("create fork directory", dest))?;
+        let (snaps, logs) = persist::list_gens(fs, dir)?;
+        let base = snaps.last().copied().unwrap_or(0);
+        let (mut linked, mut copied) = (0, 0);
+        if let Some(&g) = snaps.last() {
+            let from = persist::snapshot_path(dir, g);
+            let to = dest.join(from.file_name().unwrap());
+            linked += fs.open(&from).map_err(IndexError::io("open", &from))?.len();
+            fs.hard_link(&from, &to)
+                .map_err(IndexError::io("link into fork", &to))?;
+        }
+        for &g in logs.iter().filter(|&&g| g >= base) {
+            let from = persist::log_path(dir, g);
+            let to = dest.join(from.file_name().unwrap());
+            copied += indigo_fs::copy_file(fs, &from, &to, None)
+                .map_err(IndexError::io("copy into fork", &to))?;
+        }
+        persist::sync_dir(fs, dest)?;
+        Ok((linked, copied))
+    }
+
     /// Stops maintenance and refuses further changes (searches still work), so a
     /// fresh load of the index's files can take over its directory.
     pub fn close(&self) {

@@ -308,6 +308,17 @@ pub struct Snapshot<'a> {
 }
 
 const OFFSET_KEY: &[u8] = b"offset";
+
+/// What [`Segment::fork_to`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct ForkCopy {
+    /// The source's log offset the fork holds everything up to.
+    pub applied: u64,
+    /// Bytes the fork shares with the source (hard links).
+    pub linked: u64,
+    /// Bytes written for the fork (write-ahead and commit logs).
+    pub copied: u64,
+}
 const NEXT_IID_KEY: &[u8] = b"next_iid";
 
 fn iid_key(iid: u32) -> [u8; 4] {
@@ -799,6 +810,40 @@ impl Segment {
             bytes += i.backup_to(&dest.join("hnsw"))?;
         }
         Ok((self.applied(), bytes))
+    }
+
+    /// Makes `dest` (a new directory) a fork of this segment as it is at one
+    /// moment: files that never change are hard-linked (no space until either
+    /// side rewrites them), the rest copied; the fork's store then says nothing of
+    /// its own log is folded yet, since the fork's log starts afresh (its first
+    /// entries are this segment's log after [`ForkCopy::applied`]).
+    pub fn fork_to(&self, dest: &Path) -> Result<ForkCopy> {
+        // The compactor waits meanwhile, so store and index agree at `applied`.
+        let (applied, linked, copied) = {
+            let _w = self.writer.lock();
+            // Flushed, the memtable's records go to a segment both sides share,
+            // rather than to a write-ahead log copied for the fork.
+            self.store.flush()?;
+            let (mut linked, mut copied) = self.store.fork_to(&dest.join("store"))?;
+            if let Some(i) = &*self.index.read() {
+                let (l, c) = i.fork_to(&dest.join("hnsw"))?;
+                linked += l;
+                copied += c;
+            }
+            (self.applied(), linked, copied)
+        };
+        let store =
+            Store::open_with_fs(self.env.fs.clone(), &dest.join("store"), Options::default())?;
+        let meta = store.bucket("meta", Strategy::Replace)?;
+        let mut batch = WriteBatch::new();
+        batch.put(&meta, OFFSET_KEY, 0u64.to_le_bytes());
+        store.write(&batch, WriteOptions::SYNC)?;
+        drop(store);
+        Ok(ForkCopy {
+            applied,
+            linked,
+            copied,
+        })
     }
 
     /// Stops the store's and the index's background work and refuses further

@@ -839,6 +839,51 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Like [`Store::checkpoint_to`], for a copy that lives on beside this store
+    /// (a collection's fork): segments and the manifest, which never change, are
+    /// hard-linked, so they cost no space until one side rewrites them; only the
+    /// write-ahead logs are copied. Returns (bytes linked, bytes copied).
+    pub fn fork_to(&self, dest: &Path) -> Result<(u64, u64)> {
+        let fs = &*self.inner.fs;
+        self.sync()?;
+        let _m = self.inner.merging.lock();
+        let man = self.inner.maint.lock();
+        fs::create_dir_durable(fs, dest).map_err(StorageError::io("create directory", dest))?;
+        let mut linked = vec![manifest::NAME.to_string()];
+        for b in &man.buckets {
+            linked.extend(b.segments.iter().map(|s| seg_name(s.file_no)));
+        }
+        let mut copied = Vec::new();
+        for name in fs
+            .list(&self.inner.dir)
+            .map_err(StorageError::io("list directory", &self.inner.dir))?
+        {
+            if let Some((no, "wal")) = parse_name(&name) {
+                if no >= man.wal_min {
+                    copied.push(name);
+                }
+            }
+        }
+        let (mut linked_bytes, mut copied_bytes) = (0, 0);
+        for name in linked {
+            let (from, to) = (self.inner.dir.join(&name), dest.join(&name));
+            linked_bytes += fs
+                .open(&from)
+                .map_err(StorageError::io("open", &from))?
+                .len();
+            fs.hard_link(&from, &to)
+                .map_err(StorageError::io("link into fork", &to))?;
+        }
+        for name in copied {
+            let (from, to) = (self.inner.dir.join(&name), dest.join(&name));
+            copied_bytes += fs::copy_file(fs, &from, &to, None)
+                .map_err(StorageError::io("copy into fork", &to))?;
+        }
+        fs.sync_dir(dest)
+            .map_err(StorageError::io("fsync directory", dest))?;
+        Ok((linked_bytes, copied_bytes))
+    }
+
     /// Why writes are refused, if they are.
     pub fn poisoned(&self) -> Option<String> {
         self.inner.poisoned.lock().clone()

@@ -244,6 +244,12 @@ const MIGRATIONS: &[&str] = &[
         role TEXT NOT NULL,
         address TEXT NOT NULL,
         lease_until_ms INTEGER NOT NULL);",
+    // Fork lineage: each collection forked, or forked from, and the root of its
+    // tree (a collection's fork count is the tree's size less one).
+    "CREATE TABLE forks (
+        collection_id TEXT PRIMARY KEY,
+        root TEXT NOT NULL);
+     CREATE INDEX forks_root ON forks (root);",
 ];
 
 pub struct SqliteSysDb {
@@ -268,6 +274,44 @@ impl SqliteSysDb {
         let conn = self.conn.lock();
         conn.execute("VACUUM INTO ?1", [to.to_string_lossy()])?;
         Ok(())
+    }
+
+    /// Records that `fork` was forked from `source` (before the fork's catalogue
+    /// entry is made: a row whose collection never came counts for nothing).
+    pub fn record_fork(&self, source: &str, fork: &str) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
+        let root: String = tx
+            .query_row(
+                "SELECT root FROM forks WHERE collection_id = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| source.to_string());
+        tx.execute(
+            "INSERT OR IGNORE INTO forks (collection_id, root) VALUES (?1, ?2)",
+            params![source, root],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO forks (collection_id, root) VALUES (?1, ?2)",
+            params![fork, root],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Chroma's fork count: the collections of `id`'s fork tree that exist, less
+    /// one (so 0 for a collection never forked; the same for every member).
+    pub fn fork_count(&self, id: &str) -> Result<u64> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM forks f JOIN collections c ON c.id = f.collection_id
+             WHERE f.root = (SELECT coalesce((SELECT root FROM forks WHERE collection_id = ?1), ?1))",
+            [id],
+            |r| r.get(0),
+        )?;
+        Ok((n as u64).saturating_sub(1))
     }
 
     /// An in-memory catalogue (for tests).

@@ -573,6 +573,102 @@ impl Indigo {
         catalogue::remove_deleted(fs, &*self.inner.log, &dir, log_id(&info.id)?)
     }
 
+    /// Forks collection `id` into a new collection `new_name` in the same
+    /// database: the records the source holds now, its metadata and
+    /// configuration. Then the two evolve independently. Copy-on-write: the
+    /// source's immutable files are hard-linked, so a fork costs the bytes of the
+    /// logs it copies, and a file's space comes back only when neither needs it.
+    ///
+    /// Until the fork's catalogue entry exists its directory carries the
+    /// `DELETING` marker, so a crash midway leaves nothing that start-up would
+    /// take for a collection: it removes the directory as an unfinished delete.
+    pub fn fork_collection(&self, id: &str, new_name: &str) -> Result<(Collection, ForkReport)> {
+        check_collection_name(new_name)?;
+        let src = self.get_collection_by_id(id)?;
+        let fork_id = uuid::Uuid::new_v4().to_string();
+        let lid = log_id(&fork_id)?;
+        let dir = self.inner.collection_dir(&fork_id);
+        let fs = &*self.inner.env.fs;
+        catalogue::mark_deleting(fs, &dir)?;
+        let made = (|| {
+            // The source's log after the fork point is read below: nothing of it
+            // may be truncated meanwhile.
+            let _hold = self.inner.log.hold_truncation();
+            let seg = src.open.segment();
+            let copy = {
+                // Held, the source cannot be deleted while its files are linked.
+                let Some(_held) = seg.hold() else {
+                    return Err(Error::NotFound(format!("Collection [{id}] does not exist")));
+                };
+                seg.fork_to(&dir)?
+            };
+            // What the source's log holds after the fork point becomes the
+            // fork's first entries, in order.
+            let mut after = LogOffset(copy.applied);
+            let mut log_records = 0;
+            loop {
+                let recs = self.inner.log.read(src.open.log_id, after, 256)?;
+                let Some(last) = recs.last() else { break };
+                after = last.offset;
+                for r in &recs {
+                    self.inner.log.append(lid, &r.payload)?;
+                    log_records += 1;
+                }
+            }
+            let now = self.inner.sysdb.get_collection_by_id(id)?;
+            self.inner.sysdb.record_fork(id, &fork_id)?;
+            let _g = self.inner.opening.lock();
+            self.inner.sysdb.create_collection(NewCollection {
+                tenant: &now.tenant,
+                database: &now.database,
+                name: new_name,
+                metadata: now.metadata.clone(),
+                configuration: now.configuration.clone(),
+                get_or_create: false,
+                id: Some(&fork_id),
+            })?;
+            if let Some(d) = now.dimension {
+                self.inner.sysdb.set_dimension(&fork_id, d)?;
+            }
+            let info = self.inner.sysdb.get_collection_by_id(&fork_id)?;
+            catalogue::write_record(fs, &dir, &info)?;
+            fs.remove(&dir.join(catalogue::DELETING))
+                .and_then(|_| fs.sync_dir(&dir))
+                .map_err(|e| Error::Storage(format!("unmark {}: {e}", dir.display())))?;
+            Ok((
+                info,
+                ForkReport {
+                    linked_bytes: copy.linked,
+                    copied_bytes: copy.copied,
+                    log_records,
+                },
+            ))
+        })();
+        match made {
+            Ok((info, report)) => Ok((self.handle(info)?, report)),
+            Err(e) => {
+                // The catalogue has no entry (creating it is the last step that
+                // can fail before the marker goes): the directory is no collection.
+                if self.inner.sysdb.get_collection_by_id(&fork_id).is_err() {
+                    if let Err(c) = catalogue::remove_deleted(fs, &*self.inner.log, &dir, lid) {
+                        tracing::warn!(
+                            "an unfinished fork left {}: {c}; start-up removes it",
+                            dir.display()
+                        );
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Chroma's fork count: how many forks the collection's fork tree holds
+    /// (the same for each member; 0 if it was never forked).
+    pub fn fork_count(&self, id: &str) -> Result<u64> {
+        self.inner.sysdb.get_collection_by_id(id)?;
+        Ok(self.inner.sysdb.fork_count(id)?)
+    }
+
     /// Deletes every collection, database and tenant, leaving the defaults.
     pub fn reset(&self) -> Result<()> {
         for c in self.inner.sysdb.all_collections()? {
@@ -684,7 +780,7 @@ impl Inner {
                 continue;
             }
             if known.contains_key(&id) {
-                tracing::warn!(collection = %id, "a delete was interrupted before the catalogue entry went; the collection stays");
+                tracing::warn!(collection = %id, "a delete was interrupted before the catalogue entry went (or a fork after it was made); the collection stays");
                 fs.remove(&dir.join(catalogue::DELETING))
                     .and_then(|_| fs.sync_dir(&dir))
                     .map_err(|e| Error::Storage(format!("unmark {}: {e}", dir.display())))?;
@@ -775,6 +871,17 @@ use rules::{check_collection_metadata, check_collection_name};
 
 /// Metadata of a write: in updates a `None` value removes the key.
 pub type MetadataChanges = std::collections::BTreeMap<String, Option<MetaValue>>;
+
+/// What a fork cost (see [`Indigo::fork_collection`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ForkReport {
+    /// Bytes of files the fork shares with its source (hard links).
+    pub linked_bytes: u64,
+    /// Bytes written for the fork (logs copied).
+    pub copied_bytes: u64,
+    /// Source log records after the fork point, appended to the fork's log.
+    pub log_records: u64,
+}
 
 /// Records to add, upsert or update: parallel lists, as Chroma's API takes them.
 #[derive(Debug, Clone, Default)]
