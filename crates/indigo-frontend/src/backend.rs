@@ -158,9 +158,9 @@ impl Db {
     }
     /// A copy-on-write fork of collection `id` named `new_name`; `None` where
     /// forks are not served (a cluster does not fork yet).
-    pub fn fork_collection(&self, id: &str, new_name: &str) -> Option<Result<Coll>> {
+    pub fn fork_collection(&self, id: &str, new_name: &str) -> Option<Result<CollectionInfo>> {
         match self {
-            Db::Local(d) => Some(d.fork_collection(id, new_name).map(|(c, _)| Coll::Local(c))),
+            Db::Local(d) => Some(d.fork_collection(id, new_name).map(|(c, _)| c)),
             Db::Cluster(_) => None,
         }
     }

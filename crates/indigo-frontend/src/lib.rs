@@ -1270,7 +1270,7 @@ async fn fork(
             )));
         }
         match db.fork_collection(src.id(), &name) {
-            Some(r) => Ok(r?.info().clone()),
+            Some(r) => Ok(r?),
             None => Err(ApiError::unsupported(
                 "forking a collection is not served by Indigo's distributed mode yet; \
                  fork on a single node (indigo run)",

@@ -582,7 +582,14 @@ impl Indigo {
     /// Until the fork's catalogue entry exists its directory carries the
     /// `DELETING` marker, so a crash midway leaves nothing that start-up would
     /// take for a collection: it removes the directory as an unfinished delete.
-    pub fn fork_collection(&self, id: &str, new_name: &str) -> Result<(Collection, ForkReport)> {
+    ///
+    /// Returns the fork's catalogue entry; it is opened (its index loaded) on
+    /// first use, like any collection after a restart.
+    pub fn fork_collection(
+        &self,
+        id: &str,
+        new_name: &str,
+    ) -> Result<(CollectionInfo, ForkReport)> {
         check_collection_name(new_name)?;
         let src = self.get_collection_by_id(id)?;
         let fork_id = uuid::Uuid::new_v4().to_string();
@@ -645,7 +652,7 @@ impl Indigo {
             ))
         })();
         match made {
-            Ok((info, report)) => Ok((self.handle(info)?, report)),
+            Ok(made) => Ok(made),
             Err(e) => {
                 // The catalogue has no entry (creating it is the last step that
                 // can fail before the marker goes): the directory is no collection.

@@ -70,7 +70,8 @@ fn a_fork_holds_its_sources_records_and_then_goes_its_own_way() {
     let before = contents(&src);
     assert_eq!(before.len(), 1099);
 
-    let (fork, report) = db.fork_collection(src.id(), "fork").unwrap();
+    let (info, report) = db.fork_collection(src.id(), "fork").unwrap();
+    let fork = db.get_collection_by_id(&info.id).unwrap();
     assert_ne!(fork.id(), src.id());
     assert_eq!(contents(&fork), before);
     assert!(
@@ -97,7 +98,9 @@ fn a_fork_holds_its_sources_records_and_then_goes_its_own_way() {
     assert!(!contents(&src).contains_key("r2005"));
 
     // A fork of the fork is in the same tree.
-    let (f2, _) = db.fork_collection(fork.id(), "fork2").unwrap();
+    let f2 = db
+        .get_collection_by_id(&db.fork_collection(fork.id(), "fork2").unwrap().0.id)
+        .unwrap();
     assert_eq!(f2.count().unwrap(), 1109);
     for c in [&src, &fork, &f2] {
         assert_eq!(db.fork_count(c.id()).unwrap(), 2);
@@ -132,7 +135,8 @@ fn a_fork_shares_files_and_outlives_its_source_and_a_restart() {
         let src = db.create_collection(T, D, "src", None, None).unwrap();
         src.add(batch(0, 2000)).unwrap();
         db.compact().unwrap();
-        let (fork, _) = db.fork_collection(src.id(), "fork").unwrap();
+        let (info, _) = db.fork_collection(src.id(), "fork").unwrap();
+        let fork = db.get_collection_by_id(&info.id).unwrap();
         fork_id = fork.id().to_string();
         expected = contents(&fork);
         // Copy-on-write: the fork's immutable files are the source's (a second
@@ -168,6 +172,7 @@ fn an_unfinished_fork_is_removed_at_start_up_not_taken_for_a_collection() {
         src.add(batch(0, 100)).unwrap();
         db.compact().unwrap();
         let (fork, _) = db.fork_collection(src.id(), "fork").unwrap();
+        let fork = db.get_collection_by_id(&fork.id).unwrap();
         // What a crash before the catalogue entry leaves: a fork's files under
         // an id the catalogue does not know, still marked.
         let cols = dir.path().join("collections");
