@@ -301,6 +301,19 @@ impl SqliteSysDb {
         Ok(())
     }
 
+    /// Lists `id` among the deleted collections (a fork a crash cut short before
+    /// its catalogue entry), so start-up drops the log records it left.
+    pub fn remember_deleted(&self, id: &str) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.conn.lock().execute(
+            "INSERT OR IGNORE INTO deleted_collections (id, deleted_at) VALUES (?1, ?2)",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
     /// Chroma's fork count: the collections of `id`'s fork tree that exist, less
     /// one (so 0 for a collection never forked; the same for every member).
     pub fn fork_count(&self, id: &str) -> Result<u64> {

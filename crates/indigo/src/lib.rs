@@ -657,7 +657,13 @@ impl Indigo {
                 // The catalogue has no entry (creating it is the last step that
                 // can fail before the marker goes): the directory is no collection.
                 if self.inner.sysdb.get_collection_by_id(&fork_id).is_err() {
-                    if let Err(c) = catalogue::remove_deleted(fs, &*self.inner.log, &dir, lid) {
+                    let cleaned = self
+                        .inner
+                        .sysdb
+                        .remember_deleted(&fork_id)
+                        .map_err(Error::from)
+                        .and_then(|_| catalogue::remove_deleted(fs, &*self.inner.log, &dir, lid));
+                    if let Err(c) = cleaned {
                         tracing::warn!(
                             "an unfinished fork left {}: {c}; start-up removes it",
                             dir.display()
@@ -793,6 +799,9 @@ impl Inner {
                     .map_err(|e| Error::Storage(format!("unmark {}: {e}", dir.display())))?;
                 continue;
             }
+            // Also a fork a crash cut short, which no catalogue entry ever named:
+            // listed as deleted, its log records are dropped like a delete's.
+            self.sysdb.remember_deleted(&id)?;
             catalogue::remove_deleted(fs, &*self.log, &dir, log_id(&id)?)?;
         }
         let deleted: HashMap<CollectionId, String> = self
