@@ -521,3 +521,20 @@ def test_concurrent_get_or_create_and_delete(server, client):
     with ThreadPoolExecutor(max_workers=16) as ex:
         for f in [ex.submit(work, i) for i in range(48)]:
             f.result()
+
+
+def test_schema_keys_are_checked_as_chroma_does(server, client):
+    def create(schema):
+        return httpx.post(f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections",
+                          json={"name": "schemed", "schema": schema})
+    bad = {"keys": {"#invalid_key": {"string": {"string_inverted_index": {"enabled": True, "config": {}}}}}}
+    r = create(bad)
+    assert r.status_code == 400 and "#invalid_key" in r.json()["message"]
+    bad = {"keys": {"sp": {"sparse_vector": {"sparse_vector_index": {
+        "enabled": True, "config": {"source_key": "#embedding"}}}}}}
+    r = create(bad)
+    assert r.status_code == 400 and "source_key" in r.json()["message"]
+    assert client.list_collections() == []
+    ok = {"keys": {"#document": {"string": {"fts_index": {"enabled": True, "config": {}}}},
+                   "tag": {"string": {"string_inverted_index": {"enabled": True, "config": {}}}}}}
+    assert create(ok).status_code == 200

@@ -764,6 +764,9 @@ async fn create_collection(
     if let Some(m) = &metadata {
         indigo::rules::check_collection_metadata(m)?;
     }
+    if let Some(s) = v.get("schema") {
+        indigo::rules::check_collection_schema(s)?;
+    }
     let c = blocking(move || {
         if get_or_create {
             if let Ok(c) = db.get_collection(&t, &d, &name) {

@@ -46,6 +46,36 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// The keys a schema may name that start with `#` (Chroma's reserved keys).
+const SYSTEM_KEYS: [&str; 2] = ["#document", "#embedding"];
+
+/// A collection's schema as sent on create, checked as Chroma's server checks it
+/// (`validate_schema`): user keys may not start with `#`, and a sparse vector
+/// index may take its source only from `#document` among the reserved keys.
+/// (Indigo does not keep a schema yet: see docs/dev/schema-api-plan.md.)
+pub fn check_collection_schema(schema: &Value) -> Result<()> {
+    let Some(keys) = schema.get("keys").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (key, types) in keys {
+        if key.starts_with('#') && !SYSTEM_KEYS.contains(&key.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "key cannot begin with '#'. Keys starting with '#' are reserved for system use: {key}"
+            )));
+        }
+        let source = &types["sparse_vector"]["sparse_vector_index"]["config"]["source_key"];
+        if let Some(s) = source.as_str() {
+            if s.starts_with('#') && s != "#document" {
+                return Err(Error::InvalidArgument(format!(
+                    "source_key cannot begin with '#'. The only valid key starting with '#' is \
+                     Key.DOCUMENT or '#document'. (key {key}: source_key {s})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A collection's metadata: an object of Chroma's value types (or null).
 pub fn check_collection_metadata(m: &Value) -> Result<()> {
     match m {
