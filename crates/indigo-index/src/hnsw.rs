@@ -1243,19 +1243,22 @@ impl Hnsw {
                 let mut cands: Vec<u32> = Vec::new();
                 let mut queue: std::collections::VecDeque<u32> =
                     buf.iter().copied().filter(|&x| dead.contains(x)).collect();
-                let mut seen: Vec<u32> = queue.iter().copied().collect();
+                let mut seen: std::collections::HashSet<u32> = queue.iter().copied().collect();
+                // The dead neighbours' own links are all candidates (as before);
+                // further dead nodes are walked only while too few live ones
+                // turned up, so repair after a mass delete stays near linear.
+                let direct = queue.len();
                 let mut walked = 0;
                 while let Some(x) = queue.pop_front() {
-                    if walked >= REPAIR_WALK {
+                    if walked >= REPAIR_WALK || (walked >= direct && cands.len() >= self.m) {
                         break;
                     }
                     walked += 1;
                     slots.read_links(x, lc, &mut nb);
                     for &y in &nb {
-                        if y == i || seen.contains(&y) {
+                        if y == i || !seen.insert(y) {
                             continue;
                         }
-                        seen.push(y);
                         if dead.contains(y) {
                             queue.push_back(y);
                         } else if slots.state(y) == LIVE && !kept.iter().any(|k| k.id == y) {
