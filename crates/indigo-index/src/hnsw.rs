@@ -321,6 +321,8 @@ pub struct HnswStats {
     pub free_slots: usize,
     /// Approximate heap bytes for vectors and links.
     pub memory_bytes: usize,
+    /// Level-0 links per live node, on average (the graph's degree).
+    pub avg_links0: f64,
 }
 
 pub struct Hnsw {
@@ -649,7 +651,16 @@ impl Hnsw {
             self.dim * 4 + (self.m0 + 1) * 4 + 1 + 4 + std::mem::size_of::<Mutex<NodeMeta>>();
         // The label map: 8 bytes an entry plus about one control byte (hashbrown).
         let label_bytes = self.labels.read().capacity() * 9;
+        let (mut links, mut live) = (0usize, 0usize);
+        for i in 0..used as u32 {
+            if slots.state(i) == LIVE {
+                let base = i as usize * (self.m0 + 1);
+                links += (slots.links0[base].load(Ordering::Acquire) as usize).min(self.m0);
+                live += 1;
+            }
+        }
         HnswStats {
+            avg_links0: links as f64 / live.max(1) as f64,
             live: self.len(),
             tombstones: self.tombstones.load(Ordering::Relaxed),
             slots: used,
@@ -890,11 +901,16 @@ impl Hnsw {
 
     /// The heuristic's test: `c` is no nearer to any of `kept` than to the base. A
     /// tie keeps it (as hnswlib does): on evenly spaced points, dropping ties left
-    /// each node one link per side and searches stranded on the wrong side.
+    /// each node one link per side and searches stranded on the wrong side. But
+    /// not a tie at distance 0: copies of the base would all be kept, and lists
+    /// full of duplicates made every later link a full re-selection (a compactor
+    /// spent minutes on one small collection of Chroma's test data).
     fn diverse(&self, slots: &Slots, c: &Scored, kept: &[Scored]) -> bool {
         let v = slots.vector(c.id);
-        kept.iter()
-            .all(|r| self.space.distance(v, slots.vector(r.id)) >= c.dist)
+        kept.iter().all(|r| {
+            let d = self.space.distance(v, slots.vector(r.id));
+            d > c.dist || (d == c.dist && c.dist > 0.0)
+        })
     }
 
     /// The neighbour-selection heuristic: keep a candidate only if it is closer to

@@ -90,3 +90,32 @@ fn collinear_points_stay_findable_through_parallel_builds_and_repair() {
     }
     assert_eq!(fails, 0);
 }
+
+/// Many copies of a few vectors (what Chroma's generated test data often holds),
+/// built with a large M: copies must not fill every list (each later link would
+/// then re-select among all of them), and every distinct vector is still found.
+#[test]
+fn duplicates_do_not_fill_the_lists() {
+    let dim = 4;
+    let mut p = HnswParams::new(Space::L2, dim);
+    p.max_neighbors = 128;
+    let idx = Hnsw::new(p);
+    let data: Vec<Vec<f32>> = (0..3000)
+        .map(|i| vec![(i % 5) as f32, 1.0, ((i % 5) * 2) as f32, 0.5])
+        .collect();
+    let items: Vec<(u32, &[f32])> = data
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, &v[..]))
+        .collect();
+    idx.insert_parallel(&items, 2).unwrap();
+    let stats = idx.stats();
+    assert!(
+        stats.avg_links0 < 32.0,
+        "lists filled with copies: {stats:?}"
+    );
+    for k in 0..5 {
+        let r = idx.search(&data[k], 1, None).unwrap();
+        assert_eq!(r[0].distance, 0.0);
+    }
+}
