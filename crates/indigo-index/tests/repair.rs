@@ -114,8 +114,8 @@ fn duplicates_do_not_fill_the_lists() {
         stats.avg_links0 < 32.0,
         "lists filled with copies: {stats:?}"
     );
-    for k in 0..5 {
-        let r = idx.search(&data[k], 1, None).unwrap();
+    for v in &data[..5] {
+        let r = idx.search(v, 1, None).unwrap();
         assert_eq!(r[0].distance, 0.0);
     }
 }
