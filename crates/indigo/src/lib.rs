@@ -609,17 +609,24 @@ impl Indigo {
                 };
                 seg.fork_to(&dir)?
             };
-            // What the source's log holds after the fork point becomes the
-            // fork's first entries, in order.
+            // What the source's log holds after the fork point, up to its head
+            // now (writes still arriving belong to the source alone), becomes
+            // the fork's first entries, in order.
+            let head = self.inner.log.head(src.open.log_id);
             let mut after = LogOffset(copy.applied);
             let mut log_records = 0;
-            loop {
+            while after < head {
                 let recs = self.inner.log.read(src.open.log_id, after, 256)?;
-                let Some(last) = recs.last() else { break };
-                after = last.offset;
-                for r in &recs {
+                if recs.is_empty() {
+                    break;
+                }
+                for r in recs.iter().filter(|r| r.offset <= head) {
                     self.inner.log.append(lid, &r.payload)?;
+                    after = r.offset;
                     log_records += 1;
+                }
+                if recs.last().is_some_and(|r| r.offset > head) {
+                    break;
                 }
             }
             let now = self.inner.sysdb.get_collection_by_id(id)?;
