@@ -15,6 +15,7 @@ the venv that has requirements.txt installed (scripts/test makes it:
 tests/openapi/.venv)."""
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,6 +76,7 @@ def main():
     env = dict(os.environ, INDIGO_BACKUP_DIR=str(tmp / "backups"), INDIGO_ALLOW_RESET="false")
     server = subprocess.Popen([binary, "run", "--path", str(tmp / "data"), "--port", str(port)],
                               env=env, stdout=open(tmp / "server.log", "w"), stderr=subprocess.STDOUT)
+    status, passed = 0, False
     try:
         for _ in range(600):
             try:
@@ -84,7 +86,6 @@ def main():
                 if server.poll() is not None:
                     sys.exit(f"indigo exited at start; see {tmp / 'server.log'}")
                 time.sleep(0.1)
-        status = 0
         # First a real collection's names (before generated deletes can hit them).
         col = call(f"{url}/api/v2/tenants/default_tenant/databases/default_database/collections",
                    "POST", {"name": "openapi", "get_or_create": True})
@@ -100,6 +101,7 @@ def main():
             sys.exit(f"indigo exited during the run; see {tmp / 'server.log'}")
         call(f"{url}/api/v2/heartbeat")
         print("schemathesis: " + ("0 failures" if status == 0 else "FAILURES (see above)"), flush=True)
+        passed = status == 0
         sys.exit(status)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -107,6 +109,9 @@ def main():
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+        # Kept after a failure (its server.log says what the server saw).
+        if passed:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
