@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
 from vecs import free_port, load_wordnet, quantile  # noqa: E402
 
-DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
+# The original files only when named; otherwise the repository's fixture
+# (a path without base.fvecs: see bench/peers/vecs.py).
+DATA = Path(os.environ.get("INDIGO_DATA_DIR", "fixture"))
 C = "/api/v2/tenants/default_tenant/databases/default_database/collections"
 
 

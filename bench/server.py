@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
 from vecs import free_port, add_in_batches, load_wordnet, measure_queries  # noqa: E402
 
-DATA = Path(os.environ.get("INDIGO_DATA_DIR", ROOT.parent / "shared" / "data" / "wordnet-minilm-10k"))
+# The original files only when named; otherwise the repository's fixture
+# (a path without base.fvecs: see bench/peers/vecs.py).
+DATA = Path(os.environ.get("INDIGO_DATA_DIR", "fixture"))
 
 
 def rss(pid):

@@ -1,5 +1,5 @@
 """Helpers the Python benchmark drivers share: the fvecs/ivecs formats of
-../shared/data (or the repository's fixture without it), a free port, a latency
+$INDIGO_DATA_DIR (or the repository's fixture without it), a free port, a latency
 quantile, and the wordnet workload through a chromadb collection (load, batched
 adds, measured queries)."""
 import numpy as np
@@ -34,7 +34,7 @@ def quantile(xs, q):
 
 def load_fixture(nq):
     """The repository's own copy of the wordnet vectors (`testdata/wordnet/
-    vectors.bf16`, format in docs/format.md) when ../shared is not there: the
+    vectors.bf16`, format in docs/format.md) unless INDIGO_DATA_DIR names the original files: the
     same embeddings in bfloat16, exact top-100 computed here, and stand-in
     documents and metadata (`bucket` as in the original: row % 10)."""
     import os
@@ -60,7 +60,7 @@ def load_fixture(nq):
 def load_wordnet(data, nq):
     """wordnet-minilm-10k: base vectors, the first `nq` queries with their exact
     top-100, and the records (id, document, metadata) of the base; from
-    ../shared/data, or the repository's fixture when that is absent."""
+    the directory INDIGO_DATA_DIR names, or the repository's fixture."""
     import json
     import os
 

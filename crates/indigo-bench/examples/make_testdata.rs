@@ -1,6 +1,6 @@
 //! Writes the test fixture `testdata/wordnet/vectors.bf16` from
-//! `../shared/data/wordnet-minilm-10k` (or `$INDIGO_DATA_DIR`), so the test suite
-//! runs from the repository alone. Format: `docs/format.md`, "Test fixtures".
+//! the original wordnet-minilm-10k files named by `$INDIGO_DATA_DIR`, so the
+//! test suite runs from the repository alone. Format: `docs/format.md`, "Test fixtures".
 //!
 //! `cargo run --release -p indigo-bench --example make_testdata`
 
@@ -16,6 +16,8 @@ fn bf16(x: f32) -> u16 {
 }
 
 fn main() -> std::io::Result<()> {
+    let src = data::wordnet_dir()
+        .expect("set INDIGO_DATA_DIR to the original wordnet-minilm-10k directory");
     let w = data::wordnet()?;
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wordnet");
     std::fs::create_dir_all(&out)?;
@@ -31,10 +33,7 @@ fn main() -> std::io::Result<()> {
     let crc = crc32c::crc32c(&buf);
     buf.extend_from_slice(&crc.to_le_bytes());
     std::fs::write(out.join("vectors.bf16"), &buf)?;
-    std::fs::copy(
-        data::wordnet_dir().join("WORDNET-LICENSE"),
-        out.join("WORDNET-LICENSE"),
-    )?;
+    std::fs::copy(src.join("WORDNET-LICENSE"), out.join("WORDNET-LICENSE"))?;
     println!(
         "wrote {} base + {} query vectors of {} dimensions ({} bytes)",
         w.base.len(),

@@ -67,14 +67,12 @@ pub fn read_ivecs(path: &Path) -> io::Result<Vec<Vec<u32>>> {
     Ok(data.chunks(dim.max(1)).map(|c| c.to_vec()).collect())
 }
 
-/// `../shared/data/wordnet-minilm-10k` relative to the repository root, or
-/// `$INDIGO_DATA_DIR`.
-pub fn wordnet_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("INDIGO_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../..");
-    root.join("shared/data/wordnet-minilm-10k")
+/// The original wordnet-minilm-10k files (float32, with documents), when
+/// `$INDIGO_DATA_DIR` names them; `None` means the repository's fixture. Only an
+/// explicit setting reads data from outside the repository, so a clone alone
+/// runs every benchmark and test the same way everywhere.
+pub fn wordnet_dir() -> Option<PathBuf> {
+    std::env::var_os("INDIGO_DATA_DIR").map(PathBuf::from)
 }
 
 /// The wordnet-minilm-10k set: base, queries, exact top-100 (cosine).
@@ -97,25 +95,32 @@ pub fn wordnet() -> io::Result<Dataset> {
 /// cosine is computed once and cached in `cache`, so a clone of the repository
 /// alone runs the benchmarks.
 pub fn wordnet_with_files(cache: &Path) -> io::Result<(Dataset, [PathBuf; 3])> {
-    let d = wordnet_dir();
-    let mut paths = [
-        d.join("base.fvecs"),
-        d.join("query.fvecs"),
-        d.join("groundtruth.ivecs"),
-    ];
-    let mut name = "wordnet-minilm-10k";
-    if !paths[0].exists() {
-        name = "wordnet-minilm-10k (bf16 fixture)";
-        std::fs::create_dir_all(cache)?;
-        paths = [
-            cache.join("wordnet-fixture-base.fvecs"),
-            cache.join("wordnet-fixture-query.fvecs"),
-            cache.join("wordnet-fixture-truth.ivecs"),
+    if let Some(d) = wordnet_dir() {
+        let paths = [
+            d.join("base.fvecs"),
+            d.join("query.fvecs"),
+            d.join("groundtruth.ivecs"),
         ];
+        let set = Dataset {
+            name: "wordnet-minilm-10k".into(),
+            base: read_fvecs(&paths[0])?,
+            queries: read_fvecs(&paths[1])?,
+            truth: read_ivecs(&paths[2])?,
+        };
+        return Ok((set, paths));
+    }
+    let name = "wordnet-minilm-10k (bf16 fixture)";
+    let paths = [
+        cache.join("wordnet-fixture-base.fvecs"),
+        cache.join("wordnet-fixture-query.fvecs"),
+        cache.join("wordnet-fixture-truth.ivecs"),
+    ];
+    {
+        std::fs::create_dir_all(cache)?;
         if !paths.iter().all(|p| p.exists()) {
             eprintln!(
-                "{} not found: using the repository's fixture; computing its exact ground truth (cached afterwards) ...",
-                d.display()
+                "the repository's wordnet fixture (set INDIGO_DATA_DIR for the original files): \
+                 computing its exact ground truth (cached afterwards) ..."
             );
             let (dim, base, queries) =
                 crate::fixture::read_wordnet_fixture(&crate::fixture::wordnet_fixture_path())?;

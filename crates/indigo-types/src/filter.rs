@@ -1,7 +1,7 @@
 //! The `where` and `where_document` filter languages, parsed into a typed AST with
 //! Chroma's semantics, and their reference evaluation on one record.
 //!
-//! Semantics (`../shared/reference/chroma-api.md`):
+//! Semantics (Chroma's API notes on `where` and `where_document`):
 //! - `$ne` and `$nin` match records that lack the key; `$eq`, `$in` and the range
 //!   operators need it.
 //! - Ints and floats compare as numbers; other types compare only with their own.
