@@ -1557,40 +1557,20 @@ impl Hnsw {
     /// after it, with every change so far synced first. Maintenance waits
     /// meanwhile; the caller keeps writers out. Returns the bytes copied.
     pub fn backup_to(&self, dest: &Path) -> Result<u64> {
-        let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
-            return Ok(0);
-        };
-        let _m = self.maint.lock();
-        let mut l = log.lock();
-        l.sync()?;
-        let fs = &*self.fs;
-        indigo_fs::create_dir_durable(fs, dest)
-            .map_err(IndexError::io("create backup directory", dest))?;
-        let (snaps, logs) = persist::list_gens(fs, dir)?;
-        let base = snaps.last().copied().unwrap_or(0);
-        let files = snaps
-            .last()
-            .map(|&g| persist::snapshot_path(dir, g))
-            .into_iter()
-            .chain(
-                logs.iter()
-                    .filter(|&&g| g >= base)
-                    .map(|&g| persist::log_path(dir, g)),
-            );
-        let mut bytes = 0;
-        for from in files {
-            let to = dest.join(from.file_name().unwrap());
-            bytes += indigo_fs::copy_file(fs, &from, &to, None)
-                .map_err(IndexError::io("copy into backup", &to))?;
-        }
-        persist::sync_dir(fs, dest)?;
-        Ok(bytes)
+        let (linked, copied) = self.image_to(dest, false)?;
+        Ok(linked + copied)
     }
 
     /// Like [`Hnsw::backup_to`], for a copy that lives on beside this index (a
     /// collection's fork): the snapshot, which never changes, is hard-linked;
     /// the commit logs after it are copied. Returns (bytes linked, bytes copied).
     pub fn fork_to(&self, dest: &Path) -> Result<(u64, u64)> {
+        self.image_to(dest, true)
+    }
+
+    /// The image both take: the newest snapshot (linked if `link`, else copied)
+    /// and the commit logs after it (always copied: the newest grows).
+    fn image_to(&self, dest: &Path, link: bool) -> Result<(u64, u64)> {
         let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
             return Ok((0, 0));
         };
@@ -1599,22 +1579,27 @@ impl Hnsw {
         l.sync()?;
         let fs = &*self.fs;
         indigo_fs::create_dir_durable(fs, dest)
-            .map_err(IndexError::io("create fork directory", dest))?;
+            .map_err(IndexError::io("create directory", dest))?;
         let (snaps, logs) = persist::list_gens(fs, dir)?;
         let base = snaps.last().copied().unwrap_or(0);
         let (mut linked, mut copied) = (0, 0);
         if let Some(&g) = snaps.last() {
             let from = persist::snapshot_path(dir, g);
             let to = dest.join(from.file_name().unwrap());
-            linked += fs.open(&from).map_err(IndexError::io("open", &from))?.len();
-            fs.hard_link(&from, &to)
-                .map_err(IndexError::io("link into fork", &to))?;
+            if link {
+                linked += fs.open(&from).map_err(IndexError::io("open", &from))?.len();
+                fs.hard_link(&from, &to)
+                    .map_err(IndexError::io("link into copy", &to))?;
+            } else {
+                copied += indigo_fs::copy_file(fs, &from, &to, None)
+                    .map_err(IndexError::io("copy", &to))?;
+            }
         }
         for &g in logs.iter().filter(|&&g| g >= base) {
             let from = persist::log_path(dir, g);
             let to = dest.join(from.file_name().unwrap());
-            copied += indigo_fs::copy_file(fs, &from, &to, None)
-                .map_err(IndexError::io("copy into fork", &to))?;
+            copied +=
+                indigo_fs::copy_file(fs, &from, &to, None).map_err(IndexError::io("copy", &to))?;
         }
         persist::sync_dir(fs, dest)?;
         Ok((linked, copied))

@@ -7,6 +7,31 @@
 use indigo_index::{Hnsw, HnswParams, Space};
 use rand::{Rng, SeedableRng};
 
+/// Labelled items of `data` (label = row), as `insert_parallel` takes them.
+fn items(data: &[Vec<f32>]) -> Vec<(u32, &[f32])> {
+    data.iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, &v[..]))
+        .collect()
+}
+
+/// How many rows of `data` are not their own nearest neighbour (each is
+/// printed with `what`).
+fn misses(idx: &Hnsw, data: &[Vec<f32>], what: &str) -> usize {
+    let mut n = 0;
+    for (i, v) in data.iter().enumerate() {
+        let r = idx.search(v, 1, None).unwrap();
+        if r.first().map(|n| n.label) != Some(i as u32) {
+            n += 1;
+            eprintln!(
+                "{what}: {i} not found, got {:?}",
+                r.first().map(|n| (n.label, n.distance))
+            );
+        }
+    }
+    n
+}
+
 #[test]
 fn reinserting_everything_keeps_every_vector_findable() {
     let dim = 8;
@@ -22,28 +47,12 @@ fn reinserting_everything_keeps_every_vector_findable() {
         for (i, v) in data.iter().enumerate() {
             idx.insert(i as u32, v).unwrap();
         }
-        let items: Vec<(u32, &[f32])> = data
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u32, &v[..]))
-            .collect();
+        let items = items(&data);
         idx.insert_parallel(&items, 2).unwrap();
         // Between the re-inserts and the repair, nodes inserted among tombstones
         // may be reachable only through them; after it, every one is found.
         idx.repair().unwrap();
-        {
-            let repair = true;
-            for (i, v) in data.iter().enumerate() {
-                let r = idx.search(v, 1, None).unwrap();
-                if r.first().map(|n| n.label) != Some(i as u32) {
-                    fails += 1;
-                    eprintln!(
-                        "seed {seed} n {n} repair {repair}: {i} not found, got {:?}",
-                        r.first().map(|n| (n.label, n.distance))
-                    );
-                }
-            }
-        }
+        fails += misses(&idx, &data, &format!("seed {seed} n {n}"));
     }
     assert_eq!(fails, 0);
 }
@@ -59,11 +68,7 @@ fn reinserting_everything_keeps_every_vector_findable() {
 #[test]
 fn collinear_points_stay_findable_through_parallel_builds_and_repair() {
     let data: Vec<Vec<f32>> = (0..500).map(|i| vec![i as f32, 1.0, 2.0]).collect();
-    let items: Vec<(u32, &[f32])> = data
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32, &v[..]))
-        .collect();
+    let items = items(&data);
     let mut fails = 0;
     for round in 0..100 {
         let idx = Hnsw::new(HnswParams::new(Space::L2, 3));
@@ -76,16 +81,7 @@ fn collinear_points_stay_findable_through_parallel_builds_and_repair() {
                 }
                 _ => {}
             }
-            for (i, v) in data.iter().enumerate() {
-                let r = idx.search(v, 1, None).unwrap();
-                if r.first().map(|n| n.label) != Some(i as u32) {
-                    fails += 1;
-                    eprintln!(
-                        "round {round} after {step}: {i} not found, got {:?}",
-                        r.first().map(|n| (n.label, n.distance))
-                    );
-                }
-            }
+            fails += misses(&idx, &data, &format!("round {round} after {step}"));
         }
     }
     assert_eq!(fails, 0);
@@ -103,11 +99,7 @@ fn duplicates_do_not_fill_the_lists() {
     let data: Vec<Vec<f32>> = (0..3000)
         .map(|i| vec![(i % 5) as f32, 1.0, ((i % 5) * 2) as f32, 0.5])
         .collect();
-    let items: Vec<(u32, &[f32])> = data
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32, &v[..]))
-        .collect();
+    let items = items(&data);
     idx.insert_parallel(&items, 2).unwrap();
     let stats = idx.stats();
     assert!(

@@ -805,38 +805,8 @@ impl Store {
     /// writers out). Opening `dest` gives exactly the batches written so far.
     /// Returns the bytes copied.
     pub fn checkpoint_to(&self, dest: &Path) -> Result<u64> {
-        let fs = &*self.inner.fs;
-        self.sync()?;
-        let _m = self.inner.merging.lock();
-        let man = self.inner.maint.lock();
-        fs::create_dir_durable(fs, dest).map_err(StorageError::io("create directory", dest))?;
-        let mut names: Vec<String> = vec![manifest::NAME.to_string()];
-        for b in &man.buckets {
-            names.extend(b.segments.iter().map(|s| seg_name(s.file_no)));
-        }
-        for name in self
-            .inner
-            .fs
-            .list(&self.inner.dir)
-            .map_err(StorageError::io("list directory", &self.inner.dir))?
-        {
-            if let Some((no, "wal")) = parse_name(&name) {
-                if no >= man.wal_min {
-                    names.push(name);
-                }
-            }
-        }
-        let mut bytes = 0;
-        for name in names {
-            let (from, to) = (self.inner.dir.join(&name), dest.join(&name));
-            // Segments and the manifest never change; a WAL is copied up to what
-            // it holds now (every batch in it was synced above).
-            bytes += fs::copy_file(fs, &from, &to, None)
-                .map_err(StorageError::io("copy into backup", &to))?;
-        }
-        fs.sync_dir(dest)
-            .map_err(StorageError::io("fsync directory", dest))?;
-        Ok(bytes)
+        let (linked, copied) = self.image_to(dest, false)?;
+        Ok(linked + copied)
     }
 
     /// Like [`Store::checkpoint_to`], for a copy that lives on beside this store
@@ -844,44 +814,57 @@ impl Store {
     /// hard-linked, so they cost no space until one side rewrites them; only the
     /// write-ahead logs are copied. Returns (bytes linked, bytes copied).
     pub fn fork_to(&self, dest: &Path) -> Result<(u64, u64)> {
+        self.image_to(dest, true)
+    }
+
+    /// The consistent image both take: the manifest and its segments (linked if
+    /// `link`, else copied) and the unfolded WALs (always copied: they grow).
+    /// Returns (bytes linked, bytes copied).
+    fn image_to(&self, dest: &Path, link: bool) -> Result<(u64, u64)> {
         let fs = &*self.inner.fs;
         self.sync()?;
         let _m = self.inner.merging.lock();
         let man = self.inner.maint.lock();
         fs::create_dir_durable(fs, dest).map_err(StorageError::io("create directory", dest))?;
-        let mut linked = vec![manifest::NAME.to_string()];
+        let mut fixed: Vec<String> = vec![manifest::NAME.to_string()];
         for b in &man.buckets {
-            linked.extend(b.segments.iter().map(|s| seg_name(s.file_no)));
+            fixed.extend(b.segments.iter().map(|s| seg_name(s.file_no)));
         }
-        let mut copied = Vec::new();
+        let mut wals = Vec::new();
         for name in fs
             .list(&self.inner.dir)
             .map_err(StorageError::io("list directory", &self.inner.dir))?
         {
             if let Some((no, "wal")) = parse_name(&name) {
                 if no >= man.wal_min {
-                    copied.push(name);
+                    wals.push(name);
                 }
             }
         }
-        let (mut linked_bytes, mut copied_bytes) = (0, 0);
-        for name in linked {
+        let (mut linked, mut copied) = (0, 0);
+        for name in fixed {
             let (from, to) = (self.inner.dir.join(&name), dest.join(&name));
-            linked_bytes += fs
-                .open(&from)
-                .map_err(StorageError::io("open", &from))?
-                .len();
-            fs.hard_link(&from, &to)
-                .map_err(StorageError::io("link into fork", &to))?;
+            if link {
+                linked += fs
+                    .open(&from)
+                    .map_err(StorageError::io("open", &from))?
+                    .len();
+                fs.hard_link(&from, &to)
+                    .map_err(StorageError::io("link into copy", &to))?;
+            } else {
+                copied +=
+                    fs::copy_file(fs, &from, &to, None).map_err(StorageError::io("copy", &to))?;
+            }
         }
-        for name in copied {
+        // A WAL is copied up to what it holds now (every batch in it was synced
+        // above).
+        for name in wals {
             let (from, to) = (self.inner.dir.join(&name), dest.join(&name));
-            copied_bytes += fs::copy_file(fs, &from, &to, None)
-                .map_err(StorageError::io("copy into fork", &to))?;
+            copied += fs::copy_file(fs, &from, &to, None).map_err(StorageError::io("copy", &to))?;
         }
         fs.sync_dir(dest)
             .map_err(StorageError::io("fsync directory", dest))?;
-        Ok((linked_bytes, copied_bytes))
+        Ok((linked, copied))
     }
 
     /// Why writes are refused, if they are.

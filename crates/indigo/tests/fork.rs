@@ -125,6 +125,16 @@ fn a_fork_holds_its_sources_records_and_then_goes_its_own_way() {
     );
 }
 
+/// A source of `n` records, folded, and its fork "fork", opened.
+fn source_and_fork(db: &Indigo, n: usize) -> (indigo::Collection, indigo::Collection) {
+    let src = db.create_collection(T, D, "src", None, None).unwrap();
+    src.add(batch(0, n)).unwrap();
+    db.compact().unwrap();
+    let (info, _) = db.fork_collection(src.id(), "fork").unwrap();
+    let fork = db.get_collection_by_id(&info.id).unwrap();
+    (src, fork)
+}
+
 #[test]
 fn a_fork_shares_files_and_outlives_its_source_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,11 +142,7 @@ fn a_fork_shares_files_and_outlives_its_source_and_a_restart() {
     let expected;
     {
         let db = Indigo::open(dir.path()).unwrap();
-        let src = db.create_collection(T, D, "src", None, None).unwrap();
-        src.add(batch(0, 2000)).unwrap();
-        db.compact().unwrap();
-        let (info, _) = db.fork_collection(src.id(), "fork").unwrap();
-        let fork = db.get_collection_by_id(&info.id).unwrap();
+        let (_src, fork) = source_and_fork(&db, 2000);
         fork_id = fork.id().to_string();
         expected = contents(&fork);
         // Copy-on-write: the fork's immutable files are the source's (a second
@@ -168,15 +174,11 @@ fn an_unfinished_fork_is_removed_at_start_up_not_taken_for_a_collection() {
     let stray;
     {
         let db = Indigo::open(dir.path()).unwrap();
-        let src = db.create_collection(T, D, "src", None, None).unwrap();
-        src.add(batch(0, 100)).unwrap();
-        db.compact().unwrap();
-        let (fork, _) = db.fork_collection(src.id(), "fork").unwrap();
-        let fork = db.get_collection_by_id(&fork.id).unwrap();
+        let (_src, fork) = source_and_fork(&db, 100);
         // What a crash before the catalogue entry leaves: a fork's files under
         // an id the catalogue does not know, still marked.
         let cols = dir.path().join("collections");
-        stray = cols.join(uuid_like());
+        stray = cols.join("0f0f0f0f-1111-4222-8333-444455556666");
         std::fs::create_dir(&stray).unwrap();
         for f in files(&cols.join(fork.id())) {
             let rel = f.strip_prefix(cols.join(fork.id())).unwrap();
@@ -192,8 +194,4 @@ fn an_unfinished_fork_is_removed_at_start_up_not_taken_for_a_collection() {
         db.get_collection(T, D, "fork").unwrap().count().unwrap(),
         100
     );
-}
-
-fn uuid_like() -> String {
-    "0f0f0f0f-1111-4222-8333-444455556666".to_string()
 }
