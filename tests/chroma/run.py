@@ -80,14 +80,18 @@ def wait_until_up(url, proc, what):
     raise SystemExit(f"{what} did not answer at {url} within 120 s")
 
 
-def start_server(kind, workdir):
-    """Starts a fresh server of `kind` on a free port: (url, process, log path)."""
+def start_server(kind, workdir, mode):
+    """Starts a fresh server of `kind` on a free port: (url, process, log path).
+    For the distributed-only tests Indigo reports spann as its default vector
+    index, as distributed Chroma does (the suite expects it there)."""
     port = free_port()
     log = workdir / f"{kind}.log"
     if kind == "indigo":
         binary = os.environ.get("INDIGO_BIN", str(ROOT / "target" / "debug" / "indigo"))
         env = {k: v for k, v in os.environ.items() if not k.startswith("INDIGO_")}
         env["INDIGO_ALLOW_RESET"] = "true"
+        if mode == "cluster":
+            env["INDIGO_DEFAULT_INDEX"] = "spann"
         args = [binary, "run", "--path", str(workdir / "data"), "--port", str(port)]
     else:
         cfg = workdir / "chroma.yaml"
@@ -177,7 +181,7 @@ def main():
             wait_until_up(url, None, url)
             what = url
         else:
-            url, proc, log = start_server(args.server, workdir)
+            url, proc, log = start_server(args.server, workdir, args.mode)
             what = f"{args.server} at {url} (log: {log})"
         host, port = url.split("//")[1].split(":")
         env = dict(os.environ)

@@ -195,14 +195,34 @@ impl Coll {
     pub fn delete(&self, sel: &Selection, limit: Option<u32>) -> Result<u64> {
         match self {
             Coll::Local(c) => c.delete_limited(sel, limit),
-            Coll::Cluster(c) => c.delete(sel, limit),
+            Coll::Cluster(c) => {
+                self.check_filter(sel)?;
+                c.delete(sel, limit)
+            }
         }
     }
     pub fn get(&self, req: &GetRequest) -> Result<Records> {
-        coll!(self, c => c.get(req))
+        match self {
+            Coll::Local(c) => c.get(req),
+            Coll::Cluster(c) => {
+                self.check_filter(&req.selection)?;
+                c.get(req)
+            }
+        }
     }
     pub fn query(&self, req: &QueryRequest) -> Result<Vec<Records>> {
-        coll!(self, c => c.query(req))
+        match self {
+            Coll::Local(c) => c.query(req),
+            Coll::Cluster(c) => {
+                self.check_filter(&req.selection)?;
+                c.query(req)
+            }
+        }
+    }
+    /// A cluster's frontend refuses filters on indexes the schema switched off
+    /// before it routes (the core does so on one node).
+    fn check_filter(&self, sel: &Selection) -> Result<()> {
+        indigo::schema::check_filter(&self.info().configuration["schema"], sel)
     }
     /// (applied, logged): how far indexing has come.
     pub fn indexing_status(&self) -> Result<(u64, u64)> {

@@ -659,58 +659,23 @@ async fn delete_database(
 }
 
 fn collection_json(c: &indigo::CollectionInfo) -> Value {
+    // What is stored is the configuration with the schema beside it; clients get
+    // them as two fields.
+    let (configuration, schema) = match indigo::CollectionConfig::from_stored(&c.configuration) {
+        Ok(cfg) => (cfg.configuration_json(), cfg.schema()),
+        Err(_) => (c.configuration.clone(), Value::Null),
+    };
     json!({
         "id": c.id,
         "name": c.name,
-        "configuration_json": c.configuration,
+        "configuration_json": configuration,
         "metadata": c.metadata,
         "dimension": c.dimension,
         "tenant": c.tenant,
         "database": c.database,
         "log_position": 0,
         "version": c.version,
-        "schema": schema_json(&c.configuration),
-    })
-}
-
-/// The collection's schema in the shape Chroma 1.5 clients expect: defaults for
-/// each value type and the vector index of `#embedding`, carrying the HNSW
-/// configuration (clients update it locally when a collection is modified).
-fn schema_json(config: &Value) -> Value {
-    let h = &config["hnsw"];
-    let ef = match config.get("embedding_function") {
-        Some(v) if !v.is_null() => v.clone(),
-        _ => json!({"type": "legacy"}),
-    };
-    let vector = |enabled: bool, source: bool| {
-        let mut cfg = json!({
-            "space": h["space"],
-            "embedding_function": ef,
-            "hnsw": {
-                "ef_construction": h["ef_construction"],
-                "max_neighbors": h["max_neighbors"],
-                "ef_search": h["ef_search"],
-            },
-        });
-        if source {
-            cfg["source_key"] = json!("#document");
-        }
-        json!({"vector_index": {"enabled": enabled, "config": cfg}})
-    };
-    let on = |b: bool| json!({"enabled": b, "config": {}});
-    json!({
-        "defaults": {
-            "string": {"fts_index": on(false), "string_inverted_index": on(true)},
-            "float_list": vector(false, false),
-            "sparse_vector": {"sparse_vector_index": {"enabled": false, "config": {"embedding_function": {"type": "legacy"}}}},
-            "int": {"int_inverted_index": on(true)},
-            "float": {"float_inverted_index": on(true)},
-            "bool": {"bool_inverted_index": on(true)},
-        },
-        "keys": {
-            "#document": {"string": {"fts_index": on(true), "string_inverted_index": on(false)}},
-            "#embedding": {"float_list": vector(true, true)},
-        },
+        "schema": schema,
     })
 }
 
@@ -752,7 +717,20 @@ async fn create_collection(
     let v = body(&b)?;
     let name = name_of(&v, "a collection")?;
     let metadata = null_to_none(v.get("metadata"));
-    let configuration = null_to_none(v.get("configuration"));
+    let mut configuration = null_to_none(v.get("configuration"));
+    // The core takes the schema as a member of the configuration.
+    if let Some(schema) = null_to_none(v.get("schema")) {
+        match configuration.get_or_insert_with(|| json!({})) {
+            Value::Object(m) => {
+                m.insert("schema".into(), schema);
+            }
+            other => {
+                return Err(ApiError::from(CoreError::InvalidArgument(format!(
+                    "configuration must be an object, got {other}"
+                ))))
+            }
+        }
+    }
     let get_or_create = v
         .get("get_or_create")
         .and_then(Value::as_bool)

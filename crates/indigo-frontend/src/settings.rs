@@ -59,6 +59,10 @@ pub struct Settings {
     pub max_regex_bytes: usize,
     /// Where `POST /api/v2/admin/backup` writes backups (none: the route is off).
     pub backup_dir: Option<PathBuf>,
+    /// The vector index new collections report when they name none: `hnsw`
+    /// (Chroma's single node) or `spann` (Chroma's distributed mode). Indigo
+    /// builds HNSW either way; spann settings are kept and reported.
+    pub default_index: String,
     /// The distributed mode (`indigo serve`).
     pub cluster: ClusterSettings,
 }
@@ -171,6 +175,7 @@ impl Default for Settings {
             max_regexes: l.filter.max_regexes,
             max_regex_bytes: l.filter.max_regex_bytes,
             backup_dir: None,
+            default_index: "hnsw".into(),
             cluster: ClusterSettings::default(),
         }
     }
@@ -194,6 +199,16 @@ impl Settings {
                 max_regex_bytes: self.max_regex_bytes,
             },
         }
+    }
+
+    /// The parsed `default_index`.
+    pub fn default_index(&self) -> Result<indigo::schema::VectorIndexKind, String> {
+        indigo::schema::VectorIndexKind::parse(&self.default_index).ok_or_else(|| {
+            format!(
+                "default_index {:?}: expected hnsw or spann",
+                self.default_index
+            )
+        })
     }
 
     /// Loads `file` (YAML if it ends in .yaml/.yml, else TOML) over the defaults,
@@ -255,6 +270,7 @@ impl Settings {
                 "max_regexes" => s.max_regexes = num(&v)?,
                 "max_regex_bytes" => s.max_regex_bytes = num(&v)?,
                 "backup_dir" => s.backup_dir = Some(PathBuf::from(&v)),
+                "default_index" => s.default_index = v.clone(),
                 "roles" => {
                     s.cluster.roles = v
                         .split(',')
@@ -282,6 +298,7 @@ impl Settings {
                 _ => {}
             }
         }
+        s.default_index()?;
         Ok(s)
     }
 }

@@ -1,9 +1,11 @@
 //! Collection configuration in Chroma's shape: `{"hnsw": {"space", "ef_construction",
-//! "ef_search", "max_neighbors", …}}`, plus the legacy `hnsw:*` metadata keys.
+//! "ef_search", "max_neighbors", …}}`, plus the legacy `hnsw:*` metadata keys, and
+//! the collection's schema (see [`crate::schema`]), stored beside them.
 
 use indigo_index::Space;
 use serde_json::{json, Value};
 
+use crate::schema::{self, VectorIndexKind};
 use crate::Error;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +21,10 @@ pub struct CollectionConfig {
     /// The client's embedding function description, kept and returned as given
     /// (clients rebuild the function from it).
     pub embedding_function: Option<Value>,
+    /// The collection's schema, reconciled with the configuration when it was
+    /// created (`None` for collections made before Indigo kept schemas: theirs
+    /// follows from the configuration, see [`CollectionConfig::schema`]).
+    pub schema: Option<Value>,
 }
 
 impl Default for CollectionConfig {
@@ -31,6 +37,7 @@ impl Default for CollectionConfig {
             resize_factor: 1.2,
             sync_threshold: 1000,
             embedding_function: None,
+            schema: None,
         }
     }
 }
@@ -54,14 +61,21 @@ fn space(v: &Value) -> Result<Space, Error> {
 
 impl CollectionConfig {
     /// The configuration a collection is created with: defaults, then legacy
-    /// `hnsw:*` metadata keys, then the `configuration` object.
+    /// `hnsw:*` metadata keys, then the `configuration` object; then the schema
+    /// (the configuration's `schema` member, Chroma's schema JSON) is reconciled
+    /// with it as Chroma's server does, and the index settings are read back
+    /// from the result. `kind` is the vector index reported when neither names
+    /// one.
     pub fn from_create(
         configuration: Option<&Value>,
         metadata: Option<&Value>,
+        kind: VectorIndexKind,
     ) -> Result<Self, Error> {
         let mut c = CollectionConfig::default();
+        let mut legacy = false;
         if let Some(Value::Object(m)) = metadata {
             for (k, v) in m {
+                legacy |= k.starts_with("hnsw:");
                 match k.as_str() {
                     "hnsw:space" => c.space = space(v)?,
                     "hnsw:construction_ef" => c.ef_construction = positive(v, k)?,
@@ -86,7 +100,135 @@ impl CollectionConfig {
         if let Some(cfg) = configuration {
             c.apply(cfg, true)?;
         }
+        let member = |k: &str| {
+            configuration
+                .and_then(|c| c.get(k))
+                .filter(|v| !v.is_null())
+        };
+        let user_schema = member("schema");
+        if let Some(s) = user_schema {
+            crate::rules::check_collection_schema(s)?;
+        }
+        // The vector index the configuration names, as Chroma reads it. A node
+        // that reports HNSW serves a spann configuration as HNSW (keeping its
+        // space), as Chroma's single node does.
+        let spann = member("spann").filter(|_| kind == VectorIndexKind::Spann);
+        let (ckind, params) = if legacy || member("hnsw").is_some() || spann.is_none() {
+            (VectorIndexKind::Hnsw, c.hnsw_params())
+        } else {
+            let mut sp = spann.cloned().unwrap_or_default();
+            if let Value::Object(m) = &mut sp {
+                m.remove("space");
+            }
+            let sp = schema::fields_over(&schema::spann_defaults(), &sp);
+            schema::check_spann(&sp)?;
+            (VectorIndexKind::Spann, sp)
+        };
+        let config_default = schema::is_default_ef(c.embedding_function.as_ref())
+            && c.space == Space::L2
+            && match ckind {
+                VectorIndexKind::Hnsw => {
+                    let d = CollectionConfig::default();
+                    (
+                        c.ef_construction,
+                        c.ef_search,
+                        c.max_neighbors,
+                        c.sync_threshold,
+                    ) == (
+                        d.ef_construction,
+                        d.ef_search,
+                        d.max_neighbors,
+                        d.sync_threshold,
+                    ) && (c.resize_factor - d.resize_factor).abs() < 1e-9
+                }
+                VectorIndexKind::Spann => {
+                    schema::params_default(&params, &schema::spann_defaults(), false)
+                }
+            };
+        let s = schema::reconcile(
+            user_schema,
+            kind,
+            Some((
+                ckind,
+                c.space.name(),
+                &params,
+                c.embedding_function.as_ref(),
+            )),
+            config_default,
+        )?;
+        if kind == VectorIndexKind::Hnsw && schema::has_sparse_index(&s) {
+            return Err(Error::InvalidArgument(
+                "Invalid schema input: Sparse vector indexing is not enabled in local".into(),
+            ));
+        }
+        c.adopt(&s)?;
+        c.schema = Some(s);
         Ok(c)
+    }
+
+    /// The HNSW parameters in the schema's shape.
+    fn hnsw_params(&self) -> Value {
+        let mut h = schema::hnsw_defaults();
+        h["ef_construction"] = json!(self.ef_construction);
+        h["max_neighbors"] = json!(self.max_neighbors);
+        h["ef_search"] = json!(self.ef_search);
+        h["sync_threshold"] = json!(self.sync_threshold);
+        h["resize_factor"] = json!(self.resize_factor);
+        h
+    }
+
+    /// Takes the space, embedding function and HNSW parameters of the schema's
+    /// `#embedding` index.
+    fn adopt(&mut self, s: &Value) -> Result<(), Error> {
+        let e = schema::embedding_index(s);
+        if !e["space"].is_null() {
+            self.space = space(&e["space"])?;
+        }
+        if let Some(ef) = e.get("embedding_function").filter(|v| !v.is_null()) {
+            self.embedding_function = Some(ef.clone());
+        }
+        if let Value::Object(h) = &e["hnsw"] {
+            let get = |k: &str| h.get(k).filter(|v| !v.is_null());
+            if let Some(v) = get("ef_construction") {
+                self.ef_construction = positive(v, "hnsw.ef_construction")?;
+            }
+            if let Some(v) = get("max_neighbors") {
+                self.max_neighbors = positive(v, "hnsw.max_neighbors")?;
+            }
+            if let Some(v) = get("ef_search") {
+                self.ef_search = positive(v, "hnsw.ef_search")?;
+            }
+            if let Some(v) = get("sync_threshold") {
+                self.sync_threshold = positive(v, "hnsw.sync_threshold")?;
+            }
+            if let Some(v) = get("resize_factor") {
+                self.resize_factor = v.as_f64().filter(|f| *f > 0.0).ok_or_else(|| {
+                    Error::InvalidArgument("hnsw.resize_factor must be a positive number".into())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The collection's schema: as stored, or (for a collection made before
+    /// Indigo kept schemas) the one its configuration describes.
+    pub fn schema(&self) -> Value {
+        match &self.schema {
+            Some(s) => s.clone(),
+            None => schema::from_configuration(
+                VectorIndexKind::Hnsw,
+                self.space.name(),
+                &self.hnsw_params(),
+                self.embedding_function.as_ref(),
+            ),
+        }
+    }
+
+    /// The SPANN parameters the collection reports, if its index is reported as
+    /// SPANN.
+    fn spann(&self) -> Option<&Value> {
+        let s = self.schema.as_ref()?;
+        Some(&schema::embedding_index(s)["spann"]).filter(|v| v.is_object())
     }
 
     /// Applies a configuration object; after creation only search-time settings
@@ -105,6 +247,9 @@ impl CollectionConfig {
             if let Some(ef) = m.get("embedding_function") {
                 if !ef.is_null() {
                     self.embedding_function = Some(ef.clone());
+                    if let Some(s) = self.schema.as_mut().filter(|_| !creating) {
+                        schema::set_embedding_function(s, ef);
+                    }
                 }
             }
             if let Some(s) = m.get("spann").filter(|s| !s.is_null()) {
@@ -115,10 +260,29 @@ impl CollectionConfig {
                         "spann must be an object, got {s}"
                     )));
                 };
+                if !creating && self.spann().is_some() {
+                    // Chroma lets these two change; both are search-time settings.
+                    for (k, v) in sp {
+                        if v.is_null() {
+                            continue;
+                        }
+                        if k != "search_nprobe" && k != "ef_search" {
+                            return Err(Error::InvalidArgument(format!(
+                                "spann.{k} is fixed when the collection is created (only \
+                                 search_nprobe and ef_search can change)"
+                            )));
+                        }
+                        schema::check_spann(&json!({ k.as_str(): v }))?;
+                        if let Some(s) = self.schema.as_mut() {
+                            schema::set_vector_param(s, "spann", k, v.clone());
+                        }
+                    }
+                    return Ok(());
+                }
                 if !creating {
                     return Err(Error::InvalidArgument(
-                        "a collection's index type is fixed when it is created; spann \
-                         settings cannot be changed (Indigo serves spann with HNSW)"
+                        "a collection's index type is fixed when it is created; this one's \
+                         is hnsw, so spann settings cannot be changed"
                             .into(),
                     ));
                 }
@@ -173,11 +337,35 @@ impl CollectionConfig {
                     )))
                 }
             }
+            if !creating {
+                if let Some(s) = self.schema.as_mut() {
+                    schema::set_vector_param(s, "hnsw", k, v.clone());
+                }
+            }
         }
         Ok(())
     }
 
+    /// What is stored: the configuration and the schema.
     pub fn to_json(&self) -> Value {
+        let mut v = self.configuration_json();
+        if let Some(s) = &self.schema {
+            v["schema"] = s.clone();
+        }
+        v
+    }
+
+    /// The configuration as Chroma's clients read it (`configuration_json`).
+    pub fn configuration_json(&self) -> Value {
+        if let Some(sp) = self.spann() {
+            let mut sp = sp.clone();
+            sp["space"] = json!(self.space.name());
+            return json!({
+                "hnsw": null,
+                "spann": sp,
+                "embedding_function": self.embedding_function,
+            });
+        }
         json!({
             "hnsw": {
                 "space": self.space.name(),
@@ -219,6 +407,7 @@ impl CollectionConfig {
     pub fn from_stored(v: &Value) -> Result<Self, Error> {
         let mut c = CollectionConfig::default();
         c.apply(v, true)?;
+        c.schema = v.get("schema").filter(|s| s.is_object()).cloned();
         Ok(c)
     }
 }
@@ -232,15 +421,19 @@ mod tests {
         let c = CollectionConfig::from_create(
             Some(&json!({"hnsw": {"ef_search": 50}})),
             Some(&json!({"hnsw:space": "cosine", "hnsw:M": 8, "x": 1})),
+            VectorIndexKind::Hnsw,
         )
         .unwrap();
         assert_eq!(c.space, Space::Cosine);
         assert_eq!(c.max_neighbors, 8);
         assert_eq!(c.ef_search, 50);
         assert_eq!(CollectionConfig::from_stored(&c.to_json()).unwrap(), c);
-        assert!(
-            CollectionConfig::from_create(None, Some(&json!({"hnsw:space": "manhattan"}))).is_err()
-        );
+        assert!(CollectionConfig::from_create(
+            None,
+            Some(&json!({"hnsw:space": "manhattan"})),
+            VectorIndexKind::Hnsw
+        )
+        .is_err());
         let mut c2 = c.clone();
         assert!(c2.apply(&json!({"hnsw": {"space": "l2"}}), false).is_err());
         c2.apply(&json!({"hnsw": {"ef_search": 200}}), false)

@@ -22,6 +22,7 @@ mod backup;
 mod catalogue;
 pub mod config;
 pub mod rules;
+pub mod schema;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -137,6 +138,9 @@ pub struct Options {
     pub fs: Arc<dyn FileSystem>,
     /// Bounds on what one request may ask for.
     pub limits: Limits,
+    /// The vector index new collections report when they name none (Chroma's
+    /// single node: hnsw; its distributed mode: spann). Indigo builds HNSW.
+    pub default_index: schema::VectorIndexKind,
 }
 
 impl std::fmt::Debug for Options {
@@ -145,6 +149,7 @@ impl std::fmt::Debug for Options {
             .field("background_compaction", &self.background_compaction)
             .field("exact_search", &self.exact_search)
             .field("limits", &self.limits)
+            .field("default_index", &self.default_index)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +161,7 @@ impl Default for Options {
             exact_search: false,
             fs: Arc::new(StdFs),
             limits: Limits::default(),
+            default_index: schema::VectorIndexKind::Hnsw,
         }
     }
 }
@@ -425,7 +431,11 @@ impl Indigo {
         if let Some(m) = &metadata {
             check_collection_metadata(m)?;
         }
-        let config = CollectionConfig::from_create(configuration.as_ref(), metadata.as_ref())?;
+        let config = CollectionConfig::from_create(
+            configuration.as_ref(),
+            metadata.as_ref(),
+            self.inner.options.default_index,
+        )?;
         config.check_limits(&self.inner.options.limits)?;
         // A concurrent delete can remove what get_or_create found (or made) before
         // it is opened; the catalogue then no longer has it, and another round
@@ -1065,6 +1075,7 @@ impl Collection {
     /// `delete(where=…, limit=n)`); the count says how many went.
     pub fn delete_limited(&self, sel: &Selection, limit: Option<u32>) -> Result<u64> {
         rules::check_delete(sel, limit, &self.inner.options.limits)?;
+        schema::check_filter(self.schema(), sel)?;
         let mut existing = self.view(|v| v.ids(sel))?;
         rules::truncate_to_limit(&mut existing, limit);
         self.write(WriteKind::Delete, rules::delete_ops(sel, &existing))?;
@@ -1157,13 +1168,21 @@ impl Collection {
         self.view(|v| v.count())
     }
 
+    /// The stored schema (null for a collection made before Indigo kept them,
+    /// whose indexes are all on).
+    pub fn schema(&self) -> &Value {
+        &self.info.configuration["schema"]
+    }
+
     pub fn get(&self, req: &GetRequest) -> Result<Records> {
         rules::check_ids(&req.selection, &self.inner.options.limits)?;
+        schema::check_filter(self.schema(), &req.selection)?;
         self.view(|v| v.get(&req.selection, req.limit, req.offset, req.include))
     }
 
     pub fn query(&self, req: &QueryRequest) -> Result<Vec<Records>> {
         let dim = self.open.dim.load(Ordering::Acquire);
+        schema::check_filter(self.schema(), &req.selection)?;
         if let Some(answer) = rules::check_query(req, &self.inner.options.limits, dim)? {
             return Ok(answer);
         }

@@ -401,6 +401,7 @@ fn repair(path: &std::path::Path, forget_missing: bool) -> i32 {
 fn run(settings: Settings) -> Result<(), String> {
     let options = indigo::Options {
         limits: settings.limits(),
+        default_index: settings.default_index()?,
         ..Default::default()
     };
     let db = indigo::Indigo::open_with(&settings.path, options).map_err(|e| match e {

@@ -32,6 +32,7 @@ pub struct ClusterDb {
     limits: Limits,
     agent: ureq::Agent,
     health: Arc<Health>,
+    default_index: indigo::schema::VectorIndexKind,
 }
 
 fn sys(e: SysDbError) -> Error {
@@ -68,7 +69,14 @@ impl ClusterDb {
             limits,
             agent,
             health,
+            default_index: Default::default(),
         }
+    }
+
+    /// The vector index new collections report when they name none.
+    pub fn with_default_index(mut self, kind: indigo::schema::VectorIndexKind) -> Self {
+        self.default_index = kind;
+        self
     }
 
     fn handle(self: &Arc<Self>, info: indigo_sysdb::Collection) -> RemoteCollection {
@@ -193,7 +201,11 @@ impl ClusterDb {
         if let Some(m) = &metadata {
             rules::check_collection_metadata(m)?;
         }
-        let config = CollectionConfig::from_create(configuration.as_ref(), metadata.as_ref())?;
+        let config = CollectionConfig::from_create(
+            configuration.as_ref(),
+            metadata.as_ref(),
+            self.default_index,
+        )?;
         config.check_limits(&self.limits)?;
         let (info, _) = self
             .sysdb

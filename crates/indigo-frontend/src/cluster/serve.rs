@@ -160,7 +160,8 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
             settings.limits(),
             Duration::from_secs(settings.request_timeout_secs.max(1)),
             health.clone(),
-        );
+        )
+        .with_default_index(settings.default_index()?);
         app = app.merge(crate::router_for(
             Db::Cluster(Arc::new(db)),
             settings.clone(),
