@@ -15,7 +15,7 @@
 //! the batch; after a crash it may hold more or less than S, and
 //! [`Segment::open`] reconciles it with the store.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -175,24 +175,61 @@ pub mod posting {
     }
 }
 
+/// The postings a collection does not keep because its schema switched their
+/// index off (filters that would need them are refused before they reach a
+/// segment). Fixed when the collection is created.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unindexed {
+    /// Document trigrams (full-text search is off).
+    pub trigrams: bool,
+    /// Per metadata field, which kinds of values are not indexed...
+    pub fields: HashMap<String, Kinds>,
+    /// ...and for the fields not named there.
+    pub default: Kinds,
+}
+
+/// Kinds of metadata values left unindexed. Ints and floats share postings (a
+/// filter on either finds both), so numbers go only when both indexes are off.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Kinds {
+    pub strings: bool,
+    pub numbers: bool,
+    pub bools: bool,
+}
+
+impl Unindexed {
+    fn skips(&self, field: &str, v: &indigo_types::Scalar) -> bool {
+        use indigo_types::Scalar;
+        let k = self.fields.get(field).unwrap_or(&self.default);
+        match v {
+            Scalar::Str(_) => k.strings,
+            Scalar::Int(_) | Scalar::Float(_) => k.numbers,
+            Scalar::Bool(_) => k.bools,
+        }
+    }
+}
+
 /// Every posting key a record appears under.
-fn postings_of(r: &Record) -> HashSet<Vec<u8>> {
+fn postings_of(r: &Record, skip: &Unindexed) -> HashSet<Vec<u8>> {
     let mut keys = HashSet::new();
     keys.insert(posting::ALL.to_vec());
     if let Some(doc) = &r.document {
         keys.insert(posting::HAS_DOC.to_vec());
-        for t in doc.as_bytes().windows(3) {
-            keys.insert(posting::trigram_key(t));
+        if !skip.trigrams {
+            for t in doc.as_bytes().windows(3) {
+                keys.insert(posting::trigram_key(t));
+            }
         }
     }
     if let Some(m) = &r.metadata {
         for (k, v) in m {
             match v {
-                MetaValue::Scalar(s) => {
+                MetaValue::Scalar(s) if !skip.skips(k, s) => {
                     keys.insert(posting::value_key(posting::SCALAR, k, s));
                 }
+                MetaValue::Scalar(_) => {}
                 MetaValue::List(l) => {
-                    for s in l {
+                    for s in l.iter().filter(|s| !skip.skips(k, s)) {
                         keys.insert(posting::value_key(posting::LIST, k, s));
                     }
                 }
@@ -211,6 +248,8 @@ pub struct IndexConfig {
     pub ef_search: usize,
     /// Answer every query by an exact scan (for tests against a reference model).
     pub exact: bool,
+    /// Postings the collection does not keep.
+    pub unindexed: Unindexed,
 }
 
 impl Default for IndexConfig {
@@ -221,6 +260,7 @@ impl Default for IndexConfig {
             ef_construction: 100,
             ef_search: 100,
             exact: false,
+            unindexed: Unindexed::default(),
         }
     }
 }
@@ -659,7 +699,10 @@ impl Segment {
         let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
         let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
         let mut changing = Changing::default();
-        let space = self.config.read().space;
+        let (space, skip) = {
+            let c = self.config.read();
+            (c.space, c.unindexed.clone())
+        };
         let mut was = |iid: u32, old: &Record| {
             changing.iids.insert(iid);
             let v = space.prepare_cow(&old.embedding).into_owned();
@@ -668,7 +711,7 @@ impl Segment {
         for r in res.touched.into_values() {
             match (&r.base, &r.current) {
                 (Some((iid, old)), Some(new)) if r.created.is_none() => {
-                    let (a, b) = (postings_of(old), postings_of(new));
+                    let (a, b) = (postings_of(old, &skip), postings_of(new, &skip));
                     for k in a.difference(&b) {
                         batch.set_remove(&self.b.post, k.clone(), *iid as u64);
                     }
@@ -684,7 +727,7 @@ impl Segment {
                     continue;
                 }
                 (Some((iid, old)), _) => {
-                    for k in postings_of(old) {
+                    for k in postings_of(old, &skip) {
                         batch.set_remove(&self.b.post, k, *iid as u64);
                     }
                     batch.delete(&self.b.rec, iid_key(*iid));
@@ -713,7 +756,7 @@ impl Segment {
             batch.put(&self.b.ids, rec.id.as_bytes(), iid_key(iid));
             batch.put(&self.b.rec, iid_key(iid), encode_record_body(rec));
             batch.put(&self.b.emb, iid_key(iid), encode_embedding(&rec.embedding));
-            for k in postings_of(rec) {
+            for k in postings_of(rec, &skip) {
                 batch.set_add(&self.b.post, k, iid as u64);
             }
             inserts.push((iid, rec.embedding.clone()));
@@ -928,5 +971,86 @@ impl<'a> Snapshot<'a> {
             .into_iter()
             .map(|(k, s)| (k, low_bits(s)))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use indigo_types::{RecordOp, Scalar, WriteKind};
+    use std::collections::BTreeMap;
+
+    fn meta(pairs: &[(&str, MetaValue)]) -> BTreeMap<String, Option<MetaValue>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.clone())))
+            .collect()
+    }
+
+    /// A switched-off index keeps no postings (the store is smaller for it), and
+    /// an update or delete does not look for ones that were never written.
+    #[test]
+    fn unindexed_fields_and_documents_keep_no_postings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut unindexed = Unindexed {
+            trigrams: true,
+            ..Default::default()
+        };
+        unindexed.fields.insert(
+            "secret".into(),
+            Kinds {
+                strings: true,
+                numbers: false,
+                bools: false,
+            },
+        );
+        let config = IndexConfig {
+            unindexed,
+            ..Default::default()
+        };
+        let seg = Segment::open(&Env::default(), dir.path(), config, None, 0, &[]).unwrap();
+        let s = |v: &str| MetaValue::Scalar(Scalar::Str(v.into()));
+        let add = |id: &str, m: BTreeMap<String, Option<MetaValue>>, kind| WriteEntry {
+            kind,
+            records: vec![RecordOp {
+                id: id.into(),
+                embedding: Some(vec![1.0, 0.0].into()),
+                document: Some("alpha beta".into()),
+                uri: None,
+                metadata: Some(m),
+            }],
+        };
+        let m = meta(&[
+            ("secret", s("x")),
+            ("tag", s("t")),
+            ("secret_n", MetaValue::Scalar(Scalar::Int(1))),
+        ]);
+        let mut m2 = meta(&[("secret", MetaValue::Scalar(Scalar::Int(7)))]);
+        m2.insert("tag".into(), Some(s("u")));
+        seg.apply(&[
+            (1, add("a", m, WriteKind::Add)),
+            (2, add("b", m2.clone(), WriteKind::Add)),
+            (3, add("a", m2, WriteKind::Update)),
+        ])
+        .unwrap();
+        let snap = seg.snapshot();
+        let field = |f: &str| {
+            snap.postings_with_prefix(&posting::field_prefix(posting::SCALAR, f))
+                .unwrap()
+                .into_iter()
+                .map(|(k, b)| (posting::decode_value(&k).unwrap(), b.len()))
+                .collect::<Vec<_>>()
+        };
+        // "secret" keeps its numbers (their index is on) but no strings.
+        assert_eq!(field("secret"), vec![(Scalar::Int(7), 2)]);
+        assert_eq!(field("tag"), vec![(Scalar::Str("u".into()), 2)]);
+        assert_eq!(
+            snap.postings_with_prefix(&[posting::TRIGRAM])
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(snap.posting(posting::HAS_DOC).unwrap().len(), 2);
+        assert_eq!(snap.posting(posting::ALL).unwrap().len(), 2);
     }
 }

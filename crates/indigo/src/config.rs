@@ -224,6 +224,22 @@ impl CollectionConfig {
         }
     }
 
+    /// How the collection's segment indexes (`exact`: scan instead of HNSW).
+    pub fn index_config(&self, exact: bool) -> indigo_segment::IndexConfig {
+        indigo_segment::IndexConfig {
+            space: self.space,
+            max_neighbors: self.max_neighbors,
+            ef_construction: self.ef_construction,
+            ef_search: self.ef_search,
+            exact,
+            unindexed: self
+                .schema
+                .as_ref()
+                .map(schema::unindexed)
+                .unwrap_or_default(),
+        }
+    }
+
     /// The SPANN parameters the collection reports, if its index is reported as
     /// SPANN.
     fn spann(&self) -> Option<&Value> {

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use indigo_compactor::{Env, IndexConfig, Job, Jobs, Segment, Worker};
+use indigo_compactor::{Env, Job, Jobs, Segment, Worker};
 use indigo_executor::View;
 use indigo_health::Health;
 use indigo_log::{CollectionId, FileLog, Log, LogOffset};
@@ -886,13 +886,7 @@ impl Inner {
         Ok(Segment::open(
             &self.env,
             &self.collection_dir(id),
-            IndexConfig {
-                space: config.space,
-                max_neighbors: config.max_neighbors,
-                ef_construction: config.ef_construction,
-                ef_search: config.ef_search,
-                exact: self.options.exact_search,
-            },
+            config.index_config(self.options.exact_search),
             info.dimension.map(|d| d as usize),
             durable,
             &entries,

@@ -449,6 +449,33 @@ pub fn inverted_enabled(schema: &Value, key: &str, ty: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// The postings a collection with this schema does not keep (its switched-off
+/// inverted and full-text indexes).
+pub fn unindexed(schema: &Value) -> indigo_segment::Unindexed {
+    use indigo_segment::{Kinds, Unindexed};
+    let kinds = |on: &dyn Fn(&str) -> bool| Kinds {
+        strings: !on("string"),
+        numbers: !on("int") && !on("float"),
+        bools: !on("bool"),
+    };
+    let default_on = |ty: &str| {
+        let name = format!("{ty}_inverted_index");
+        enabled(&schema["defaults"][ty][&name]).unwrap_or(true)
+    };
+    let mut u = Unindexed {
+        trigrams: !fts_enabled(schema),
+        default: kinds(&default_on),
+        ..Default::default()
+    };
+    if let Some(keys) = schema["keys"].as_object() {
+        for key in keys.keys().filter(|k| !k.starts_with('#')) {
+            u.fields
+                .insert(key.clone(), kinds(&|ty| inverted_enabled(schema, key, ty)));
+        }
+    }
+    u
+}
+
 /// Refuses a filter that needs an index the schema switched off, with Chroma's
 /// messages (clients match on them).
 pub fn check_filter(schema: &Value, sel: &Selection) -> Result<()> {

@@ -21,7 +21,7 @@ use indigo_health::Health;
 use indigo_log::{CollectionId, Log, LogError};
 use indigo_object::Objects;
 use indigo_objlog::ObjectLog;
-use indigo_segment::{Env, IndexConfig, Segment};
+use indigo_segment::{Env, Segment};
 use indigo_types::WriteEntry;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -255,13 +255,7 @@ impl QueryNode {
         }
         let stored = CollectionConfig::from_stored(&t.collection.configuration)
             .map_err(|e| refuse(400, e))?;
-        let config = IndexConfig {
-            space: stored.space,
-            max_neighbors: stored.max_neighbors,
-            ef_construction: stored.ef_construction,
-            ef_search: stored.ef_search,
-            exact: false,
-        };
+        let config = stored.index_config(false);
         let mut empty_dir = None;
         let segment = match &t.version {
             Some((_, key)) => {

@@ -60,13 +60,7 @@ fn spawn(name: &str, every: Duration, mut f: impl FnMut() + Send + 'static) -> R
 
 pub fn index_config(configuration: &serde_json::Value) -> Option<IndexConfig> {
     let c = CollectionConfig::from_stored(configuration).ok()?;
-    Some(IndexConfig {
-        space: c.space,
-        max_neighbors: c.max_neighbors,
-        ef_construction: c.ef_construction,
-        ef_search: c.ef_search,
-        exact: false,
-    })
+    Some(c.index_config(false))
 }
 
 /// What a compactor needs.
