@@ -156,6 +156,24 @@ async fn a_schema_is_kept_and_decides_which_filters_are_served() {
         "an int filter on the key: {g}"
     );
 
+    // Keys written for the first time joined the schema, with the defaults'
+    // settings; listed keys kept theirs.
+    let (_, c) = call(&app, "GET", &format!("{BASE}/cols1"), json!(null)).await;
+    let keys = &c["schema"]["keys"];
+    assert_eq!(
+        keys["n"]["int"]["int_inverted_index"]["enabled"], true,
+        "{c}"
+    );
+    assert!(keys["n"]["string"].is_null(), "{c}");
+    assert_eq!(
+        keys["secret"]["string"]["string_inverted_index"]["enabled"],
+        false
+    );
+    assert_eq!(
+        keys["tag"]["string"]["string_inverted_index"]["enabled"],
+        true
+    );
+
     // Across a restart, by name and in the list, the schema is the same.
     let before = c["schema"].clone();
     drop(app);
@@ -266,6 +284,42 @@ async fn configuration_and_schema_reconcile() {
         .as_str()
         .unwrap()
         .contains("Sparse vector indexing is not enabled"));
+
+    // With string indexes off by default, a string key written for the first time
+    // joins the schema switched off, and filters on it are refused.
+    let strings_off = json!({"defaults": {"string": off("string_inverted_index")}});
+    let (s, c) = call(
+        &app,
+        "POST",
+        BASE,
+        json!({"name": "colr6", "schema": strings_off}),
+    )
+    .await;
+    assert_eq!(s, 200, "{c}");
+    let id = c["id"].as_str().unwrap();
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("{BASE}/{id}/add"),
+        json!({"ids": ["a"], "embeddings": [[1.0, 0.0]], "metadatas": [{"k": "v", "m": ["x", "y"]}]}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (_, c) = call(&app, "GET", &format!("{BASE}/colr6"), json!(null)).await;
+    for k in ["k", "m"] {
+        assert_eq!(
+            c["schema"]["keys"][k]["string"]["string_inverted_index"]["enabled"], false,
+            "{c}"
+        );
+    }
+    let (s, e) = call(
+        &app,
+        "POST",
+        &format!("{BASE}/{id}/get"),
+        json!({"where": {"k": "v"}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
 }
 
 #[tokio::test]

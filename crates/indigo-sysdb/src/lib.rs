@@ -134,6 +134,45 @@ pub struct Member {
     pub lease_until_ms: u64,
 }
 
+/// A schema keeps at most this many keys of its own; keys beyond are used and
+/// indexed by the defaults, but not listed.
+pub const MAX_SCHEMA_KEYS: usize = 1024;
+
+/// Adds each (key, value type) not yet in `configuration`'s schema, with the
+/// defaults' settings for that type (Chroma lists every key its compactor has
+/// seen). Nothing without a stored schema. Whether anything changed.
+pub fn add_schema_keys(configuration: &mut Value, keys: &[(String, &str)]) -> bool {
+    let Some(schema) = configuration.get_mut("schema").filter(|s| s.is_object()) else {
+        return false;
+    };
+    let defaults = schema["defaults"].clone();
+    if !schema["keys"].is_object() {
+        schema["keys"] = Value::Object(Default::default());
+    }
+    let Some(map) = schema["keys"].as_object_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    for (key, ty) in keys {
+        let Some(d) = defaults.get(*ty).filter(|d| d.is_object()) else {
+            continue;
+        };
+        if !map.contains_key(key) && map.len() >= MAX_SCHEMA_KEYS {
+            continue;
+        }
+        let entry = map
+            .entry(key.clone())
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Value::Object(e) = entry {
+            if !e.contains_key(*ty) {
+                e.insert((*ty).to_string(), d.clone());
+                changed = true;
+            }
+        }
+    }
+    changed
+}
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -172,6 +211,10 @@ pub trait SysDb: Send + Sync {
     fn update_collection(&self, id: &str, u: CollectionUpdate) -> Result<Collection>;
     /// Fixes the dimension if unset; errors if it is set to another value.
     fn set_dimension(&self, id: &str, dim: u32) -> Result<()>;
+    /// Adds metadata keys written for the first time to the schema kept in the
+    /// collection's configuration (see [`add_schema_keys`]), in one transaction so
+    /// concurrent writers lose none. The updated collection if anything changed.
+    fn discover_keys(&self, id: &str, keys: &[(String, &str)]) -> Result<Option<Collection>>;
     /// Deletes a collection and records its id among the deleted ones.
     fn delete_collection(&self, tenant: &str, database: &str, name: &str) -> Result<Collection>;
     /// Ids of deleted collections whose data may still be somewhere (the log).
@@ -676,6 +719,25 @@ impl SysDb for SqliteSysDb {
         let out = Self::collection_where(&tx, "c.id = ?1", &[&id])?.expect("exists");
         tx.commit()?;
         Ok(out)
+    }
+
+    fn discover_keys(&self, id: &str, keys: &[(String, &str)]) -> Result<Option<Collection>> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(mut c) = Self::collection_where(&tx, "c.id = ?1", &[&id])? else {
+            return Err(SysDbError::NotFound(format!(
+                "Collection [{id}] does not exist"
+            )));
+        };
+        if !add_schema_keys(&mut c.configuration, keys) {
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE collections SET configuration = ?2 WHERE id = ?1",
+            params![id, json_text(&c.configuration)],
+        )?;
+        tx.commit()?;
+        Ok(Some(c))
     }
 
     fn set_dimension(&self, id: &str, dim: u32) -> Result<()> {

@@ -474,6 +474,23 @@ impl SysDb for PgSysDb {
         })
     }
 
+    fn discover_keys(&self, id: &str, keys: &[(String, &str)]) -> Result<Option<Collection>> {
+        self.with(|tx| {
+            // The row lock keeps a concurrent discovery from losing ours.
+            let mut c = collection_where(tx, "c.id = $1 FOR UPDATE OF c", &[&id])?
+                .ok_or_else(|| SysDbError::NotFound(format!("Collection [{id}] does not exist")))?;
+            if !crate::add_schema_keys(&mut c.configuration, keys) {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE collections SET configuration = $2 WHERE id = $1",
+                &[&id, &json_text(&c.configuration)],
+            )
+            .map_err(pg)?;
+            Ok(Some(c))
+        })
+    }
+
     fn set_dimension(&self, id: &str, dim: u32) -> Result<()> {
         self.with(|tx| {
             let cur: Option<Option<i64>> = tx

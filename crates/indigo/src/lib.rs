@@ -175,6 +175,8 @@ struct Open {
     /// 0 until the first write fixes it.
     dim: AtomicU32,
     tail: indigo_executor::TailCache,
+    /// (key, value type) pairs this process has listed in the schema already.
+    discovered: Mutex<std::collections::HashSet<(String, &'static str)>>,
 }
 
 impl Open {
@@ -867,6 +869,7 @@ impl Inner {
             segment: RwLock::new(Arc::new(segment)),
             dim: AtomicU32::new(info.dimension.unwrap_or(0)),
             tail: Default::default(),
+            discovered: Default::default(),
         });
         self.open.write().insert(id.to_string(), open.clone());
         Ok(open)
@@ -1101,6 +1104,7 @@ impl Collection {
         if let Some(dim) = dim {
             self.fix_dimension(dim)?;
         }
+        self.discover_keys(&entry.records)?;
         self.inner.log.append(self.open.log_id, &entry.encode())?;
         if let Some(w) = &self.worker {
             w.notify();
@@ -1137,6 +1141,25 @@ impl Collection {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Lists metadata keys written for the first time in the collection's schema
+    /// (as Chroma's compactor does), before the write is acknowledged.
+    fn discover_keys(&self, records: &[RecordOp]) -> Result<()> {
+        let mut keys = schema::new_keys(self.schema(), records);
+        keys.retain(|k| !self.open.discovered.lock().contains(k));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if let Some(info) = self.inner.sysdb.discover_keys(&self.open.id, &keys)? {
+            catalogue::write_record(
+                &*self.inner.env.fs,
+                &self.inner.collection_dir(&self.open.id),
+                &info,
+            )?;
+        }
+        self.open.discovered.lock().extend(keys);
+        Ok(())
     }
 
     /// A handle outlives its collection: once deleted, it answers NotFound

@@ -449,6 +449,46 @@ pub fn inverted_enabled(schema: &Value, key: &str, ty: &str) -> bool {
         .unwrap_or(true)
 }
 
+/// The (key, value type) pairs of these records' metadata that `schema` does not
+/// list yet (reserved `#` keys aside; a list's elements count by their type).
+pub fn new_keys(schema: &Value, records: &[indigo_types::RecordOp]) -> Vec<(String, &'static str)> {
+    use indigo_types::MetaValue;
+    let Some(keys) = schema.get("keys").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    let ty = |s: &Scalar| match s {
+        Scalar::Str(_) => "string",
+        Scalar::Int(_) => "int",
+        Scalar::Float(_) => "float",
+        Scalar::Bool(_) => "bool",
+    };
+    let mut out: Vec<(String, &'static str)> = Vec::new();
+    for r in records {
+        for (k, v) in r.metadata.iter().flatten() {
+            let t = match v {
+                Some(MetaValue::Scalar(s)) => ty(s),
+                Some(MetaValue::List(l)) => match l.first() {
+                    Some(s) => ty(s),
+                    None => continue,
+                },
+                None => continue,
+            };
+            let listed = keys.get(k);
+            let known = listed.is_some_and(|e| e.get(t).is_some());
+            // A full schema lists no more keys (the catalogue would refuse them).
+            let full = listed.is_none() && keys.len() >= indigo_sysdb::MAX_SCHEMA_KEYS;
+            if !known
+                && !full
+                && !k.starts_with('#')
+                && !out.iter().any(|(ok, ot)| ok == k && *ot == t)
+            {
+                out.push((k.clone(), t));
+            }
+        }
+    }
+    out
+}
+
 /// The postings a collection with this schema does not keep (its switched-off
 /// inverted and full-text indexes).
 pub fn unindexed(schema: &Value) -> indigo_segment::Unindexed {

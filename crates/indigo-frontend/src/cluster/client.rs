@@ -502,6 +502,15 @@ impl RemoteCollection {
                 },
             }
         }
+        // Keys written for the first time join the schema before the write is
+        // acknowledged (Chroma lists every key its compactor has seen).
+        let keys = indigo::schema::new_keys(&self.info.configuration["schema"], &entry.records);
+        if !keys.is_empty() {
+            self.db
+                .sysdb
+                .discover_keys(&self.info.id, &keys)
+                .map_err(sys)?;
+        }
         self.db.append(&self.info.id, &entry.encode())?;
         Ok(())
     }
