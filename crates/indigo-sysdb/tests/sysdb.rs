@@ -378,3 +378,78 @@ fn a_postgres_catalogue_is_shared_by_every_connection() {
         1
     );
 }
+
+/// Keys discovered by concurrent writers all end up in the schema, with the
+/// defaults' settings for their type, and a listed key keeps its own.
+#[test]
+fn concurrent_discoveries_lose_no_key() {
+    each(|name, db| {
+        let off = json!({"enabled": false, "config": {}});
+        let on = json!({"enabled": true, "config": {}});
+        let mut n = new("discovering", false);
+        n.configuration = json!({"schema": {
+            "defaults": {"string": {"string_inverted_index": on}, "int": {"int_inverted_index": off}},
+            "keys": {"mine": {"string": {"string_inverted_index": off}}},
+        }});
+        let (c, _) = db.create_collection(n).unwrap();
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                let id = c.id.clone();
+                s.spawn(move || {
+                    for i in 0..25 {
+                        let keys = vec![
+                            (format!("k{w}_{i}"), "string"),
+                            ("mine".to_string(), "string"),
+                        ];
+                        db.discover_keys(&id, &keys).unwrap();
+                    }
+                });
+            }
+        });
+        // An unknown value type, or no schema at all, changes nothing.
+        assert!(db
+            .discover_keys(&c.id, &[("x".into(), "nope")])
+            .unwrap()
+            .is_none());
+        let got = db.get_collection_by_id(&c.id).unwrap().configuration;
+        let keys = got["schema"]["keys"].as_object().unwrap();
+        assert_eq!(keys.len(), 101, "{name}");
+        assert_eq!(
+            keys["k3_24"]["string"]["string_inverted_index"]["enabled"], true,
+            "{name}"
+        );
+        assert_eq!(
+            keys["mine"]["string"]["string_inverted_index"]["enabled"], false,
+            "{name}"
+        );
+        let changed = db
+            .discover_keys(&c.id, &[("k0_0".into(), "int")])
+            .unwrap()
+            .unwrap();
+        let k = &changed.configuration["schema"]["keys"]["k0_0"];
+        assert_eq!(
+            k["int"]["int_inverted_index"]["enabled"], false,
+            "{name}: {k}"
+        );
+        assert!(k["string"].is_object(), "{name}");
+        let (plain, _) = db.create_collection(new("schemaless", false)).unwrap();
+        assert!(db
+            .discover_keys(&plain.id, &[("a".into(), "string")])
+            .unwrap()
+            .is_none());
+    });
+}
+
+#[test]
+fn a_schema_lists_at_most_max_schema_keys() {
+    let mut c =
+        json!({"schema": {"defaults": {"bool": {"bool_inverted_index": {"enabled": true}}}}});
+    let keys: Vec<(String, &str)> = (0..indigo_sysdb::MAX_SCHEMA_KEYS + 10)
+        .map(|i| (format!("k{i}"), "bool"))
+        .collect();
+    assert!(indigo_sysdb::add_schema_keys(&mut c, &keys));
+    assert_eq!(
+        c["schema"]["keys"].as_object().unwrap().len(),
+        indigo_sysdb::MAX_SCHEMA_KEYS
+    );
+}
