@@ -285,6 +285,17 @@ async fn configuration_and_schema_reconcile() {
         .unwrap()
         .contains("Sparse vector indexing is not enabled"));
 
+    // A schema of the wrong shape is refused, whole.
+    for bad in [
+        json!({"keys": {"tag": null}}),
+        json!({"keys": {"tag": {"string": {"string_inverted_index": {"enabled": "false"}}}}}),
+        json!({"defaults": []}),
+        json!([]),
+    ] {
+        let (s, e) = call(&app, "POST", BASE, json!({"name": "colr7", "schema": bad})).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+    }
+
     // With string indexes off by default, a string key written for the first time
     // joins the schema switched off, and filters on it are refused.
     let strings_off = json!({"defaults": {"string": off("string_inverted_index")}});
@@ -374,6 +385,15 @@ async fn a_node_reporting_spann_keeps_its_settings_and_lets_search_ones_change()
         .await;
         assert_eq!(s, 400, "{bad}: {e}");
     }
+    // An hnsw setting on a spann collection would not be kept: refused.
+    let (s, e) = call(
+        &app,
+        "PUT",
+        &format!("{BASE}/{id}"),
+        json!({"new_configuration": {"hnsw": {"ef_search": 300}}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
     let (_, c) = call(&app, "GET", &format!("{BASE}/colp1"), json!(null)).await;
     assert_eq!(spann(&c)["search_nprobe"], 32);
 

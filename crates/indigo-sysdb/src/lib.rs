@@ -134,6 +134,34 @@ pub struct Member {
     pub lease_until_ms: u64,
 }
 
+/// A new configuration (a modify, computed from an older read) keeps the schema
+/// keys `current` has and it lacks: keys discovered meanwhile are not lost.
+pub(crate) fn keep_discovered(new: &Value, current: &Value) -> Value {
+    let mut out = new.clone();
+    let (Some(cur), Some(Value::Object(keys))) = (
+        current["schema"]["keys"].as_object(),
+        out.get_mut("schema").and_then(|s| s.get_mut("keys")),
+    ) else {
+        return out;
+    };
+    for (k, v) in cur {
+        match keys.get_mut(k) {
+            None => {
+                keys.insert(k.clone(), v.clone());
+            }
+            Some(Value::Object(mine)) => {
+                if let Value::Object(theirs) = v {
+                    for (ty, t) in theirs {
+                        mine.entry(ty.clone()).or_insert_with(|| t.clone());
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    out
+}
+
 /// A schema keeps at most this many keys of its own; keys beyond are used and
 /// indexed by the defaults, but not listed.
 pub const MAX_SCHEMA_KEYS: usize = 1024;
@@ -713,7 +741,10 @@ impl SysDb for SqliteSysDb {
                 id,
                 u.name.as_deref().unwrap_or(&cur.name),
                 u.metadata.as_ref().or(cur.metadata.as_ref()).map(json_text),
-                json_text(u.configuration.as_ref().unwrap_or(&cur.configuration)),
+                json_text(&u.configuration.as_ref().map_or_else(
+                    || cur.configuration.clone(),
+                    |c| keep_discovered(c, &cur.configuration)
+                )),
             ],
         )?;
         let out = Self::collection_where(&tx, "c.id = ?1", &[&id])?.expect("exists");

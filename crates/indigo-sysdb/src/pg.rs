@@ -460,7 +460,10 @@ impl SysDb for PgSysDb {
                     &id,
                     &name,
                     &u.metadata.as_ref().or(cur.metadata.as_ref()).map(json_text),
-                    &json_text(u.configuration.as_ref().unwrap_or(&cur.configuration)),
+                    &json_text(&u.configuration.as_ref().map_or_else(
+                        || cur.configuration.clone(),
+                        |c| crate::keep_discovered(c, &cur.configuration),
+                    )),
                 ],
             )
             .map_err(|e| {

@@ -432,6 +432,28 @@ fn concurrent_discoveries_lose_no_key() {
             "{name}: {k}"
         );
         assert!(k["string"].is_object(), "{name}");
+        // A modify computed from a read before a discovery keeps the key found.
+        let before = db.get_collection_by_id(&c.id).unwrap().configuration;
+        db.discover_keys(&c.id, &[("late".into(), "string")])
+            .unwrap();
+        let mut modified = before.clone();
+        modified["hnsw"] = json!({"ef_search": 7});
+        let after = db
+            .update_collection(
+                &c.id,
+                CollectionUpdate {
+                    name: None,
+                    metadata: None,
+                    configuration: Some(modified),
+                },
+            )
+            .unwrap()
+            .configuration;
+        assert_eq!(after["hnsw"]["ef_search"], 7, "{name}");
+        assert!(
+            after["schema"]["keys"]["late"]["string"].is_object(),
+            "{name}: {after}"
+        );
         let (plain, _) = db.create_collection(new("schemaless", false)).unwrap();
         assert!(db
             .discover_keys(&plain.id, &[("a".into(), "string")])

@@ -312,6 +312,14 @@ impl CollectionConfig {
                 }
             }
         }
+        if !creating && self.spann().is_some() && hnsw.is_some_and(|h| !h.is_null()) {
+            // What is stored for it is spann's settings: an hnsw one would be lost.
+            return Err(Error::InvalidArgument(
+                "a collection's index type is fixed when it is created; this one's is spann, \
+                 so hnsw settings cannot be changed (change spann's search_nprobe or ef_search)"
+                    .into(),
+            ));
+        }
         let Some(hnsw) = hnsw else { return Ok(()) };
         let Value::Object(h) = hnsw else {
             if hnsw.is_null() {

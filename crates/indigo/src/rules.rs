@@ -51,13 +51,64 @@ const SYSTEM_KEYS: [&str; 2] = ["#document", "#embedding"];
 
 /// A collection's schema as sent on create, checked as Chroma's server checks it
 /// (`validate_schema`): user keys may not start with `#`, and a sparse vector
-/// index may take its source only from `#document` among the reserved keys.
-/// (Indigo does not keep a schema yet: see docs/dev/schema-api-plan.md.)
+/// index may take its source only from `#document` among the reserved keys. Its
+/// shape is checked too: objects of value types of objects of indexes, whose
+/// `enabled` is a bool; at most `MAX_SCHEMA_KEYS` keys.
 pub fn check_collection_schema(schema: &Value) -> Result<()> {
-    let Some(keys) = schema.get("keys").and_then(Value::as_object) else {
-        return Ok(());
+    let bad = |what: String| {
+        Err(Error::InvalidArgument(format!(
+            "Invalid schema input: {what}"
+        )))
     };
+    let top = match schema {
+        Value::Null => return Ok(()),
+        Value::Object(top) => top,
+        _ => return bad(format!("a schema must be an object, got {schema}")),
+    };
+    let shape = |at: &str, types: &Value| -> Result<()> {
+        let Value::Object(types) = types else {
+            return bad(format!(
+                "{at} must be an object of value types, got {types}"
+            ));
+        };
+        for (ty, indexes) in types {
+            let Value::Object(indexes) = indexes else {
+                if indexes.is_null() {
+                    continue;
+                }
+                return bad(format!(
+                    "{at}.{ty} must be an object of indexes, got {indexes}"
+                ));
+            };
+            for (name, ix) in indexes {
+                let enabled = &ix["enabled"];
+                if !ix.is_null() && !(ix.is_object() && (enabled.is_boolean() || enabled.is_null()))
+                {
+                    return bad(format!(
+                        "{at}.{ty}.{name} must be an index with a bool `enabled`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Some(d) = top.get("defaults").filter(|d| !d.is_null()) {
+        shape("defaults", d)?;
+    }
+    let keys = match top.get("keys") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Object(keys)) => keys,
+        Some(k) => return bad(format!("keys must be an object, got {k}")),
+    };
+    if keys.len() > indigo_sysdb::MAX_SCHEMA_KEYS + SYSTEM_KEYS.len() {
+        return bad(format!(
+            "a schema may list at most {} keys, got {}",
+            indigo_sysdb::MAX_SCHEMA_KEYS,
+            keys.len()
+        ));
+    }
     for (key, types) in keys {
+        shape(&format!("keys.{key}"), types)?;
         if key.starts_with('#') && !SYSTEM_KEYS.contains(&key.as_str()) {
             return Err(Error::InvalidArgument(format!(
                 "key cannot begin with '#'. Keys starting with '#' are reserved for system use: {key}"

@@ -463,6 +463,7 @@ pub fn new_keys(schema: &Value, records: &[indigo_types::RecordOp]) -> Vec<(Stri
         Scalar::Bool(_) => "bool",
     };
     let mut out: Vec<(String, &'static str)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for r in records {
         for (k, v) in r.metadata.iter().flatten() {
             let t = match v {
@@ -474,14 +475,11 @@ pub fn new_keys(schema: &Value, records: &[indigo_types::RecordOp]) -> Vec<(Stri
                 None => continue,
             };
             let listed = keys.get(k);
-            let known = listed.is_some_and(|e| e.get(t).is_some());
+            // A key listed as something other than an object cannot take types.
+            let known = listed.is_some_and(|e| !e.is_object() || e.get(t).is_some());
             // A full schema lists no more keys (the catalogue would refuse them).
-            let full = listed.is_none() && keys.len() >= indigo_sysdb::MAX_SCHEMA_KEYS;
-            if !known
-                && !full
-                && !k.starts_with('#')
-                && !out.iter().any(|(ok, ot)| ok == k && *ot == t)
-            {
+            let full = listed.is_none() && keys.len() + seen.len() >= indigo_sysdb::MAX_SCHEMA_KEYS;
+            if !known && !full && !k.starts_with('#') && seen.insert((k.as_str(), t)) {
                 out.push((k.clone(), t));
             }
         }
