@@ -281,12 +281,7 @@ def test_fork_through_the_official_client(server, client):
     col = client.create_collection("src", metadata={"k": "v"})
     col.add(ids=[f"r{i}" for i in range(300)], embeddings=[[i, 1.0, 2.0] for i in range(300)],
             documents=[f"doc {i}" for i in range(300)])
-    if not isinstance(server, Server):
-        # A cluster does not fork yet: it says so, and counts no forks.
-        r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "xxx"})
-        assert r.status_code == 501 and "single node" in r.json()["message"]
-        assert col.fork_count() == 0
-        return
+    # Both modes: one node hard-links files, a cluster shares version objects.
     assert col.fork_count() == 0
     fork = col.fork("fork")
     assert fork.name == "fork" and fork.id != col.id and fork.metadata == {"k": "v"}

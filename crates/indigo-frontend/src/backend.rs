@@ -157,18 +157,17 @@ impl Db {
         both!(self, d => d.delete_collection(tenant, database, name))
     }
     /// A copy-on-write fork of collection `id` named `new_name`; `None` where
-    /// forks are not served (a cluster does not fork yet).
+    /// forks are not served (a cluster frontend built without a log for them).
     pub fn fork_collection(&self, id: &str, new_name: &str) -> Option<Result<CollectionInfo>> {
         match self {
             Db::Local(d) => Some(d.fork_collection(id, new_name).map(|(c, _)| c)),
-            Db::Cluster(_) => None,
+            Db::Cluster(d) => d.fork_collection(id, new_name),
         }
     }
     pub fn fork_count(&self, id: &str) -> Result<u64> {
         match self {
             Db::Local(d) => d.fork_count(id),
-            // Nothing is forked in a cluster yet.
-            Db::Cluster(d) => d.get_collection_by_id(id).map(|_| 0),
+            Db::Cluster(d) => d.fork_count(id),
         }
     }
 }

@@ -1253,8 +1253,8 @@ async fn fork(
         match db.fork_collection(src.id(), &name) {
             Some(r) => Ok(r?),
             None => Err(ApiError::unsupported(
-                "forking a collection is not served by Indigo's distributed mode yet; \
-                 fork on a single node (indigo run)",
+                "this frontend does not serve forks (it was started without the log \
+                 they are seeded through)",
             )),
         }
     })

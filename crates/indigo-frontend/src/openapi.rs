@@ -40,7 +40,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/count", "Counts records.", "200"),
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/indexing_status", "How much of the log is indexed.", "200"),
     ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/search", "Searches with filters, KNN rank expressions, limit and select.", "200"),
-    ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/fork", "Forks the collection (copy-on-write) into new_name; a cluster answers 501.", "200"),
+    ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/fork", "Forks the collection (copy-on-write) into new_name.", "200"),
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/fork_count", "How many forks the collection's fork tree holds.", "200"),
     ("post", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/functions/attach", "Distributed Chroma only: answers 501.", "501"),
     ("get", "/api/v2/tenants/{tenant}/databases/{database}/collections/{collection}/functions/{name}", "Distributed Chroma only: answers 501.", "501"),

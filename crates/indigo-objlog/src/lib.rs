@@ -68,6 +68,12 @@ fn hex(id: &[u8]) -> String {
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Every object of `c`'s log is under this prefix (a deleted collection's log
+/// is removed by listing it).
+pub fn prefix(c: CollectionId) -> String {
+    format!("log/{}/", hex(&c.0))
+}
+
 fn manifest_key(c: CollectionId) -> String {
     format!("log/{}/manifest", hex(&c.0))
 }
@@ -748,6 +754,56 @@ impl ObjectLog {
             Err(e) => return Err(io("read log manifest", e)),
         }
         Ok(LogOffset(st.manifest.as_ref().unwrap().0.head))
+    }
+
+    /// Starts the new log of `c` so that it continues another's numbering:
+    /// its first record gets offset `after + 1`, and `payloads` are its first
+    /// records, in order (a distributed fork: the source's unfolded tail, above
+    /// the version the fork shares). Fails with `Fenced` if `c` already has a
+    /// log. The head afterwards.
+    pub fn seed(
+        &self,
+        c: CollectionId,
+        after: LogOffset,
+        payloads: &[Arc<[u8]>],
+    ) -> Result<LogOffset, LogError> {
+        let key = manifest_key(c);
+        let empty = Manifest {
+            next_seq: 1,
+            head: after.0,
+            truncated: after.0,
+            ..Default::default()
+        };
+        let etag = match self.retry(|| self.objects.put(&key, &empty.encode(), PutMode::IfAbsent)) {
+            Ok(e) => e,
+            Err(ObjectError::AlreadyExists(_) | ObjectError::PreconditionFailed(_)) => {
+                return Err(LogError::Fenced(format!(
+                    "collection {} already has a log; a new log cannot be seeded over it",
+                    hex(&c.0)
+                )))
+            }
+            Err(e) => return Err(io("write log manifest", e)),
+        };
+        let mut base = (empty, Some(etag));
+        let mut rest = payloads;
+        while !rest.is_empty() {
+            let mut size = 0;
+            let n = rest
+                .iter()
+                .take_while(|p| {
+                    size += p.len();
+                    size <= self.opts.fragment_bytes || size == p.len()
+                })
+                .count();
+            let (result, after) = self.commit(c, base, &rest[..n]);
+            result?;
+            base = after.ok_or_else(|| {
+                LogError::Ambiguous(format!("seeding {}'s log lost its manifest", hex(&c.0)))
+            })?;
+            rest = &rest[n..];
+        }
+        self.forget(c);
+        Ok(LogOffset(base.0.head))
     }
 
     /// Forgets what this instance knows of `c`, so the next call reads the store.

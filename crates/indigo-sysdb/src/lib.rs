@@ -42,6 +42,11 @@ pub enum SysDbError {
     /// Another backend's failure (PostgreSQL), with its message.
     #[error("system database error: {0}")]
     Backend(String),
+    /// What the request relied on changed meanwhile (a fork's source version
+    /// was dropped, or its intent was claimed as abandoned): nothing changed;
+    /// the request may be sent again.
+    #[error("{0}")]
+    Stale(String),
     #[error("system database {path} has schema version {found}; this build knows up to {known}: upgrade Indigo")]
     TooNew {
         path: String,
@@ -108,6 +113,17 @@ pub struct IndexVersion {
     pub location: Value,
     /// When it was committed (ms since the epoch; set by the system database).
     pub created_ms: u64,
+}
+
+/// A fork ready to be committed: its log is seeded to continue `version`'s
+/// offset (see [`SysDb::commit_fork`]).
+#[derive(Debug, Clone)]
+pub struct ForkCommit<'a> {
+    pub id: &'a str,
+    pub source: &'a str,
+    pub name: &'a str,
+    /// The source's version the fork starts from, as read (none yet: `None`).
+    pub version: Option<&'a IndexVersion>,
 }
 
 impl IndexVersion {
@@ -266,6 +282,26 @@ pub trait SysDb: Send + Sync {
     /// Forgets these versions (their files are being deleted). The current one is
     /// never dropped.
     fn drop_index_versions(&self, collection: &str, versions: &[i64]) -> Result<()>;
+    /// Every index version recorded, of every collection, read at one moment
+    /// (garbage collection marks what they name: with forks, a version may name
+    /// another collection's files).
+    fn all_index_versions(&self) -> Result<Vec<IndexVersion>>;
+    /// Records the intent to fork `source` into the new id `id`, before the
+    /// fork's log is written (so an abandoned fork's log is found and removed).
+    fn begin_fork(&self, id: &str, source: &str) -> Result<()>;
+    /// Makes the fork a collection, in one transaction: its intent is consumed
+    /// (gone: `Stale`), the source must exist (`NotFound`) and so must the
+    /// version it starts from (dropped meanwhile: `Stale`); the new collection
+    /// copies the source's metadata, configuration and dimension, has that
+    /// version as its current one, and joins the source's fork tree.
+    fn commit_fork(&self, f: &ForkCommit<'_>) -> Result<Collection>;
+    /// Gives up fork intents begun at or before `started_before_ms` (with `id`, only
+    /// that one): each becomes a deleted collection, so what its log holds is
+    /// removed. The ids given up; a fork whose intent is gone cannot commit.
+    fn abandon_forks(&self, id: Option<&str>, started_before_ms: u64) -> Result<Vec<String>>;
+    /// Chroma's fork count: the collections of `id`'s fork tree that exist,
+    /// less one (0 for a collection never forked; the same for every member).
+    fn fork_count(&self, id: &str) -> Result<u64>;
     /// Takes or renews `m`'s lease until `m.lease_until_ms`.
     fn heartbeat(&self, m: &Member) -> Result<()>;
     /// Members whose lease has not ended, of `role` (or all).
@@ -321,6 +357,12 @@ const MIGRATIONS: &[&str] = &[
         collection_id TEXT PRIMARY KEY,
         root TEXT NOT NULL);
      CREATE INDEX forks_root ON forks (root);",
+    // Forks begun (the distributed fork writes its log before its catalogue
+    // entry; an intent left behind is given up and its log removed).
+    "CREATE TABLE pending_forks (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        started_ms INTEGER NOT NULL);",
 ];
 
 pub struct SqliteSysDb {
@@ -383,19 +425,6 @@ impl SqliteSysDb {
             params![id, now],
         )?;
         Ok(())
-    }
-
-    /// Chroma's fork count: the collections of `id`'s fork tree that exist, less
-    /// one (so 0 for a collection never forked; the same for every member).
-    pub fn fork_count(&self, id: &str) -> Result<u64> {
-        let conn = self.conn.lock();
-        let n: i64 = conn.query_row(
-            "SELECT count(*) FROM forks f JOIN collections c ON c.id = f.collection_id
-             WHERE f.root = (SELECT coalesce((SELECT root FROM forks WHERE collection_id = ?1), ?1))",
-            [id],
-            |r| r.get(0),
-        )?;
-        Ok((n as u64).saturating_sub(1))
     }
 
     /// An in-memory catalogue (for tests).
@@ -923,6 +952,146 @@ impl SysDb for SqliteSysDb {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn all_index_versions(&self) -> Result<Vec<IndexVersion>> {
+        let conn = self.conn.lock();
+        let mut st = conn.prepare(
+            "SELECT version, log_offset, location, created_ms, collection_id FROM index_versions
+             ORDER BY collection_id, version",
+        )?;
+        let rows = st.query_map([], |r| {
+            let c: String = r.get(4)?;
+            index_version_row(&c, r)
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn begin_fork(&self, id: &str, source: &str) -> Result<()> {
+        self.conn.lock().execute(
+            "INSERT INTO pending_forks (id, source, started_ms) VALUES (?1, ?2, ?3)",
+            params![id, source, now_ms() as i64],
+        )?;
+        Ok(())
+    }
+
+    fn commit_fork(&self, f: &ForkCommit<'_>) -> Result<Collection> {
+        check_name("collection", f.name)?;
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if tx.execute("DELETE FROM pending_forks WHERE id = ?1", [f.id])? == 0 {
+            return Err(SysDbError::Stale(format!(
+                "the fork {} was given up as abandoned; fork again",
+                f.id
+            )));
+        }
+        let src = Self::collection_where(&tx, "c.id = ?1", &[&f.source])?.ok_or_else(|| {
+            SysDbError::NotFound(format!("Collection [{}] does not exist", f.source))
+        })?;
+        if let Some(v) = f.version {
+            let there: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM index_versions WHERE collection_id = ?1 AND version = ?2",
+                    params![f.source, v.version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if there.is_none() {
+                return Err(SysDbError::Stale(format!(
+                    "version {} of collection {} was dropped while it was being forked; \
+                     fork again",
+                    v.version, f.source
+                )));
+            }
+        }
+        let db = Self::database_id(&tx, &src.tenant, &src.database)?;
+        let taken: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM collections WHERE database_id = ?1 AND name = ?2",
+                params![db, f.name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if taken.is_some() {
+            return Err(SysDbError::AlreadyExists(format!(
+                "Collection [{}] already exists",
+                f.name
+            )));
+        }
+        tx.execute(
+            "INSERT INTO collections (id, name, database_id, metadata, configuration, dimension)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                f.id,
+                f.name,
+                db,
+                src.metadata.as_ref().map(json_text),
+                json_text(&src.configuration),
+                src.dimension
+            ],
+        )?;
+        if let Some(v) = f.version {
+            tx.execute(
+                "INSERT INTO index_versions (collection_id, version, log_offset, location, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![f.id, v.version, v.log_offset as i64, json_text(&v.location), now_ms() as i64],
+            )?;
+        }
+        let root: String = tx
+            .query_row(
+                "SELECT root FROM forks WHERE collection_id = ?1",
+                [f.source],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| f.source.to_string());
+        tx.execute(
+            "INSERT OR IGNORE INTO forks (collection_id, root) VALUES (?1, ?2)",
+            params![f.source, root],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO forks (collection_id, root) VALUES (?1, ?2)",
+            params![f.id, root],
+        )?;
+        let made = Self::collection_where(&tx, "c.id = ?1", &[&f.id])?.expect("just inserted");
+        tx.commit()?;
+        Ok(made)
+    }
+
+    fn abandon_forks(&self, id: Option<&str>, started_before_ms: u64) -> Result<Vec<String>> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<String> = {
+            let mut st = tx.prepare(
+                "SELECT id FROM pending_forks WHERE (?1 IS NULL OR id = ?1) AND started_ms <= ?2",
+            )?;
+            let rows = st.query_map(
+                params![id, started_before_ms.min(i64::MAX as u64) as i64],
+                |r| r.get(0),
+            )?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let now = (now_ms() / 1000) as i64;
+        for i in &ids {
+            tx.execute("DELETE FROM pending_forks WHERE id = ?1", [i])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO deleted_collections (id, deleted_at) VALUES (?1, ?2)",
+                params![i, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn fork_count(&self, id: &str) -> Result<u64> {
+        let conn = self.conn.lock();
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM forks f JOIN collections c ON c.id = f.collection_id
+             WHERE f.root = (SELECT coalesce((SELECT root FROM forks WHERE collection_id = ?1), ?1))",
+            [id],
+            |r| r.get(0),
+        )?;
+        Ok((n as u64).saturating_sub(1))
     }
 
     fn heartbeat(&self, m: &Member) -> Result<()> {

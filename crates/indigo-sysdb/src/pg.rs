@@ -10,13 +10,15 @@ use postgres::{Client, NoTls, Row, Transaction};
 use serde_json::Value;
 
 use crate::{
-    check_name, json_text, now_ms, Collection, CollectionUpdate, Database, IndexVersion, Member,
-    NewCollection, Result, SysDb, SysDbError, DEFAULT_DATABASE, DEFAULT_TENANT,
+    check_name, json_text, now_ms, Collection, CollectionUpdate, Database, ForkCommit,
+    IndexVersion, Member, NewCollection, Result, SysDb, SysDbError, DEFAULT_DATABASE,
+    DEFAULT_TENANT,
 };
 
 /// Schema migrations, applied in order under an advisory lock; `schema_version`
 /// counts those applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE tenants (name TEXT PRIMARY KEY);
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE tenants (name TEXT PRIMARY KEY);
      CREATE TABLE databases (
         seq BIGSERIAL,
         id TEXT PRIMARY KEY,
@@ -53,7 +55,21 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tenants (name TEXT PRIMARY KEY);
         id TEXT PRIMARY KEY,
         role TEXT NOT NULL,
         address TEXT NOT NULL,
-        lease_until_ms BIGINT NOT NULL);"];
+        lease_until_ms BIGINT NOT NULL);",
+    // Forks: lineage, intents begun (a fork writes its log before its catalogue
+    // row), and index versions no longer outliving their collection (a deleted
+    // collection's rows would pin files that forks do not name).
+    "CREATE TABLE forks (
+        collection_id TEXT PRIMARY KEY,
+        root TEXT NOT NULL);
+     CREATE INDEX forks_root ON forks (root);
+     CREATE TABLE pending_forks (
+        id TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        started_ms BIGINT NOT NULL);
+     DELETE FROM index_versions v
+      WHERE NOT EXISTS (SELECT 1 FROM collections c WHERE c.id = v.collection_id);",
+];
 
 /// An arbitrary key for the advisory lock that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x0001_d160_5e5d;
@@ -533,6 +549,13 @@ impl SysDb for PgSysDb {
             .ok_or_else(|| SysDbError::NotFound(format!("Collection [{name}] does not exist")))?;
             tx.execute("DELETE FROM collections WHERE id = $1", &[&c.id])
                 .map_err(pg)?;
+            // Its versions go with it: what they name is the deleted
+            // collection's to remove, except files a fork's versions name.
+            tx.execute(
+                "DELETE FROM index_versions WHERE collection_id = $1",
+                &[&c.id],
+            )
+            .map_err(pg)?;
             tx.execute(
                 "INSERT INTO deleted_collections (id, deleted_at) VALUES ($1, $2)
                  ON CONFLICT (id) DO UPDATE SET deleted_at = excluded.deleted_at",
@@ -665,6 +688,162 @@ impl SysDb for PgSysDb {
             )
             .map_err(pg)?;
             Ok(())
+        })
+    }
+
+    fn all_index_versions(&self) -> Result<Vec<IndexVersion>> {
+        self.with(|tx| {
+            Ok(tx
+                .query(
+                    "SELECT version, log_offset, location, created_ms, collection_id
+                     FROM index_versions ORDER BY collection_id, version",
+                    &[],
+                )
+                .map_err(pg)?
+                .iter()
+                .map(|r| index_version(r.get(4), r))
+                .collect())
+        })
+    }
+
+    fn begin_fork(&self, id: &str, source: &str) -> Result<()> {
+        self.with(|tx| {
+            tx.execute(
+                "INSERT INTO pending_forks (id, source, started_ms) VALUES ($1, $2, $3)",
+                &[&id, &source, &(now_ms() as i64)],
+            )
+            .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn commit_fork(&self, f: &ForkCommit<'_>) -> Result<Collection> {
+        check_name("collection", f.name)?;
+        self.with(|tx| {
+            let n = tx
+                .execute("DELETE FROM pending_forks WHERE id = $1", &[&f.id])
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(SysDbError::Stale(format!(
+                    "the fork {} was given up as abandoned; fork again",
+                    f.id
+                )));
+            }
+            // FOR SHARE: the source and its version cannot be deleted or
+            // dropped until this commits (and then the fork names the files).
+            let src = tx
+                .query_opt(
+                    "SELECT database_id, metadata, configuration, dimension
+                     FROM collections WHERE id = $1 FOR SHARE",
+                    &[&f.source],
+                )
+                .map_err(pg)?
+                .ok_or_else(|| {
+                    SysDbError::NotFound(format!("Collection [{}] does not exist", f.source))
+                })?;
+            if let Some(v) = f.version {
+                let there = tx
+                    .query_opt(
+                        "SELECT 1 FROM index_versions WHERE collection_id = $1 AND version = $2
+                         FOR SHARE",
+                        &[&f.source, &v.version],
+                    )
+                    .map_err(pg)?;
+                if there.is_none() {
+                    return Err(SysDbError::Stale(format!(
+                        "version {} of collection {} was dropped while it was being forked; \
+                         fork again",
+                        v.version, f.source
+                    )));
+                }
+            }
+            let db: String = src.get(0);
+            let metadata: Option<String> = src.get(1);
+            let configuration: String = src.get(2);
+            let dimension: Option<i64> = src.get(3);
+            let index_version = f.version.map_or(0, |v| v.version);
+            let n = tx
+                .execute(
+                    "INSERT INTO collections
+                       (id, name, database_id, metadata, configuration, dimension, index_version)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (database_id, name) DO NOTHING",
+                    &[&f.id, &f.name, &db, &metadata, &configuration, &dimension, &index_version],
+                )
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(SysDbError::AlreadyExists(format!(
+                    "Collection [{}] already exists",
+                    f.name
+                )));
+            }
+            if let Some(v) = f.version {
+                tx.execute(
+                    "INSERT INTO index_versions (collection_id, version, log_offset, location, created_ms)
+                     VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &f.id,
+                        &v.version,
+                        &(v.log_offset as i64),
+                        &json_text(&v.location),
+                        &(now_ms() as i64),
+                    ],
+                )
+                .map_err(pg)?;
+            }
+            let root: String = tx
+                .query_opt("SELECT root FROM forks WHERE collection_id = $1", &[&f.source])
+                .map_err(pg)?
+                .map_or_else(|| f.source.to_string(), |r| r.get(0));
+            tx.execute(
+                "INSERT INTO forks (collection_id, root) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&f.source, &root],
+            )
+            .map_err(pg)?;
+            tx.execute(
+                "INSERT INTO forks (collection_id, root) VALUES ($1, $2)
+                 ON CONFLICT (collection_id) DO UPDATE SET root = excluded.root",
+                &[&f.id, &root],
+            )
+            .map_err(pg)?;
+            Ok(collection_where(tx, "c.id = $1", &[&f.id])?.expect("just inserted"))
+        })
+    }
+
+    fn abandon_forks(&self, id: Option<&str>, started_before_ms: u64) -> Result<Vec<String>> {
+        self.with(|tx| {
+            let ids: Vec<String> = tx
+                .query(
+                    "DELETE FROM pending_forks WHERE ($1::TEXT IS NULL OR id = $1) AND started_ms <= $2
+                     RETURNING id",
+                    &[&id, &(started_before_ms.min(i64::MAX as u64) as i64)],
+                )
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            for i in &ids {
+                tx.execute(
+                    "INSERT INTO deleted_collections (id, deleted_at) VALUES ($1, $2)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[i, &((now_ms() / 1000) as i64)],
+                )
+                .map_err(pg)?;
+            }
+            Ok(ids)
+        })
+    }
+
+    fn fork_count(&self, id: &str) -> Result<u64> {
+        self.with(|tx| {
+            let n: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM forks f JOIN collections c ON c.id = f.collection_id
+                     WHERE f.root = coalesce((SELECT root FROM forks WHERE collection_id = $1), $1)",
+                    &[&id],
+                )
+                .map_err(pg)?
+                .get(0);
+            Ok((n as u64).saturating_sub(1))
         })
     }
 

@@ -3,8 +3,8 @@
 //! one and sets `INDIGO_REQUIRE_SERVICES=1`, so it cannot be skipped there).
 
 use indigo_sysdb::{
-    CollectionUpdate, IndexVersion, Member, NewCollection, PgSysDb, SqliteSysDb, SysDb, SysDbError,
-    DEFAULT_DATABASE, DEFAULT_TENANT,
+    CollectionUpdate, ForkCommit, IndexVersion, Member, NewCollection, PgSysDb, SqliteSysDb, SysDb,
+    SysDbError, DEFAULT_DATABASE, DEFAULT_TENANT,
 };
 use serde_json::json;
 
@@ -474,4 +474,142 @@ fn a_schema_lists_at_most_max_schema_keys() {
         c["schema"]["keys"].as_object().unwrap().len(),
         indigo_sysdb::MAX_SCHEMA_KEYS
     );
+}
+
+#[test]
+fn forks_commit_once_from_a_version_that_is_still_there() {
+    each(|_, db| forks_commit_once_on(db));
+}
+
+fn forks_commit_once_on(db: &dyn SysDb) {
+    let (src, _) = db.create_collection(new("src", false)).unwrap();
+    db.set_dimension(&src.id, 3).unwrap();
+    let v = |version, log_offset| IndexVersion {
+        collection: src.id.clone(),
+        version,
+        log_offset,
+        location: json!({"key": format!("col/{}/v/{version}", src.id), "ops": log_offset}),
+        created_ms: 0,
+    };
+    assert!(db.commit_index_version(&v(1, 5), 0).unwrap());
+    assert!(db.commit_index_version(&v(2, 9), 1).unwrap());
+    let latest = db.latest_index_version(&src.id).unwrap().unwrap();
+    let fork_id = "f0000000-0000-4000-8000-000000000001";
+
+    // Without an intent (or with one given up) nothing commits.
+    let commit = |name, version| ForkCommit {
+        id: fork_id,
+        source: &src.id,
+        name,
+        version,
+    };
+    assert!(matches!(
+        db.commit_fork(&commit("fork", Some(&latest))),
+        Err(SysDbError::Stale(_))
+    ));
+    db.begin_fork(fork_id, &src.id).unwrap();
+    assert_eq!(
+        db.abandon_forks(None, 0).unwrap(),
+        Vec::<String>::new(),
+        "too young"
+    );
+    assert_eq!(
+        db.abandon_forks(Some(fork_id), u64::MAX).unwrap(),
+        [fork_id]
+    );
+    assert!(db
+        .deleted_collections()
+        .unwrap()
+        .contains(&fork_id.to_string()));
+    assert!(matches!(
+        db.commit_fork(&commit("fork", Some(&latest))),
+        Err(SysDbError::Stale(_))
+    ));
+    db.forget_deleted(fork_id).unwrap();
+
+    // A version dropped meanwhile, or a name taken: refused, the intent kept.
+    db.begin_fork(fork_id, &src.id).unwrap();
+    let dropped = v(1, 5);
+    db.drop_index_versions(&src.id, &[1]).unwrap();
+    assert!(matches!(
+        db.commit_fork(&commit("fork", Some(&dropped))),
+        Err(SysDbError::Stale(_))
+    ));
+    assert!(matches!(
+        db.commit_fork(&commit("src", Some(&latest))),
+        Err(SysDbError::AlreadyExists(_))
+    ));
+    assert_eq!(db.fork_count(&src.id).unwrap(), 0);
+
+    // Committed: the source's settings, its version as the fork's current one.
+    let fork = db.commit_fork(&commit("fork", Some(&latest))).unwrap();
+    assert_eq!((fork.id.as_str(), fork.name.as_str()), (fork_id, "fork"));
+    assert_eq!(fork.metadata, src.metadata);
+    assert_eq!(fork.configuration, src.configuration);
+    assert_eq!(fork.dimension, Some(3));
+    let fv = db.latest_index_version(fork_id).unwrap().unwrap();
+    assert_eq!(
+        (fv.version, fv.log_offset, &fv.location),
+        (2, 9, &latest.location)
+    );
+    assert_eq!(fv.ops(), 9);
+    assert!(
+        matches!(
+            db.commit_fork(&commit("fork2", Some(&latest))),
+            Err(SysDbError::Stale(_))
+        ),
+        "an intent commits once"
+    );
+    // The fork compacts on from the shared version.
+    assert!(db
+        .commit_index_version(
+            &IndexVersion {
+                collection: fork_id.into(),
+                ..v(3, 12)
+            },
+            2
+        )
+        .unwrap());
+    assert!(
+        db.commit_index_version(&v(3, 12), 2).unwrap(),
+        "the source too, apart"
+    );
+    let every = db.all_index_versions().unwrap();
+    assert_eq!(every.iter().filter(|x| x.collection == fork_id).count(), 2);
+    assert_eq!(every.iter().filter(|x| x.collection == src.id).count(), 2);
+
+    // Lineage: both count the tree; a fork of a fork joins it; deleted
+    // members stop counting.
+    assert_eq!(db.fork_count(&src.id).unwrap(), 1);
+    assert_eq!(db.fork_count(fork_id).unwrap(), 1);
+    let second = "f0000000-0000-4000-8000-000000000002";
+    db.begin_fork(second, fork_id).unwrap();
+    db.commit_fork(&ForkCommit {
+        id: second,
+        source: fork_id,
+        name: "fork-of-fork",
+        version: None,
+    })
+    .unwrap();
+    assert!(db.latest_index_version(second).unwrap().is_none());
+    assert_eq!(db.fork_count(&src.id).unwrap(), 2);
+    db.delete_collection(DEFAULT_TENANT, DEFAULT_DATABASE, "src")
+        .unwrap();
+    assert_eq!(db.fork_count(fork_id).unwrap(), 1);
+    // A deleted collection's versions go with it; the fork's stay.
+    let every = db.all_index_versions().unwrap();
+    assert!(every.iter().all(|x| x.collection != src.id));
+    assert_eq!(every.iter().filter(|x| x.collection == fork_id).count(), 2);
+    // Forking a deleted source: not found.
+    db.begin_fork("f0000000-0000-4000-8000-000000000003", &src.id)
+        .unwrap();
+    assert!(matches!(
+        db.commit_fork(&ForkCommit {
+            id: "f0000000-0000-4000-8000-000000000003",
+            source: &src.id,
+            name: "late",
+            version: None
+        }),
+        Err(SysDbError::NotFound(_))
+    ));
 }

@@ -15,7 +15,14 @@
 //! a version straight from object storage and a warm one from local disk.
 
 mod cache;
+mod fork;
+mod gc;
 pub use cache::{Cache, CacheStats};
+pub use fork::{fork_collection, ForkError, Forked};
+pub use gc::{
+    collect_garbage, drop_versions, referenced_keys, sweep, Collected, GarbageCollector, GcPolicy,
+    ManifestCache, PassReport,
+};
 
 use std::collections::HashMap;
 use std::io;
@@ -721,84 +728,6 @@ impl VersionCompactor {
         self.log.truncate(lid, indigo_log::LogOffset(applied))?;
         Ok(out)
     }
-}
-
-/// What [`collect_garbage`] did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Collected {
-    /// Versions forgotten by the system database.
-    pub versions_dropped: usize,
-    pub objects_deleted: usize,
-    pub bytes_deleted: u64,
-    /// Unreferenced objects left because they are younger than the grace period
-    /// (a compaction may still be committing them).
-    pub objects_young: usize,
-}
-
-/// Garbage collection of one collection's objects: keeps the current version,
-/// the newest `keep_versions` and those committed within `keep_window`; forgets
-/// the others; then deletes every object under the collection's prefix that no
-/// kept version names and that is older than `grace` (longer than the longest
-/// compaction and the longest read of an old version). Orphans of stale
-/// compactors are found the same way: nothing names them.
-pub fn collect_garbage(
-    objects: &dyn Objects,
-    sysdb: &dyn indigo_sysdb::SysDb,
-    collection: &str,
-    keep_versions: usize,
-    keep_window: std::time::Duration,
-    grace: std::time::Duration,
-) -> Result<Collected> {
-    let now = std::time::SystemTime::now();
-    let now_ms = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let versions = sysdb.index_versions(collection).map_err(sysdb_err)?;
-    let current = sysdb
-        .latest_index_version(collection)
-        .map_err(sysdb_err)?
-        .map(|v| v.version);
-    let n = versions.len();
-    let (kept, dropped): (Vec<_>, Vec<_>) = versions.into_iter().enumerate().partition(|(i, v)| {
-        Some(v.version) == current
-            || i + keep_versions >= n
-            || v.created_ms + keep_window.as_millis() as u64 >= now_ms
-    });
-    let mut out = Collected::default();
-    if !dropped.is_empty() {
-        let ids: Vec<i64> = dropped.iter().map(|(_, v)| v.version).collect();
-        sysdb
-            .drop_index_versions(collection, &ids)
-            .map_err(sysdb_err)?;
-        out.versions_dropped = ids.len();
-    }
-    let mut referenced = std::collections::HashSet::new();
-    for (_, v) in &kept {
-        let Some(key) = v.location["key"].as_str() else {
-            continue;
-        };
-        referenced.insert(key.to_string());
-        for f in VersionManifest::fetch(objects, key)?.files {
-            referenced.insert(f.key);
-        }
-    }
-    let listed = indigo_object::retry(5, || objects.list(&collection_prefix(collection)))
-        .map_err(|e| Error::Io(format!("list {}: {e}", collection_prefix(collection))))?;
-    for o in listed {
-        if referenced.contains(&o.key) {
-            continue;
-        }
-        let age = now.duration_since(o.modified).unwrap_or_default();
-        if age < grace {
-            out.objects_young += 1;
-            continue;
-        }
-        indigo_object::retry(5, || objects.delete(&o.key))
-            .map_err(|e| Error::Io(format!("delete {}: {e}", o.key)))?;
-        out.objects_deleted += 1;
-        out.bytes_deleted += o.size;
-    }
-    Ok(out)
 }
 
 /// Entry points for the fuzz targets (`fuzz/`).

@@ -16,7 +16,8 @@ use indigo_segment::IndexConfig;
 use indigo_sysdb::{NewCollection, PgSysDb, SqliteSysDb, SysDb, DEFAULT_DATABASE, DEFAULT_TENANT};
 use indigo_types::{RecordOp, WriteEntry, WriteKind};
 use indigo_version::{
-    collect_garbage, open_version, Cache, Compacted, VersionCompactor, VersionManifest,
+    collect_garbage, fork_collection, open_version, Cache, Compacted, ForkError, GarbageCollector,
+    GcPolicy, VersionCompactor, VersionManifest,
 };
 use serde_json::json;
 
@@ -456,4 +457,196 @@ fn released_working_copies_leave_the_disk_and_come_back_from_the_version() {
         &model,
         &Cache::open(dir.path(), 64 << 20).unwrap(),
     );
+}
+
+fn manifest_of(objects: &Arc<dyn Objects>, sysdb: &dyn SysDb, id: &str) -> VersionManifest {
+    let v = sysdb.latest_index_version(id).unwrap().unwrap();
+    VersionManifest::fetch(&**objects, v.location["key"].as_str().unwrap()).unwrap()
+}
+
+fn check_current(objects: &Arc<dyn Objects>, sysdb: &dyn SysDb, id: &str, want: &Model) {
+    let fresh = tempfile::tempdir().unwrap();
+    check_version(
+        objects,
+        &manifest_of(objects, sysdb, id),
+        want,
+        &Cache::open(fresh.path(), 64 << 20).unwrap(),
+    );
+}
+
+/// Keys some recorded version names.
+fn named(objects: &Arc<dyn Objects>, sysdb: &dyn SysDb) -> std::collections::HashSet<String> {
+    indigo_version::referenced_keys(&**objects, sysdb, &mut Default::default()).unwrap()
+}
+
+#[test]
+fn a_distributed_fork_shares_files_until_garbage_collection_finds_none_named() {
+    for (oname, objects) in objects() {
+        for (sname, sysdb) in sysdbs() {
+            let log = Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+            let dir = tempfile::tempdir().unwrap();
+            let compactor = VersionCompactor::new(
+                objects.clone(),
+                log.clone(),
+                sysdb.clone(),
+                dir.path(),
+                Arc::new(Health::new()),
+            );
+            let gc = GarbageCollector::new(
+                objects.clone(),
+                sysdb.clone(),
+                log.clone(),
+                GcPolicy {
+                    keep_versions: 1,
+                    keep_window: Duration::ZERO,
+                    grace: Duration::ZERO,
+                },
+                Arc::new(Health::new()),
+            );
+            let src = collection(&*sysdb, "source");
+            let slid = log_id(&src);
+            let mut model = Model::new();
+            write(&*log, slid, WriteKind::Upsert, 0..100, 1.0);
+            apply(&mut model, WriteKind::Upsert, 0..100, 1.0);
+            assert!(matches!(
+                compactor.compact(&src, &config()).unwrap(),
+                Compacted::Committed { .. }
+            ));
+            // A tail not folded yet: the fork copies it.
+            write(&*log, slid, WriteKind::Upsert, 50..150, 2.0);
+            apply(&mut model, WriteKind::Upsert, 50..150, 2.0);
+
+            let forked = fork_collection(&*sysdb, &log, &src, "fork", 64 << 20).unwrap();
+            let fork = forked.collection.id.clone();
+            let flid = log_id(&fork);
+            assert_eq!(forked.log_records, 1, "{oname}/{sname}");
+            assert_eq!(
+                sysdb.latest_index_version(&fork).unwrap().unwrap().location,
+                sysdb.latest_index_version(&src).unwrap().unwrap().location,
+                "the fork starts from the source's version"
+            );
+            assert_eq!(sysdb.fork_count(&src).unwrap(), 1);
+            assert!(matches!(
+                fork_collection(&*sysdb, &log, &src, "fork", 64 << 20),
+                Err(ForkError::SysDb(indigo_sysdb::SysDbError::AlreadyExists(_)))
+            ));
+            assert!(matches!(
+                fork_collection(&*sysdb, &log, &src, "tiny", 10),
+                Err(ForkError::TailTooLarge(_))
+            ));
+
+            // Apart from here on.
+            let mut fmodel = model.clone();
+            write(&*log, slid, WriteKind::Delete, 0..20, 0.0);
+            apply(&mut model, WriteKind::Delete, 0..20, 0.0);
+            write(&*log, flid, WriteKind::Upsert, 200..220, 3.0);
+            apply(&mut fmodel, WriteKind::Upsert, 200..220, 3.0);
+            write(&*log, flid, WriteKind::Upsert, 60..70, 4.0);
+            apply(&mut fmodel, WriteKind::Upsert, 60..70, 4.0);
+            for id in [&src, &fork] {
+                assert!(matches!(
+                    compactor.compact(id, &config()).unwrap(),
+                    Compacted::Committed { .. }
+                ));
+            }
+            check_current(&objects, &*sysdb, &src, &model);
+            check_current(&objects, &*sysdb, &fork, &fmodel);
+            let shared = manifest_of(&objects, &*sysdb, &fork)
+                .files
+                .iter()
+                .filter(|f| f.key.starts_with(&format!("col/{src}/")))
+                .count();
+            eprintln!("{oname}/{sname}: the fork's version names {shared} of the source's files");
+            assert!(shared > 0, "unchanged files are shared, not copied");
+
+            // Collection keeps what either names, then the source goes: what
+            // only it named goes with it, what the fork names stays.
+            let r = gc.pass();
+            assert_eq!(r.failures, 0, "{r:?}");
+            check_current(&objects, &*sysdb, &src, &model);
+            check_current(&objects, &*sysdb, &fork, &fmodel);
+            sysdb
+                .delete_collection(DEFAULT_TENANT, DEFAULT_DATABASE, "source")
+                .unwrap();
+            let r = gc.pass();
+            assert_eq!(r.failures, 0, "{r:?}");
+            assert!(r.collected.objects_referenced > 0, "{r:?}");
+            let names = named(&objects, &*sysdb);
+            let left = objects.list(&format!("col/{src}/")).unwrap();
+            assert!(!left.is_empty());
+            assert!(
+                left.iter().all(|o| names.contains(&o.key)),
+                "only named files stay"
+            );
+            assert!(objects
+                .list(&indigo_objlog::prefix(slid))
+                .unwrap()
+                .is_empty());
+            assert!(sysdb.deleted_collections().unwrap().contains(&src));
+            check_current(&objects, &*sysdb, &fork, &fmodel);
+
+            // The fork lives on: it compacts, and once nothing names the
+            // source's files they go and the source is forgotten.
+            write(&*log, flid, WriteKind::Upsert, 0..220, 5.0);
+            apply(&mut fmodel, WriteKind::Upsert, 0..220, 5.0);
+            assert!(matches!(
+                compactor.compact(&fork, &config()).unwrap(),
+                Compacted::Committed { .. }
+            ));
+            check_current(&objects, &*sysdb, &fork, &fmodel);
+            gc.pass();
+            let still = manifest_of(&objects, &*sysdb, &fork)
+                .files
+                .iter()
+                .any(|f| f.key.starts_with(&format!("col/{src}/")));
+            if !still {
+                assert!(objects.list(&format!("col/{src}/")).unwrap().is_empty());
+                assert!(!sysdb.deleted_collections().unwrap().contains(&src));
+            }
+            check_current(&objects, &*sysdb, &fork, &fmodel);
+
+            // A fork of a collection never compacted copies its whole log.
+            let young = collection(&*sysdb, "young");
+            write(&*log, log_id(&young), WriteKind::Add, 0..30, 6.0);
+            let f2 = fork_collection(&*sysdb, &log, &young, "young-fork", 64 << 20).unwrap();
+            assert_eq!(f2.log_records, 1);
+            assert!(sysdb
+                .latest_index_version(&f2.collection.id)
+                .unwrap()
+                .is_none());
+            assert!(matches!(
+                compactor.compact(&f2.collection.id, &config()).unwrap(),
+                Compacted::Committed { .. }
+            ));
+            let mut m2 = Model::new();
+            apply(&mut m2, WriteKind::Add, 0..30, 6.0);
+            check_current(&objects, &*sysdb, &f2.collection.id, &m2);
+
+            // A fork cut short after seeding its log: given up, its log removed.
+            let cut = "c0000000-0000-4000-8000-00000000000c";
+            sysdb.begin_fork(cut, &young).unwrap();
+            log.seed(
+                log_id(cut),
+                indigo_log::LogOffset(7),
+                &[Arc::from(&b"x"[..])],
+            )
+            .unwrap();
+            assert!(!objects
+                .list(&indigo_objlog::prefix(log_id(cut)))
+                .unwrap()
+                .is_empty());
+            let r = gc.pass();
+            assert_eq!(r.forks_abandoned, 1, "{r:?}");
+            assert!(objects
+                .list(&indigo_objlog::prefix(log_id(cut)))
+                .unwrap()
+                .is_empty());
+            let r = gc.pass();
+            assert_eq!((r.forks_abandoned, r.failures), (0, 0));
+            assert!(!sysdb
+                .deleted_collections()
+                .unwrap()
+                .contains(&cut.to_string()));
+        }
+    }
 }

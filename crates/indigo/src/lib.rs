@@ -98,6 +98,7 @@ impl From<SysDbError> for Error {
             SysDbError::NotFound(s) => Error::NotFound(s),
             SysDbError::AlreadyExists(s) => Error::AlreadyExists(s),
             SysDbError::InvalidArgument(s) => Error::InvalidArgument(s),
+            SysDbError::Stale(s) => Error::Unavailable(s),
             e => Error::Storage(e.to_string()),
         }
     }

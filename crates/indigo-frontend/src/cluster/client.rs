@@ -33,7 +33,13 @@ pub struct ClusterDb {
     agent: ureq::Agent,
     health: Arc<Health>,
     default_index: indigo::schema::VectorIndexKind,
+    /// The object-store log, to seed forks' logs (`None`: forks are refused).
+    fork_log: Option<Arc<indigo_objlog::ObjectLog>>,
 }
+
+/// A fork copies at most this much of its source's log not yet folded into a
+/// version (the compactor keeps it far smaller; past it, it is behind).
+const FORK_MAX_TAIL_BYTES: u64 = 64 << 20;
 
 fn sys(e: SysDbError) -> Error {
     e.into()
@@ -70,6 +76,7 @@ impl ClusterDb {
             agent,
             health,
             default_index: Default::default(),
+            fork_log: None,
         }
     }
 
@@ -77,6 +84,38 @@ impl ClusterDb {
     pub fn with_default_index(mut self, kind: indigo::schema::VectorIndexKind) -> Self {
         self.default_index = kind;
         self
+    }
+
+    /// Serves forks, seeding their logs through `log`.
+    pub fn with_forks(mut self, log: Arc<indigo_objlog::ObjectLog>) -> Self {
+        self.fork_log = Some(log);
+        self
+    }
+
+    /// A copy-on-write fork of collection `id` named `new_name` (see
+    /// `indigo_version::fork_collection`); `None` where forks are not served.
+    pub fn fork_collection(&self, id: &str, new_name: &str) -> Option<Result<CollectionInfo>> {
+        let log = self.fork_log.as_ref()?;
+        Some((|| {
+            rules::check_collection_name(new_name)?;
+            let forked = indigo_version::fork_collection(
+                &*self.sysdb,
+                log,
+                id,
+                new_name,
+                FORK_MAX_TAIL_BYTES,
+            )
+            .map_err(|e| match e {
+                indigo_version::ForkError::SysDb(e) => sys(e),
+                e => Error::Unavailable(format!("{e}")),
+            })?;
+            Ok(forked.collection)
+        })())
+    }
+
+    pub fn fork_count(&self, id: &str) -> Result<u64> {
+        self.sysdb.get_collection_by_id(id).map_err(sys)?;
+        self.sysdb.fork_count(id).map_err(sys)
     }
 
     fn handle(self: &Arc<Self>, info: indigo_sysdb::Collection) -> RemoteCollection {

@@ -12,12 +12,10 @@ use std::time::Duration;
 use indigo::CollectionConfig;
 use indigo_cluster::Members;
 use indigo_health::{Backoff, Health};
-use indigo_log::{Log, LogOffset};
-use indigo_object::Objects;
 use indigo_objlog::ObjectLog;
 use indigo_segment::IndexConfig;
 use indigo_sysdb::SysDb;
-use indigo_version::{collect_garbage, Compacted, VersionCompactor};
+use indigo_version::{Compacted, GarbageCollector, VersionCompactor};
 
 use super::nodes::log_id;
 
@@ -161,110 +159,13 @@ impl Compactor {
     }
 }
 
-/// What the garbage collector keeps.
-#[derive(Debug, Clone)]
-pub struct GcPolicy {
-    pub keep_versions: usize,
-    pub keep_window: Duration,
-    /// Longer than the longest compaction and the longest read of an old version.
-    pub grace: Duration,
-}
-
-pub struct Gc {
-    pub objects: Arc<dyn Objects>,
-    pub sysdb: Arc<dyn SysDb>,
-    pub log: Arc<ObjectLog>,
-    pub policy: GcPolicy,
-    pub health: Arc<Health>,
-}
+/// The garbage collector's thread (the pass is `indigo_version`'s).
+pub struct Gc(pub GarbageCollector);
 
 impl Gc {
-    pub fn pass(&self) {
-        let all = match self.sysdb.all_collections() {
-            Ok(a) => a,
-            Err(e) => {
-                self.health.failed("gc", "catalogue", &e);
-                return;
-            }
-        };
-        for c in all {
-            let r = (|| -> Result<(), String> {
-                collect_garbage(
-                    &*self.objects,
-                    &*self.sysdb,
-                    &c.id,
-                    self.policy.keep_versions,
-                    self.policy.keep_window,
-                    self.policy.grace,
-                )
-                .map_err(|e| e.to_string())?;
-                // The log below the oldest kept version's offset may go (the
-                // log's own grace period still protects readers).
-                let oldest_kept = self
-                    .sysdb
-                    .index_versions(&c.id)
-                    .map_err(|e| e.to_string())?
-                    .first()
-                    .map_or(0, |v| v.log_offset);
-                if let Some(lid) = log_id(&c.id) {
-                    self.log.refresh(lid).map_err(|e| e.to_string())?;
-                    self.log
-                        .truncate(lid, LogOffset(oldest_kept))
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            })();
-            match r {
-                Ok(()) => self.health.recovered("gc", &c.id),
-                Err(e) => self.health.failed("gc", &c.id, &e),
-            }
-        }
-        // Deleted collections: every object under their prefixes, after the grace
-        // period; then they are forgotten.
-        let deleted = match self.sysdb.deleted_collections() {
-            Ok(d) => d,
-            Err(e) => {
-                self.health.failed("gc", "catalogue", &e);
-                return;
-            }
-        };
-        for id in deleted {
-            let r = (|| -> Result<bool, String> {
-                let Some(lid) = log_id(&id) else {
-                    return Ok(true);
-                };
-                let hex: String = lid.0.iter().map(|b| format!("{b:02x}")).collect();
-                let mut left = 0;
-                for prefix in [format!("col/{id}/"), format!("log/{hex}/")] {
-                    let listed = indigo_object::retry(5, || self.objects.list(&prefix))
-                        .map_err(|e| e.to_string())?;
-                    for o in listed {
-                        let age = std::time::SystemTime::now()
-                            .duration_since(o.modified)
-                            .unwrap_or_default();
-                        if age < self.policy.grace {
-                            left += 1;
-                            continue;
-                        }
-                        indigo_object::retry(5, || self.objects.delete(&o.key))
-                            .map_err(|e| e.to_string())?;
-                    }
-                }
-                Ok(left == 0)
-            })();
-            match r {
-                Ok(true) => {
-                    if let Err(e) = self.sysdb.forget_deleted(&id) {
-                        self.health.failed("gc", &id, &e);
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => self.health.failed("gc", &id, &e),
-            }
-        }
-    }
-
     pub fn start(self, every: Duration) -> RoleThread {
-        spawn("indigo-gc", every, move || self.pass())
+        spawn("indigo-gc", every, move || {
+            self.0.pass();
+        })
     }
 }

@@ -16,10 +16,11 @@ use indigo_sysdb::{Member, PgSysDb, SysDb};
 use serde_json::json;
 
 use super::nodes::{LogNode, QueryNode};
-use super::roles::{Compactor, Gc, GcPolicy, RoleThread};
+use super::roles::{Compactor, Gc, RoleThread};
 use super::ClusterDb;
 use crate::backend::Db;
 use crate::Settings;
+use indigo_version::{GarbageCollector, GcPolicy};
 
 pub const ROLES: [&str; 5] = ["frontend", "log", "query", "compactor", "gc"];
 
@@ -161,7 +162,8 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
             Duration::from_secs(settings.request_timeout_secs.max(1)),
             health.clone(),
         )
-        .with_default_index(settings.default_index()?);
+        .with_default_index(settings.default_index()?)
+        .with_forks(Arc::new(ObjectLog::new(objects.clone(), log_opts.clone())));
         app = app.merge(crate::router_for(
             Db::Cluster(Arc::new(db)),
             settings.clone(),
@@ -187,17 +189,17 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
         threads.push(compactor.start(Duration::from_millis(c.compact_interval_ms.max(10))));
     }
     if has("gc") {
-        let gc = Gc {
-            objects: objects.clone(),
-            sysdb: sysdb.clone(),
-            log: Arc::new(ObjectLog::new(objects.clone(), log_opts.clone())),
-            policy: GcPolicy {
+        let gc = Gc(GarbageCollector::new(
+            objects.clone(),
+            sysdb.clone(),
+            Arc::new(ObjectLog::new(objects.clone(), log_opts.clone())),
+            GcPolicy {
                 keep_versions: c.gc_keep_versions.max(1),
                 keep_window: Duration::from_secs(c.gc_keep_window_secs),
                 grace: Duration::from_secs(c.gc_grace_secs),
             },
-            health: health.clone(),
-        };
+            health.clone(),
+        ));
         threads.push(gc.start(Duration::from_millis(c.gc_interval_ms.max(10))));
     }
     // Every process answers for itself: its failures and what it holds. A
