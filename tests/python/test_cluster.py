@@ -2,6 +2,7 @@
 `indigo serve` are killed (SIGKILL) while clients read and write, and nothing
 acknowledged is lost, no batch is half there, and reads move to the next node.
 (The API itself runs against a cluster in test_api.py.)"""
+import re
 import signal
 import threading
 import time
@@ -298,3 +299,76 @@ def test_concurrent_first_reads_of_new_collections_are_never_refused(make_cluste
         assert c.count() == 20
     logs = "".join((cl.tmp / f"{n}.log").read_text() for n, roles in cl.nodes if "query" in roles)
     assert "read refused" not in logs, logs[-2000:]
+
+
+def s3_keys(cluster, under):
+    """Object keys under `under` (inside the cluster's prefix), listed straight
+    from the S3 test server (moto answers unsigned requests)."""
+    endpoint = cluster.common["INDIGO_S3_ENDPOINT"]
+    bucket = cluster.common["INDIGO_S3_BUCKET"]
+    prefix = f"{cluster.common['INDIGO_S3_PREFIX']}/{under}"
+    r = httpx.get(f"{endpoint}/{bucket}", params={"list-type": "2", "prefix": prefix})
+    r.raise_for_status()
+    return re.findall(r"<Key>([^<]+)</Key>", r.text)
+
+
+def test_a_fork_under_writes_outlives_its_deleted_source(make_cluster):
+    # Garbage collection every 200 ms with a short grace, so the test sees it
+    # remove what only the deleted source named (and keep what the fork names).
+    gc_env = {"INDIGO_GC_INTERVAL_MS": "200", "INDIGO_GC_GRACE_SECS": "3",
+              "INDIGO_GC_KEEP_WINDOW_SECS": "0", "INDIGO_GC_KEEP_VERSIONS": "2",
+              "INDIGO_LOG_GRACE_SECS": "3"}
+    cl = make_cluster(nodes=[("log", ["log"]), ("q1", ["query"])])
+    cl.start_node("bg", ["compactor", "gc"], env=gc_env)
+    client = cl.client()
+    src = client.create_collection("src")
+    src.add(ids=[f"base-{i}-{k}" for i in range(30) for k in range(10)],
+            embeddings=[vec(i * 10 + k) for i in range(30) for k in range(10)],
+            documents=[f"doc base-{i}-{k}" for i in range(30) for k in range(10)])
+    wait_for("a first index version", lambda: version_of(cl, src) >= 1)
+
+    load = Load(cl, ["src"])
+    load.progress("writes before the fork")
+    with load.lock:
+        acked_before = list(load.acked)
+    fork = src.fork("fork")
+    load.progress("writes after the fork")
+    load.finish()
+    assert not load.write_errors and not load.read_errors, (load.write_errors, load.read_errors)
+
+    # The fork holds everything acknowledged before it began, and only whole
+    # batches of what came while it was made; nothing written after it.
+    got = fork.get(include=["documents"])
+    have = dict(zip(got["ids"], got["documents"]))
+    for _, ids in acked_before:
+        for i in ids:
+            assert have.get(i) == f"doc {i}", f"{i}, acknowledged before the fork, is missing"
+    batches = {}
+    for i in have:
+        w, b, _ = i.split("-")
+        batches[(w, b)] = batches.get((w, b), 0) + 1
+    assert all(v == 10 for v in batches.values()), "a batch is half there"
+    assert set(have) <= set(src.get()["ids"])
+    assert src.fork_count() == 1 and fork.fork_count() == 1
+
+    # Apart: the fork takes writes, the source goes.
+    fork.add(ids=["mine"], embeddings=[vec(10**6)], documents=["doc mine"])
+    before = fork.count()
+    src_id = str(src.id)
+    src_objects = len(s3_keys(cl, f"col/{src_id}/"))
+    client.delete_collection("src")
+    v = version_of(cl, fork)
+    wait_for("the fork's writes indexed", lambda: version_of(cl, fork) > v)
+    # Garbage collection removes the source's log and every object of it that
+    # no version of the fork names; what remains, the fork's version names.
+    wait_for("the source's log removed",
+             lambda: not s3_keys(cl, f"log/{src_id.replace('-', '')}/"), timeout=300)
+    wait_for("the source's objects the fork does not name removed",
+             lambda: len(s3_keys(cl, f"col/{src_id}/")) < src_objects, timeout=300)
+    # A query node with an empty cache reads the fork from S3 alone.
+    cl.kill("q1")
+    cl.start_node("q2", ["query"])
+    wait_for("a fresh query node to serve the fork", lambda: fork.count() == before)
+    got = fork.get(include=["documents"])
+    assert dict(zip(got["ids"], got["documents"])) == {**have, "mine": "doc mine"}
+    assert fork.query(query_embeddings=[vec(10**6)], n_results=1)["ids"] == [["mine"]]
