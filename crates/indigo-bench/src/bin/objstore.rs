@@ -8,6 +8,10 @@
 //!    version uploads what changed, so the figure follows the step, not the
 //!    collection, except when the store merges or the index condenses.
 //!
+//! 3. a fork of that collection (the distributed fork): time, requests and bytes
+//!    written, against the bytes a copy of its version would upload; then the
+//!    fork's first version after 1000 writes of its own.
+//!
 //! The server is `$INDIGO_TEST_S3` (`http://host:port/bucket`; `bench/run` starts
 //! moto, the only S3 server installable here: single-threaded Python, so absolute
 //! latencies are moto's, not S3's). Without it, an in-memory store is used and
@@ -129,7 +133,8 @@ fn version_bench(args: &Args, objects: &Arc<dyn Objects>) {
     let ds = data::wordnet().expect("read wordnet-minilm-10k (set INDIGO_DATA_DIR)");
     let counted = Arc::new(Counted::new(objects.clone()));
     let objects: Arc<dyn Objects> = counted.clone();
-    let log: Arc<dyn Log> = Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+    let objlog = Arc::new(ObjectLog::new(objects.clone(), ObjectLogOptions::default()));
+    let log: Arc<dyn Log> = objlog.clone();
     let sysdb: Arc<dyn SysDb> = Arc::new(SqliteSysDb::in_memory().unwrap());
     let id = sysdb
         .create_collection(NewCollection {
@@ -154,7 +159,7 @@ fn version_bench(args: &Args, objects: &Arc<dyn Objects>) {
     let compactor = VersionCompactor::new(
         objects.clone(),
         log.clone(),
-        sysdb,
+        sysdb.clone(),
         work.path(),
         Arc::new(Health::new()),
     );
@@ -163,6 +168,27 @@ fn version_bench(args: &Args, objects: &Arc<dyn Objects>) {
         ..Default::default()
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let batch = |from: usize, to: usize, rng: &mut rand::rngs::StdRng| -> Vec<u8> {
+        let records = (from..to)
+            .map(|i| {
+                let base = ds.base.row(i % ds.base.len());
+                let v: Vec<f32> = base
+                    .iter()
+                    .map(|x| x + rng.gen_range(-0.01..0.01))
+                    .collect();
+                RecordOp {
+                    id: format!("r{i}"),
+                    embedding: Some(Arc::from(v)),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        WriteEntry {
+            kind: WriteKind::Add,
+            records,
+        }
+        .encode()
+    };
     header(
         "records",
         &["uploaded", "files", "of total stored", "compaction"],
@@ -171,29 +197,8 @@ fn version_bench(args: &Args, objects: &Arc<dyn Objects>) {
     while next < args.records {
         let upto = (next + args.step).min(args.records);
         for chunk_start in (next..upto).step_by(1000) {
-            let records = (chunk_start..(chunk_start + 1000).min(upto))
-                .map(|i| {
-                    let base = ds.base.row(i % ds.base.len());
-                    let v: Vec<f32> = base
-                        .iter()
-                        .map(|x| x + rng.gen_range(-0.01..0.01))
-                        .collect();
-                    RecordOp {
-                        id: format!("r{i}"),
-                        embedding: Some(Arc::from(v)),
-                        ..Default::default()
-                    }
-                })
-                .collect();
-            log.append(
-                lid,
-                &WriteEntry {
-                    kind: WriteKind::Add,
-                    records,
-                }
-                .encode(),
-            )
-            .unwrap();
+            let entry = batch(chunk_start, (chunk_start + 1000).min(upto), &mut rng);
+            log.append(lid, &entry).unwrap();
         }
         next = upto;
         let t = Instant::now();
@@ -226,6 +231,85 @@ fn version_bench(args: &Args, objects: &Arc<dyn Objects>) {
     println!(
         "\n(\"of total stored\": this version's upload against every object of the \
          collection so far, old versions included; nothing is garbage-collected here.)"
+    );
+
+    println!(
+        "\n## Forking the collection ({} records, 1000 not yet indexed)\n",
+        args.records
+    );
+    let n = args.records;
+    log.append(lid, &batch(n, n + 1000, &mut rng)).unwrap();
+    let current = sysdb.latest_index_version(&id).unwrap().unwrap();
+    let version_bytes: u64 = indigo_version::VersionManifest::fetch(
+        &*objects,
+        current.location["key"].as_str().unwrap(),
+    )
+    .unwrap()
+    .files
+    .iter()
+    .map(|f| f.bytes)
+    .sum();
+    let before = counted.stats.snapshot();
+    let t = Instant::now();
+    let forked =
+        indigo_version::fork_collection(&*sysdb, &objlog, &id, "fork", 64 << 20).expect("fork");
+    let took = t.elapsed();
+    let after = counted.stats.snapshot();
+    header("", &["time", "PUTs", "GETs", "bytes written"]);
+    row(
+        "fork",
+        &[
+            ms(took),
+            (after.puts - before.puts).to_string(),
+            (after.gets - before.gets).to_string(),
+            indigo_bench::mib(after.bytes_put - before.bytes_put),
+        ],
+    );
+    row(
+        "a copy of the version (bytes only)",
+        &[
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            indigo_bench::mib(version_bytes),
+        ],
+    );
+    println!(
+        "\n(The fork copies the {} log entries (write batches) not yet folded ({}); its catalogue \
+         row names the source's version, whose {} stay shared. Catalogue: SQLite in memory.)",
+        forked.log_records,
+        indigo_bench::mib(forked.log_bytes),
+        indigo_bench::mib(version_bytes)
+    );
+    let fork_id = forked.collection.id;
+    let flid = CollectionId::parse_uuid(&fork_id).unwrap();
+    log.append(flid, &batch(n + 1000, n + 2000, &mut rng))
+        .unwrap();
+    let t = Instant::now();
+    let out = compactor.compact(&fork_id, &config).unwrap();
+    let Compacted::Committed { bytes_uploaded, .. } = out else {
+        panic!("{out:?}")
+    };
+    println!(
+        "\nThe fork's first version of its own (2000 records past the shared version): \
+         {} uploaded in {:.1} s; {} of its files are still the source's.",
+        indigo_bench::mib(bytes_uploaded),
+        t.elapsed().as_secs_f64(),
+        indigo_version::VersionManifest::fetch(
+            &*objects,
+            sysdb
+                .latest_index_version(&fork_id)
+                .unwrap()
+                .unwrap()
+                .location["key"]
+                .as_str()
+                .unwrap()
+        )
+        .unwrap()
+        .files
+        .iter()
+        .filter(|f| f.key.starts_with(&format!("col/{id}/")))
+        .count()
     );
 }
 
