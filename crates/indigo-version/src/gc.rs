@@ -115,15 +115,18 @@ pub fn referenced_keys(
 }
 
 /// Deletes every object under `prefix` that `referenced` does not hold and
-/// that is older than `grace` (longer than the longest compaction and the
-/// longest read of an old version).
+/// that was older than `grace` (longer than the longest compaction and the
+/// longest read of an old version) already at `marked`, when the reading of
+/// `referenced` began: age counts to the mark, not to the sweep, or a version
+/// committed after the mark could lose files while a long pass sweeps on.
 pub fn sweep(
     objects: &dyn Objects,
     prefix: &str,
     referenced: &HashSet<String>,
+    marked: SystemTime,
     grace: Duration,
 ) -> Result<Collected> {
-    let now = SystemTime::now();
+    let now = marked;
     let mut out = Collected::default();
     let listed = indigo_object::retry(5, || objects.list(prefix))
         .map_err(|e| Error::Io(format!("list {prefix}: {e}")))?;
@@ -156,8 +159,15 @@ pub fn collect_garbage(
     grace: Duration,
 ) -> Result<Collected> {
     let dropped = drop_versions(sysdb, collection, keep_versions, keep_window)?;
+    let marked = SystemTime::now();
     let referenced = referenced_keys(objects, sysdb, &mut ManifestCache::default())?;
-    let mut out = sweep(objects, &collection_prefix(collection), &referenced, grace)?;
+    let mut out = sweep(
+        objects,
+        &collection_prefix(collection),
+        &referenced,
+        marked,
+        grace,
+    )?;
     out.versions_dropped = dropped;
     Ok(out)
 }
@@ -265,6 +275,7 @@ impl GarbageCollector {
         if let Some(ids) = self.outcome(&mut report, "forks", r) {
             report.forks_abandoned = ids.len();
         }
+        let marked = SystemTime::now();
         let r = referenced_keys(&*self.objects, &*self.sysdb, &mut self.manifests.lock());
         let Some(referenced) = self.outcome(&mut report, "catalogue", r) else {
             return report;
@@ -275,6 +286,7 @@ impl GarbageCollector {
                     &*self.objects,
                     &collection_prefix(&c.id),
                     &referenced,
+                    marked,
                     p.grace,
                 )?;
                 // The log below the oldest kept version's offset may go (the
@@ -310,6 +322,7 @@ impl GarbageCollector {
                     &*self.objects,
                     &collection_prefix(&id),
                     &referenced,
+                    marked,
                     p.grace,
                 )?;
                 if let Some(lid) = indigo_log::CollectionId::parse_uuid(&id) {
@@ -317,6 +330,7 @@ impl GarbageCollector {
                         &*self.objects,
                         &indigo_objlog::prefix(lid),
                         &HashSet::new(),
+                        marked,
                         p.grace,
                     )?;
                     out.add(&log);

@@ -650,3 +650,22 @@ fn a_distributed_fork_shares_files_until_garbage_collection_finds_none_named() {
         }
     }
 }
+
+/// An object's age counts to the mark (when the reading of what versions name
+/// began), not to its sweep, however long a pass sweeps other prefixes first.
+#[test]
+fn a_sweep_judges_age_as_of_the_mark() {
+    let objects: Arc<dyn Objects> = Arc::new(Remote::memory());
+    let mark = std::time::SystemTime::now() - Duration::from_secs(3600);
+    objects
+        .put("col/x/f/new", b"x", indigo_object::PutMode::IfAbsent)
+        .unwrap();
+    let none = std::collections::HashSet::new();
+    let grace = Duration::from_secs(600);
+    // Uploaded after the mark: kept, whatever the clock says at the sweep.
+    let g = indigo_version::sweep(&*objects, "col/x/", &none, mark, grace).unwrap();
+    assert_eq!((g.objects_deleted, g.objects_young), (0, 1));
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let g = indigo_version::sweep(&*objects, "col/x/", &none, later, grace).unwrap();
+    assert_eq!(g.objects_deleted, 1);
+}
