@@ -394,22 +394,7 @@ impl SqliteSysDb {
     pub fn record_fork(&self, source: &str, fork: &str) -> Result<()> {
         let mut conn = self.conn.lock();
         let tx = conn.transaction()?;
-        let root: String = tx
-            .query_row(
-                "SELECT root FROM forks WHERE collection_id = ?1",
-                [source],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_else(|| source.to_string());
-        tx.execute(
-            "INSERT OR IGNORE INTO forks (collection_id, root) VALUES (?1, ?2)",
-            params![source, root],
-        )?;
-        tx.execute(
-            "INSERT OR REPLACE INTO forks (collection_id, root) VALUES (?1, ?2)",
-            params![fork, root],
-        )?;
+        join_fork_tree(&tx, source, fork)?;
         tx.commit()?;
         Ok(())
     }
@@ -505,6 +490,28 @@ impl SqliteSysDb {
             .query_row(&sql, args, Self::row_to_collection)
             .optional()?)
     }
+}
+
+/// Records `fork` in `source`'s fork tree (the source joins it as its root if
+/// it was never forked).
+fn join_fork_tree(tx: &rusqlite::Transaction<'_>, source: &str, fork: &str) -> Result<()> {
+    let root: String = tx
+        .query_row(
+            "SELECT root FROM forks WHERE collection_id = ?1",
+            [source],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or_else(|| source.to_string());
+    tx.execute(
+        "INSERT OR IGNORE INTO forks (collection_id, root) VALUES (?1, ?2)",
+        params![source, root],
+    )?;
+    tx.execute(
+        "INSERT OR REPLACE INTO forks (collection_id, root) VALUES (?1, ?2)",
+        params![fork, root],
+    )?;
+    Ok(())
 }
 
 fn index_version_row(collection: &str, r: &rusqlite::Row<'_>) -> rusqlite::Result<IndexVersion> {
@@ -1037,22 +1044,7 @@ impl SysDb for SqliteSysDb {
                 params![f.id, v.version, v.log_offset as i64, json_text(&v.location), now_ms() as i64],
             )?;
         }
-        let root: String = tx
-            .query_row(
-                "SELECT root FROM forks WHERE collection_id = ?1",
-                [f.source],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_else(|| f.source.to_string());
-        tx.execute(
-            "INSERT OR IGNORE INTO forks (collection_id, root) VALUES (?1, ?2)",
-            params![f.source, root],
-        )?;
-        tx.execute(
-            "INSERT OR REPLACE INTO forks (collection_id, root) VALUES (?1, ?2)",
-            params![f.id, root],
-        )?;
+        join_fork_tree(&tx, f.source, f.id)?;
         let made = Self::collection_where(&tx, "c.id = ?1", &[&f.id])?.expect("just inserted");
         tx.commit()?;
         Ok(made)

@@ -140,6 +140,28 @@ fn collection_where(
         .map(|r| collection(&r)))
 }
 
+/// Records `v` (its number, offset and location) as a version of `collection`,
+/// committed now.
+fn insert_index_version(
+    tx: &mut Transaction<'_>,
+    collection: &str,
+    v: &IndexVersion,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO index_versions (collection_id, version, log_offset, location, created_ms)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &collection,
+            &v.version,
+            &(v.log_offset as i64),
+            &json_text(&v.location),
+            &(now_ms() as i64),
+        ],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
+
 fn ensure_defaults(tx: &mut Transaction<'_>) -> Result<()> {
     tx.execute(
         "INSERT INTO tenants (name) VALUES ($1) ON CONFLICT DO NOTHING",
@@ -628,22 +650,14 @@ impl SysDb for PgSysDb {
                 .map_err(pg)?;
             if n == 0 {
                 if collection_where(tx, "c.id = $1", &[&v.collection])?.is_none() {
-                    return Err(SysDbError::NotFound(format!("Collection [{}] does not exist", v.collection)));
+                    return Err(SysDbError::NotFound(format!(
+                        "Collection [{}] does not exist",
+                        v.collection
+                    )));
                 }
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO index_versions (collection_id, version, log_offset, location, created_ms)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &v.collection,
-                    &v.version,
-                    &(v.log_offset as i64),
-                    &json_text(&v.location),
-                    &(now_ms() as i64),
-                ],
-            )
-            .map_err(pg)?;
+            insert_index_version(tx, &v.collection, v)?;
             Ok(true)
         })
     }
@@ -777,18 +791,7 @@ impl SysDb for PgSysDb {
                 )));
             }
             if let Some(v) = f.version {
-                tx.execute(
-                    "INSERT INTO index_versions (collection_id, version, log_offset, location, created_ms)
-                     VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &f.id,
-                        &v.version,
-                        &(v.log_offset as i64),
-                        &json_text(&v.location),
-                        &(now_ms() as i64),
-                    ],
-                )
-                .map_err(pg)?;
+                insert_index_version(tx, f.id, v)?;
             }
             let root: String = tx
                 .query_opt("SELECT root FROM forks WHERE collection_id = $1", &[&f.source])
