@@ -138,12 +138,19 @@ struct Tail {
 /// arrive, rebuilt when the compactor moves the segment on. Without it every
 /// read during an ingest would re-read and re-resolve the whole tail.
 #[derive(Default)]
-pub struct TailCache(Mutex<Option<Cached>>);
+pub struct TailCache(Mutex<Option<Cached>>, std::sync::atomic::AtomicU64);
 
 impl TailCache {
     /// Forgets the cached resolution (its segment was replaced).
     pub fn clear(&self) {
         *self.0.lock() = None;
+        self.1.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// About the bytes the cached tail holds: its records, and their vectors
+    /// prepared for scoring (counted whether or not a query made them yet).
+    pub fn bytes(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -226,6 +233,20 @@ impl<'a> View<'a> {
                 c.upto = off;
             }
             c.tail = Arc::new(derive(&c.res, seg.config().space));
+            let bytes: usize = c
+                .tail
+                .records
+                .iter()
+                .map(|(_, r)| {
+                    128 + r.id.len()
+                        + 8 * r.embedding.len()
+                        + r.document.as_ref().map_or(0, |d| d.len())
+                        + r.metadata.as_ref().map_or(0, |m| 64 * m.len())
+                })
+                .sum();
+            cache
+                .1
+                .store(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         }
         let tail = c.tail.clone();
         drop(g);

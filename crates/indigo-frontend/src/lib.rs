@@ -82,6 +82,7 @@ impl From<CoreError> for ApiError {
             e @ CoreError::DimensionMismatch { .. } => ApiError::invalid(e.to_string()),
             CoreError::Unavailable(m) => ApiError::new(503, "InternalError", m),
             CoreError::Quota(m) => ApiError::quota(m),
+            CoreError::Backlog(m) => ApiError::rate_limited(m),
             e => ApiError::new(500, "InternalError", e.to_string()),
         }
     }

@@ -57,6 +57,15 @@ pub struct Settings {
     pub max_regexes: usize,
     /// Compiled size of one regular expression, bytes.
     pub max_regex_bytes: usize,
+    /// Record operations of a collection that may wait to be indexed before
+    /// writes to it wait (backpressure: ingest then runs at indexing speed, and
+    /// queries scan at most this many unindexed records).
+    pub max_unindexed_records: u64,
+    /// Bytes of a collection's log that may wait to be indexed before writes wait.
+    pub max_unindexed_bytes: u64,
+    /// How long a write waits for indexing to make room before it is answered
+    /// 429 (only when indexing makes no headway meanwhile).
+    pub backlog_wait_secs: u64,
     /// Where `POST /api/v2/admin/backup` writes backups (none: the route is off).
     pub backup_dir: Option<PathBuf>,
     /// The vector index new collections report when they name none: `hnsw`
@@ -148,6 +157,7 @@ pub struct TokenGrant {
 impl Default for Settings {
     fn default() -> Self {
         let l = indigo::Limits::default();
+        let b = indigo::BacklogLimit::default();
         Settings {
             path: PathBuf::from("./indigo_data"),
             host: "127.0.0.1".into(),
@@ -174,6 +184,9 @@ impl Default for Settings {
             max_filter_conditions: l.filter.max_conditions,
             max_regexes: l.filter.max_regexes,
             max_regex_bytes: l.filter.max_regex_bytes,
+            max_unindexed_records: b.records,
+            max_unindexed_bytes: b.bytes,
+            backlog_wait_secs: b.wait.as_secs(),
             backup_dir: None,
             default_index: "hnsw".into(),
             cluster: ClusterSettings::default(),
@@ -182,6 +195,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The bound on each collection's unindexed log.
+    pub fn backlog(&self) -> indigo::BacklogLimit {
+        indigo::BacklogLimit {
+            records: self.max_unindexed_records.max(1),
+            bytes: self.max_unindexed_bytes.max(1),
+            wait: std::time::Duration::from_secs(self.backlog_wait_secs.max(1)),
+        }
+    }
+
     /// The per-request bounds the core and the gateway enforce.
     pub fn limits(&self) -> indigo::Limits {
         indigo::Limits {
@@ -269,6 +291,9 @@ impl Settings {
                 "max_filter_conditions" => s.max_filter_conditions = num(&v)?,
                 "max_regexes" => s.max_regexes = num(&v)?,
                 "max_regex_bytes" => s.max_regex_bytes = num(&v)?,
+                "max_unindexed_records" => s.max_unindexed_records = num(&v)? as u64,
+                "max_unindexed_bytes" => s.max_unindexed_bytes = num(&v)? as u64,
+                "backlog_wait_secs" => s.backlog_wait_secs = num(&v)? as u64,
                 "backup_dir" => s.backup_dir = Some(PathBuf::from(&v)),
                 "default_index" => s.default_index = v.clone(),
                 "roles" => {

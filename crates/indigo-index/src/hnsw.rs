@@ -1470,6 +1470,11 @@ impl Hnsw {
         }
     }
 
+    /// About the bytes a snapshot of the graph takes: vectors and level-0 links.
+    pub fn graph_bytes(&self) -> u64 {
+        self.len() as u64 * (self.dim as u64 * 4 + (self.m0 as u64 + 1) * 4)
+    }
+
     /// Bytes in the open commit log (buffered ones included).
     pub fn log_len(&self) -> u64 {
         self.log.as_ref().map_or(0, |l| l.lock().len())
@@ -1497,7 +1502,11 @@ impl Hnsw {
     }
 
     /// Starts a thread that repairs tombstones and condenses the commit log when it
-    /// outgrows `log_bytes`. A failure is reported to `health` (subject: the index
+    /// outgrows both `log_bytes` and the graph itself. A condensation rewrites the
+    /// whole graph, so a fixed threshold would make a growing index rewrite itself
+    /// every `log_bytes` (quadratic in its size); growing with the graph keeps the
+    /// bytes rewritten over a build linear, and a load reads at most about twice
+    /// the graph. A failure is reported to `health` (subject: the index
     /// directory) and retried with backoff; a condensation that failed is retried
     /// even if the log has not grown since. The thread stops when the index is
     /// dropped or closed.
@@ -1527,7 +1536,7 @@ impl Hnsw {
                     if idx.tombstones() > 0 && idx.tombstones() * 20 >= idx.len().max(1) {
                         idx.repair()?;
                     }
-                    if condense_pending || idx.log_len() > log_bytes {
+                    if condense_pending || idx.log_len() > log_bytes.max(idx.graph_bytes()) {
                         condense_pending = true;
                         idx.condense()?;
                         condense_pending = false;

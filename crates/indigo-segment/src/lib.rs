@@ -322,6 +322,9 @@ pub struct Segment {
     deleted_since_compact: AtomicU64,
     /// Live records in the store (kept by `apply`, for cheap metrics).
     live_count: AtomicU64,
+    /// Signalled whenever `applied` moves (writers held back by a bounded
+    /// backlog wait on it).
+    progress: (Mutex<()>, parking_lot::Condvar),
 }
 
 /// The base records a chunk being applied deletes from the index or moves in it,
@@ -470,6 +473,7 @@ impl Segment {
             retired: RwLock::new(false),
             deleted_since_compact: AtomicU64::new(0),
             live_count: AtomicU64::new(0),
+            progress: Default::default(),
         };
         seg.live_count.store(seg.live()?.len(), Ordering::Relaxed);
         Ok(seg)
@@ -787,6 +791,10 @@ impl Segment {
             self.inflight.store(0, Ordering::Release);
             *self.changing.write() = Arc::default();
         }
+        {
+            let _p = self.progress.0.lock();
+            self.progress.1.notify_all();
+        }
         self.deleted_since_compact
             .fetch_add(deletes.len() as u64, Ordering::Relaxed);
         let live = self.live_count.load(Ordering::Relaxed) + created.len() as u64;
@@ -899,6 +907,16 @@ impl Segment {
             i.close();
         }
         self.store.close();
+    }
+
+    /// Waits until [`Segment::applied`] is past `offset` or `timeout` passes;
+    /// returns whether it is.
+    pub fn wait_applied_past(&self, offset: u64, timeout: std::time::Duration) -> bool {
+        let mut g = self.progress.0.lock();
+        if self.applied() <= offset {
+            self.progress.1.wait_for(&mut g, timeout);
+        }
+        self.applied() > offset
     }
 
     /// Records the store holds (what the log tail changes is not counted).

@@ -18,6 +18,7 @@
 //! Data directory: `LOCK` (held while open), `sysdb.sqlite3`, `log/`, and
 //! `collections/<id>/{store,hnsw}`. See `docs/format.md`.
 
+mod backlog;
 mod backup;
 mod catalogue;
 pub mod config;
@@ -39,6 +40,7 @@ use indigo_sysdb::{NewCollection, SqliteSysDb, SysDb, SysDbError};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
+pub use backlog::BacklogLimit;
 pub use backup::{restore, verify as verify_backup, BackupReport};
 pub use catalogue::{repair, RepairReport};
 pub use config::CollectionConfig;
@@ -78,6 +80,10 @@ pub enum Error {
     /// indexes (Indigo retries in the background). Retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// Too much of the collection's log waits to be indexed and indexing made no
+    /// headway for a while (see [`BacklogLimit`]). Retry later.
+    #[error("{0}")]
+    Backlog(String),
     /// A storage failure (disk full, I/O error, damaged file): the message names
     /// the file. Writes are refused until the database is reopened.
     #[error("storage error: {0}")]
@@ -142,6 +148,9 @@ pub struct Options {
     /// The vector index new collections report when they name none (Chroma's
     /// single node: hnsw; its distributed mode: spann). Indigo builds HNSW.
     pub default_index: schema::VectorIndexKind,
+    /// How much of a collection's log may wait to be indexed before writes wait
+    /// (only with background compaction).
+    pub backlog: BacklogLimit,
 }
 
 impl std::fmt::Debug for Options {
@@ -151,6 +160,7 @@ impl std::fmt::Debug for Options {
             .field("exact_search", &self.exact_search)
             .field("limits", &self.limits)
             .field("default_index", &self.default_index)
+            .field("backlog", &self.backlog)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +173,7 @@ impl Default for Options {
             fs: Arc::new(StdFs),
             limits: Limits::default(),
             default_index: schema::VectorIndexKind::Hnsw,
+            backlog: BacklogLimit::default(),
         }
     }
 }
@@ -176,6 +187,8 @@ struct Open {
     /// 0 until the first write fixes it.
     dim: AtomicU32,
     tail: indigo_executor::TailCache,
+    /// Log entries not yet folded, held to [`Options::backlog`].
+    backlog: backlog::Backlog,
     /// (key, value type) pairs this process has listed in the schema already.
     discovered: Mutex<std::collections::HashSet<(String, &'static str)>>,
 }
@@ -730,6 +743,7 @@ impl Indigo {
     pub fn gauges(&self) -> Vec<(String, f64)> {
         let mut lag = 0u64;
         let mut records = 0u64;
+        let (mut backlog_records, mut backlog_bytes, mut tail_bytes) = (0u64, 0u64, 0u64);
         let open: Vec<Arc<Open>> = self.inner.open.read().values().cloned().collect();
         for o in open {
             let seg = o.segment();
@@ -740,6 +754,10 @@ impl Indigo {
                 .0
                 .saturating_sub(seg.applied());
             records += seg.live_count();
+            let (r, b) = o.backlog.size(seg.applied());
+            backlog_records += r;
+            backlog_bytes += b;
+            tail_bytes += o.tail.bytes();
         }
         let log_bytes: u64 = std::fs::read_dir(self.inner.path.join("log"))
             .map(|rd| {
@@ -753,6 +771,9 @@ impl Indigo {
             ("indigo_log_bytes".into(), log_bytes as f64),
             ("indigo_compaction_lag_entries".into(), lag as f64),
             ("indigo_records".into(), records as f64),
+            ("indigo_backlog_records".into(), backlog_records as f64),
+            ("indigo_backlog_bytes".into(), backlog_bytes as f64),
+            ("indigo_tail_cache_bytes".into(), tail_bytes as f64),
         ]
     }
 
@@ -864,12 +885,14 @@ impl Inner {
         // Directories made before collections kept their own record get one now.
         catalogue::write_record(&*self.env.fs, &self.collection_dir(id), &info)?;
         let segment = self.load_segment(&info)?;
+        let backlog = backlog::Backlog::from_log(&*self.log, lid, segment.applied())?;
         let open = Arc::new(Open {
             id: id.to_string(),
             log_id: lid,
             segment: RwLock::new(Arc::new(segment)),
             dim: AtomicU32::new(info.dimension.unwrap_or(0)),
             tail: Default::default(),
+            backlog,
             discovered: Default::default(),
         });
         self.open.write().insert(id.to_string(), open.clone());
@@ -1083,6 +1106,40 @@ impl Collection {
     /// Applies one write request given as records (the server's path: each record
     /// may carry a different set of fields).
     pub fn write(&self, kind: WriteKind, records: Vec<RecordOp>) -> Result<()> {
+        self.writable()?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (entry, dim) = rules::prepare_write(kind, records, &self.inner.options.limits)?;
+        if let Some(dim) = dim {
+            self.fix_dimension(dim)?;
+        }
+        self.discover_keys(&entry.records)?;
+        let payload = entry.encode();
+        let Some(w) = &self.worker else {
+            self.inner.log.append(self.open.log_id, &payload)?;
+            return Ok(());
+        };
+        let admitted = self.open.backlog.admit(
+            entry.records.len() as u64,
+            payload.len() as u64,
+            &self.inner.options.backlog,
+            || self.open.segment().applied(),
+            |at, t| {
+                self.writable()?;
+                w.notify();
+                Ok(self.open.segment().wait_applied_past(at, t))
+            },
+            || format!("collection {:?} ({})", self.name(), self.id()),
+        )?;
+        let offset = self.inner.log.append(self.open.log_id, &payload)?;
+        admitted.logged(offset.0);
+        w.notify();
+        Ok(())
+    }
+
+    /// Whether the collection exists and its log is being folded.
+    fn writable(&self) -> Result<()> {
         self.exists()?;
         if let Some(f) = self
             .inner
@@ -1097,18 +1154,6 @@ impl Collection {
                 self.id(),
                 f.error
             )));
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
-        let (entry, dim) = rules::prepare_write(kind, records, &self.inner.options.limits)?;
-        if let Some(dim) = dim {
-            self.fix_dimension(dim)?;
-        }
-        self.discover_keys(&entry.records)?;
-        self.inner.log.append(self.open.log_id, &entry.encode())?;
-        if let Some(w) = &self.worker {
-            w.notify();
         }
         Ok(())
     }

@@ -402,6 +402,7 @@ fn run(settings: Settings) -> Result<(), String> {
     let options = indigo::Options {
         limits: settings.limits(),
         default_index: settings.default_index()?,
+        backlog: settings.backlog(),
         ..Default::default()
     };
     let db = indigo::Indigo::open_with(&settings.path, options).map_err(|e| match e {

@@ -1,0 +1,119 @@
+//! Backpressure: with a bound on the unindexed backlog, writers wait for the
+//! compactor, so the backlog never exceeds the bound when a write returns, and
+//! everything written is there and searchable in the end.
+
+use std::time::Duration;
+
+use indigo::{BacklogLimit, Batch, Indigo, QueryRequest};
+use rand::{Rng, SeedableRng};
+
+const DIM: usize = 24;
+
+fn gauge(db: &Indigo, name: &str) -> f64 {
+    db.gauges()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .unwrap()
+}
+
+#[test]
+fn writers_wait_while_the_backlog_is_over_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let bound = 1500;
+    let db = Indigo::open_with(
+        dir.path(),
+        indigo::Options {
+            backlog: BacklogLimit {
+                records: bound,
+                bytes: 1 << 30,
+                wait: Duration::from_secs(600),
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = db
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            "backpressure",
+            None,
+            None,
+        )
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut vecs = Vec::new();
+    // Two writers, so admissions race; each batch is 400 records.
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let c = c.clone();
+            let db = &db;
+            let batches: Vec<Vec<Vec<f32>>> = (0..15)
+                .map(|_| {
+                    (0..400)
+                        .map(|_| (0..DIM).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+                        .collect()
+                })
+                .collect();
+            vecs.push(batches.clone());
+            s.spawn(move || {
+                for (b, batch) in batches.into_iter().enumerate() {
+                    let ids = (0..400).map(|i| format!("w{w}-{b}-{i}")).collect();
+                    c.add(Batch::new(ids, batch)).unwrap();
+                    let backlog = gauge(db, "indigo_backlog_records");
+                    assert!(
+                        backlog <= bound as f64,
+                        "a write returned with {backlog} records unindexed (bound {bound})"
+                    );
+                }
+            });
+        }
+    });
+    assert_eq!(c.count().unwrap(), 2 * 15 * 400);
+    // Everything is searchable: each vector finds itself.
+    for (w, batches) in vecs.iter().enumerate() {
+        for b in [0, 7, 14] {
+            let r = c
+                .query(&QueryRequest::new(vec![batches[b][5].clone()], 1))
+                .unwrap();
+            assert_eq!(r[0].ids[0], format!("w{w}-{b}-5"));
+        }
+    }
+    loop {
+        let (applied, head) = c.fold_progress();
+        if applied >= head {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(gauge(&db, "indigo_backlog_records"), 0.0);
+    assert_eq!(gauge(&db, "indigo_backlog_bytes"), 0.0);
+}
+
+/// A batch larger than the bound is let through alone rather than waiting forever.
+#[test]
+fn a_batch_larger_than_the_bound_goes_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Indigo::open_with(
+        dir.path(),
+        indigo::Options {
+            backlog: BacklogLimit {
+                records: 10,
+                bytes: 1 << 30,
+                wait: Duration::from_secs(600),
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = db
+        .create_collection("default_tenant", "default_database", "big", None, None)
+        .unwrap();
+    for b in 0..3 {
+        let ids = (0..100).map(|i| format!("b{b}-{i}")).collect();
+        let vecs = (0..100).map(|i| vec![i as f32, b as f32]).collect();
+        c.add(Batch::new(ids, vecs)).unwrap();
+    }
+    assert_eq!(c.count().unwrap(), 300);
+}
