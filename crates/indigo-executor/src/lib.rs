@@ -509,16 +509,15 @@ impl<'a> View<'a> {
                 index.search(q, k, Some(&live))?
             });
         }
-        // Over-fetch by what the snapshot must skip: labels of a chunk being
-        // compacted, and base records the tail replaced.
-        let extra = skipped as usize + self.snap.segment().inflight();
-        let mut hits = index.search(q, k + extra, None)?;
+        // Skip what the snapshot does not hold: labels of a chunk being compacted
+        // (new ones are at or above `next_iid`), and base records the tail
+        // replaced. They stay stepping stones of the walk; over-fetching by them
+        // instead made every query during an ingest search with ef ≥ a chunk.
         let next = self.snap.next_iid;
-        hits.retain(|n| {
-            (n.label as u64) < next
-                && !self.tail.excluded.contains(n.label)
-                && !changing.iids.contains(n.label)
-        });
+        let excluded = &self.tail.excluded;
+        let mut hits = index.search_where(q, k, |l| {
+            (l as u64) < next && !excluded.contains(l) && !changing.iids.contains(l)
+        })?;
         if hits.len() < k {
             let live = self.live()?.clone() - &changing.iids;
             if (hits.len() as u64) < live.len() {

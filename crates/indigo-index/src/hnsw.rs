@@ -1170,6 +1170,45 @@ impl Hnsw {
         Ok(out)
     }
 
+    /// The `k` nearest live vectors to `q` whose labels `accept` approves, by the
+    /// unfiltered walk: rejected nodes are stepping stones, never results. For a
+    /// predicate that rejects few (labels a reader's snapshot does not hold yet),
+    /// where an allow-list would cost more than the search; may return fewer
+    /// than `k` when it rejects many.
+    pub fn search_where(
+        &self,
+        q: &[f32],
+        k: usize,
+        accept: impl Fn(u32) -> bool,
+    ) -> Result<Vec<Neighbor>> {
+        check_vector(self.dim, q)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let q = self.space.prepare_cow(q);
+        let slots = self.slots.read();
+        let Some((ep, top)) = *self.entry.read() else {
+            return Ok(Vec::new());
+        };
+        let ef = self.ef_search.load(Ordering::Relaxed).max(k);
+        let mut cur = Scored {
+            dist: self.space.distance(&q, slots.vector(ep)),
+            id: ep,
+        };
+        for lc in (1..=top as usize).rev() {
+            cur = self.greedy(&slots, &q, cur, lc);
+        }
+        let found = self.search_layer(&slots, &q, &[cur], ef, 0, accept);
+        Ok(found
+            .iter()
+            .take(k)
+            .map(|s| Neighbor {
+                label: slots.label(s.id),
+                distance: s.dist,
+            })
+            .collect())
+    }
+
     /// Exact search over live vectors (all, or those in `allow`). `q` is prepared.
     fn flat_search(&self, q: &[f32], k: usize, allow: Option<&RoaringBitmap>) -> Vec<Neighbor> {
         let slots = self.slots.read();

@@ -148,3 +148,44 @@ fn filtered_recall_at_1_10_50_percent_with_exactly_k_results() {
     let got = idx.search(&w.queries[0], 10, Some(&tiny)).unwrap();
     assert_eq!(got.len(), 3);
 }
+
+/// `search_where` (the walk a reader uses to skip labels its snapshot lacks)
+/// returns only accepted labels, nearly as well as an exact search over them.
+#[test]
+fn search_where_skips_rejected_labels_as_stepping_stones() {
+    let w = wordnet();
+    let idx = build(&w);
+    let n = w.base.len() as u32;
+    let accept = |l: u32| l < n - 1000 && l % 7 != 0;
+    let allow: RoaringBitmap = (0..n).filter(|&l| accept(l)).collect();
+    let mut flat = FlatIndex::new(Space::Cosine, 384);
+    for (i, v) in w.base.iter().enumerate() {
+        flat.insert(i as u32, v).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut want = Vec::new();
+    for q in &w.queries {
+        let g: Vec<u32> = idx
+            .search_where(q, 10, accept)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.label)
+            .collect();
+        assert_eq!(g.len(), 10);
+        assert!(
+            g.iter().all(|&l| accept(l)),
+            "a rejected label was returned"
+        );
+        got.push(g);
+        want.push(
+            flat.search(q, 10, Some(&allow))
+                .unwrap()
+                .into_iter()
+                .map(|n| n.label)
+                .collect(),
+        );
+    }
+    let r = recall(&got, &want, 10);
+    eprintln!("search_where recall@10 = {r:.4}");
+    assert!(r >= 0.95, "recall {r}");
+}

@@ -47,6 +47,9 @@ struct Args {
     /// Skip hnswlib and faiss.
     #[arg(long)]
     no_peers: bool,
+    /// The backlog bound (records; default: Indigo's).
+    #[arg(long)]
+    backlog_records: Option<u64>,
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -250,7 +253,18 @@ fn main() {
         .collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let db = Indigo::open(dir.path()).unwrap();
+    let mut backlog = indigo::BacklogLimit::default();
+    if let Some(r) = args.backlog_records {
+        backlog.records = r;
+    }
+    let db = Indigo::open_with(
+        dir.path(),
+        indigo::Options {
+            backlog,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let space = if set.space == Space::L2 {
         "l2"
     } else {
