@@ -156,7 +156,7 @@ fn search_where_skips_rejected_labels_as_stepping_stones() {
     let w = wordnet();
     let idx = build(&w);
     let n = w.base.len() as u32;
-    let accept = |l: u32| l < n - 1000 && l % 7 != 0;
+    let accept = |l: u32| l < n - 1000 && !l.is_multiple_of(7);
     let allow: RoaringBitmap = (0..n).filter(|&l| accept(l)).collect();
     let mut flat = FlatIndex::new(Space::Cosine, 384);
     for (i, v) in w.base.iter().enumerate() {
