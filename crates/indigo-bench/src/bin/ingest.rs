@@ -47,6 +47,10 @@ struct Args {
     /// Skip hnswlib and faiss.
     #[arg(long)]
     no_peers: bool,
+    /// Only: build the raw index and sweep filtered search (ef, cut-off) at
+    /// 1/10/50% (for tuning the filtered walk).
+    #[arg(long)]
+    filter_sweep: bool,
     /// The backlog bound (records; default: Indigo's).
     #[arg(long)]
     backlog_records: Option<u64>,
@@ -252,6 +256,10 @@ fn main() {
         .map(|&p| (p, exact(&set, p)))
         .collect();
 
+    if args.filter_sweep {
+        filter_sweep(&set, &truth, args.threads);
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut backlog = indigo::BacklogLimit::default();
     if let Some(r) = args.backlog_records {
@@ -420,5 +428,53 @@ fn main() {
     }
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&out).unwrap()).unwrap();
+    }
+}
+
+fn filter_sweep(set: &Set, truth: &[(i64, Vec<Vec<u32>>)], threads: usize) {
+    let idx = Hnsw::new(params(set));
+    let items: Vec<(u32, &[f32])> = (0..set.base.len())
+        .map(|i| (i as u32, set.base.row(i)))
+        .collect();
+    idx.insert_parallel(&items, threads).unwrap();
+    for (pct, t) in truth {
+        let allow: indigo_index::RoaringBitmap = (0..set.base.len() as u32)
+            .filter(|&i| bucket(i as usize) < *pct)
+            .collect();
+        for ef in [64, 100, 200, 400, 800] {
+            idx.set_ef_search(ef);
+            idx.set_flat_cutoff(if *pct == 100 { usize::MAX } else { 0 });
+            let mut lat = Vec::new();
+            let mut got = Vec::new();
+            for qi in 0..set.queries.len() {
+                let s = Instant::now();
+                let a = (*pct < 100).then_some(&allow);
+                let r = idx.search(set.queries.row(qi), 10, a).unwrap();
+                lat.push(s.elapsed());
+                got.push(r.into_iter().map(|n| n.label).collect::<Vec<u32>>());
+            }
+            println!(
+                "{pct:>3}% ef {ef:>4}: recall@10 {:.3}, p50 {:.2} ms",
+                recall(&got, t),
+                quantile(&mut lat, 0.5).as_secs_f64() * 1e3
+            );
+            if *pct >= 10 && *pct < 100 {
+                let mut lat = Vec::new();
+                let mut got = Vec::new();
+                for qi in 0..set.queries.len() {
+                    let s = Instant::now();
+                    let r = idx
+                        .search_where(set.queries.row(qi), 10, |l| allow.contains(l))
+                        .unwrap();
+                    lat.push(s.elapsed());
+                    got.push(r.into_iter().map(|n| n.label).collect::<Vec<u32>>());
+                }
+                println!(
+                    "{pct:>3}% ef {ef:>4} (walk, filter on results): recall@10 {:.3}, p50 {:.2} ms",
+                    recall(&got, t),
+                    quantile(&mut lat, 0.5).as_secs_f64() * 1e3
+                );
+            }
+        }
     }
 }
