@@ -128,7 +128,10 @@ struct Tail {
     /// Each record's embedding prepared for the collection's space (normalised
     /// for cosine), made by the first query, so later ones score the tail without
     /// preparing it again (and counts and gets never pay for it).
-    prepared: std::sync::OnceLock<Vec<Arc<[f32]>>>,
+    /// One row per record, contiguous (a scan streams through memory); a record
+    /// whose embedding has another length (none in a valid collection) has a
+    /// row of NaN and is never scored.
+    prepared: std::sync::OnceLock<Prepared>,
     space: Option<indigo_index::Space>,
     /// Base internal ids the tail touches (their base state no longer holds).
     excluded: RoaringBitmap,
@@ -166,14 +169,33 @@ struct Cached {
 const NEW_RECORD: u64 = 1 << 32;
 
 impl Tail {
-    fn prepared(&self) -> &[Arc<[f32]>] {
+    fn prepared(&self) -> &Prepared {
         self.prepared.get_or_init(|| {
             let space = self.space.unwrap_or(indigo_index::Space::L2);
-            self.records
-                .iter()
-                .map(|(_, r)| Arc::from(space.prepare_cow(&r.embedding).into_owned()))
-                .collect()
+            let dim = self.records.first().map_or(0, |(_, r)| r.embedding.len());
+            let mut rows = Vec::with_capacity(dim * self.records.len());
+            for (_, r) in &self.records {
+                if r.embedding.len() == dim {
+                    rows.extend_from_slice(&space.prepare_cow(&r.embedding));
+                } else {
+                    rows.extend(std::iter::repeat_n(f32::NAN, dim));
+                }
+            }
+            Prepared { dim, rows }
         })
+    }
+}
+
+struct Prepared {
+    dim: usize,
+    rows: Vec<f32>,
+}
+
+impl Prepared {
+    /// Record `i`'s prepared vector, if it has the query's dimension.
+    fn row(&self, i: usize, dim: usize) -> Option<&[f32]> {
+        let r = &self.rows[i * self.dim..(i + 1) * self.dim];
+        (dim == self.dim && !r.first().is_some_and(|x| x.is_nan())).then_some(r)
     }
 }
 
@@ -446,9 +468,9 @@ impl<'a> View<'a> {
             if !selected.is_empty() {
                 let space = seg.config().space;
                 let pq = space.prepare(q);
+                let prepared = tail.prepared();
                 for &i in &selected {
-                    let v = &tail.prepared()[i];
-                    if v.len() == q.len() {
+                    if let Some(v) = prepared.row(i, q.len()) {
                         found.push((space.distance(&pq, v), Err(i)));
                     }
                 }
