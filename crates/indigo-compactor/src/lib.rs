@@ -58,6 +58,9 @@ pub trait Jobs: Send + Sync {
     /// that may have left the segment's memory and disk in disagreement (a
     /// poisoned store or index log refuses writes until reopened).
     fn reopen(&self, job: &Job) -> Result<()>;
+    /// Called after each pass over the jobs, on the compactor's thread: room for
+    /// housekeeping such as giving back memory of idle collections.
+    fn idle_pass(&self, _log: &dyn Log, _sysdb: &dyn SysDb) {}
 }
 
 /// Fold at most this many records per chunk: big enough for a parallel index
@@ -285,6 +288,7 @@ fn run(s: &Shared, jobs: &dyn Jobs, log: &dyn Log, sysdb: &dyn SysDb, health: &H
         if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
             last_checkpoint = Instant::now();
         }
+        jobs.idle_pass(log, sysdb);
         if !did || waiting {
             let mut w = s.wake.lock();
             if !*w {

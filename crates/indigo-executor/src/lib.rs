@@ -432,7 +432,7 @@ impl<'a> View<'a> {
         let selected = self.tail_selected(sel);
         let tail = self.tail.clone();
         let seg = self.snap.segment();
-        let index = seg.index();
+        let index = seg.index()?;
         let exact = seg.config().exact;
         let mut out = Vec::with_capacity(queries.len());
         for q in queries {

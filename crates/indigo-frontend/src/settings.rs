@@ -66,6 +66,11 @@ pub struct Settings {
     /// How long a write waits for indexing to make room before it is answered
     /// 429 (only when indexing makes no headway meanwhile).
     pub backlog_wait_secs: u64,
+    /// Memory open collections may hold (HNSW graphs, memtables) before idle ones
+    /// are hibernated (0: a quarter of the machine's memory).
+    pub collections_memory_bytes: u64,
+    /// How long a collection must go unused before it may be hibernated.
+    pub hibernate_idle_secs: u64,
     /// Where `POST /api/v2/admin/backup` writes backups (none: the route is off).
     pub backup_dir: Option<PathBuf>,
     /// The vector index new collections report when they name none: `hnsw`
@@ -187,6 +192,8 @@ impl Default for Settings {
             max_unindexed_records: b.records,
             max_unindexed_bytes: b.bytes,
             backlog_wait_secs: b.wait.as_secs(),
+            collections_memory_bytes: 0,
+            hibernate_idle_secs: 30,
             backup_dir: None,
             default_index: "hnsw".into(),
             cluster: ClusterSettings::default(),
@@ -201,6 +208,19 @@ impl Settings {
             records: self.max_unindexed_records.max(1),
             bytes: self.max_unindexed_bytes.max(1),
             wait: std::time::Duration::from_secs(self.backlog_wait_secs.max(1)),
+        }
+    }
+
+    /// The memory budget of open collections.
+    pub fn memory(&self) -> indigo::MemoryBudget {
+        let d = indigo::MemoryBudget::default();
+        indigo::MemoryBudget {
+            bytes: if self.collections_memory_bytes == 0 {
+                d.bytes
+            } else {
+                self.collections_memory_bytes
+            },
+            idle: std::time::Duration::from_secs(self.hibernate_idle_secs),
         }
     }
 
@@ -294,6 +314,8 @@ impl Settings {
                 "max_unindexed_records" => s.max_unindexed_records = num(&v)? as u64,
                 "max_unindexed_bytes" => s.max_unindexed_bytes = num(&v)? as u64,
                 "backlog_wait_secs" => s.backlog_wait_secs = num(&v)? as u64,
+                "collections_memory_bytes" => s.collections_memory_bytes = num(&v)? as u64,
+                "hibernate_idle_secs" => s.hibernate_idle_secs = num(&v)? as u64,
                 "backup_dir" => s.backup_dir = Some(PathBuf::from(&v)),
                 "default_index" => s.default_index = v.clone(),
                 "roles" => {

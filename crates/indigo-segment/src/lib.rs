@@ -325,6 +325,23 @@ pub struct Segment {
     /// Signalled whenever `applied` moves (writers held back by a bounded
     /// backlog wait on it).
     progress: (Mutex<()>, parking_lot::Condvar),
+    /// The index's dimension once known (0 before).
+    dim: AtomicUsize,
+    /// Whether the index was put away by [`Segment::hibernate`] (its files are
+    /// complete; the next use loads it).
+    hibernated: std::sync::atomic::AtomicBool,
+    /// When the segment was last used, in [`now_ms`] (least recently used first
+    /// to hibernate).
+    last_used: AtomicU64,
+}
+
+/// Milliseconds since the process first asked: the clock of segments' last use.
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// The base records a chunk being applied deletes from the index or moves in it,
@@ -407,6 +424,7 @@ impl Segment {
             )));
         }
         if let Some(dim) = dim {
+            seg.dim.store(dim, Ordering::Relaxed);
             // With no index yet, reconciling inserts everything the store holds.
             let idx = seg.open_index(dim)?;
             seg.reconcile(&idx, durable, log)?;
@@ -474,6 +492,9 @@ impl Segment {
             deleted_since_compact: AtomicU64::new(0),
             live_count: AtomicU64::new(0),
             progress: Default::default(),
+            dim: AtomicUsize::new(0),
+            hibernated: Default::default(),
+            last_used: AtomicU64::new(now_ms()),
         };
         seg.live_count.store(seg.live()?.len(), Ordering::Relaxed);
         Ok(seg)
@@ -506,7 +527,7 @@ impl Segment {
                 file,
             })
             .collect();
-        if let Some(i) = &*self.index.read() {
+        if let Some(i) = self.loaded_index()? {
             for (p, file) in i.seal()? {
                 files.push(SealedFile {
                     name: format!(
@@ -612,6 +633,7 @@ impl Segment {
 
     /// A consistent view: the store and `applied` do not change until it is dropped.
     pub fn snapshot(&self) -> Snapshot<'_> {
+        self.touch();
         let g = self.snapshot.read();
         Snapshot {
             seg: self,
@@ -675,6 +697,7 @@ impl Segment {
     /// the index.
     pub fn apply(&self, entries: &[(u64, WriteEntry)]) -> Result<()> {
         let _w = self.writer.lock();
+        self.touch();
         // Two compactions may race to the same entries (the worker and an explicit
         // drain); what is already applied must not be applied twice.
         let applied = self.applied();
@@ -807,11 +830,80 @@ impl Segment {
         if let Some(i) = &*self.index.read() {
             return Ok(i.clone());
         }
-        let dim =
-            dim.ok_or_else(|| Error::Corrupt("a vector change without a dimension".into()))?;
+        // Checked again under the lock: two opens of one directory would both
+        // append to its commit log.
+        let mut w = self.index.write();
+        if let Some(i) = &*w {
+            return Ok(i.clone());
+        }
+        let known = self.dim.load(Ordering::Relaxed);
+        let dim = dim
+            .or((known > 0).then_some(known))
+            .ok_or_else(|| Error::Corrupt("a vector change without a dimension".into()))?;
         let idx = self.open_index(dim)?;
-        *self.index.write() = Some(idx.clone());
+        self.dim.store(dim, Ordering::Relaxed);
+        *w = Some(idx.clone());
+        self.hibernated.store(false, Ordering::Release);
         Ok(idx)
+    }
+
+    /// The index, loaded again if it was hibernated; `None` before the first vector.
+    fn loaded_index(&self) -> Result<Option<Arc<Hnsw>>> {
+        if let Some(i) = &*self.index.read() {
+            return Ok(Some(i.clone()));
+        }
+        if self.hibernated.load(Ordering::Acquire) {
+            return self.index_for(None).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn touch(&self) {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// When the segment was last read or written, in [`now_ms`].
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// About the memory the segment holds: its index's vectors and links, and
+    /// the store's memtables.
+    pub fn memory_bytes(&self) -> u64 {
+        let index = self.index.read().as_ref().map_or(0, |i| i.graph_bytes());
+        index + self.store.stats().memtable_bytes
+    }
+
+    /// Gives back the segment's memory while it is not in use: its index is
+    /// synced, closed and dropped (loaded again from its files on the next use)
+    /// and the store's memtable is flushed. Returns whether it freed anything.
+    /// The caller checks the segment is idle (its log folded); a write or read
+    /// meanwhile simply loads the index again.
+    pub fn hibernate(&self) -> Result<bool> {
+        let _w = self.writer.lock();
+        if self.is_retired() {
+            return Ok(false);
+        }
+        let mut freed = false;
+        {
+            let mut w = self.index.write();
+            if let Some(idx) = w.take() {
+                if let Err(e) = idx.sync() {
+                    *w = Some(idx);
+                    return Err(e.into());
+                }
+                // Waits for a condensation in progress; no other opens the
+                // directory until this one is closed.
+                idx.close();
+                self.hibernated.store(true, Ordering::Release);
+                freed = true;
+            }
+        }
+        if self.store.stats().memtable_bytes > 0 {
+            self.store.flush()?;
+            freed = true;
+        }
+        Ok(freed)
     }
 
     /// Makes everything applied durable; returns the offset it covers.
@@ -840,15 +932,18 @@ impl Segment {
         let _w = self.writer.lock();
         self.deleted_since_compact.store(0, Ordering::Relaxed);
         self.store.compact()?;
-        if let Some(idx) = self.index() {
+        if let Some(idx) = self.loaded_index()? {
             idx.repair()?;
             idx.condense()?;
         }
         Ok(true)
     }
 
-    pub fn index(&self) -> Option<Arc<Hnsw>> {
-        self.index.read().clone()
+    /// The index (loaded again if it was hibernated); `None` before the first
+    /// vector.
+    pub fn index(&self) -> Result<Option<Arc<Hnsw>>> {
+        self.touch();
+        self.loaded_index()
     }
 
     /// Copies the segment as it is at one moment into the new directory `dest`
@@ -857,7 +952,7 @@ impl Segment {
     pub fn backup_to(&self, dest: &Path) -> Result<(u64, u64)> {
         let _w = self.writer.lock();
         let mut bytes = self.store.checkpoint_to(&dest.join("store"))?;
-        if let Some(i) = &*self.index.read() {
+        if let Some(i) = self.loaded_index()? {
             bytes += i.backup_to(&dest.join("hnsw"))?;
         }
         Ok((self.applied(), bytes))
@@ -876,7 +971,7 @@ impl Segment {
             // rather than to a write-ahead log copied for the fork.
             self.store.flush()?;
             let (mut linked, mut copied) = self.store.fork_to(&dest.join("store"))?;
-            if let Some(i) = &*self.index.read() {
+            if let Some(i) = self.loaded_index()? {
                 let (l, c) = i.fork_to(&dest.join("hnsw"))?;
                 linked += l;
                 copied += c;
@@ -903,6 +998,9 @@ impl Segment {
     /// held by readers, must not touch them again.
     pub fn close(&self) {
         let _w = self.writer.lock();
+        // A hibernated index stays on disk for the fresh open: readers of this
+        // one must not load a second writer of its files.
+        self.hibernated.store(false, Ordering::Release);
         if let Some(i) = &*self.index.read() {
             i.close();
         }

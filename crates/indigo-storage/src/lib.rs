@@ -198,6 +198,8 @@ pub struct StoreStats {
     pub segments: usize,
     /// Bytes in live segment files.
     pub segment_bytes: u64,
+    /// About the bytes the memtables (active and frozen) hold.
+    pub memtable_bytes: u64,
 }
 
 /// Live segments per bucket (oldest first) and the bucket directory.
@@ -764,6 +766,10 @@ impl Store {
             block_reads: self.inner.stats.block_reads.load(Ordering::Relaxed),
             segments: view.version.segments.values().map(Vec::len).sum(),
             segment_bytes: segs.map(|s| s.size).sum(),
+            memtable_bytes: std::iter::once(&view.active)
+                .chain(view.frozen.iter())
+                .map(|m| m.approx_bytes() as u64)
+                .sum(),
         }
     }
 

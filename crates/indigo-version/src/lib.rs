@@ -682,7 +682,7 @@ impl VersionCompactor {
         let (from, ops) = latest.as_ref().map_or((0, 0), |v| (v.log_offset, v.ops()));
         let ops = ops + indigo_segment::count_ops(&*self.log, lid, from, applied)?;
         let files = w.segment.seal()?;
-        let dim = w.segment.index().map(|i| i.dim() as u32);
+        let dim = w.segment.index()?.map(|i| i.dim() as u32);
         let version = w.version + 1;
         let published = publish(
             &*self.objects,

@@ -151,6 +151,35 @@ pub struct Options {
     /// How much of a collection's log may wait to be indexed before writes wait
     /// (only with background compaction).
     pub backlog: BacklogLimit,
+    /// The memory open collections may hold before idle ones are hibernated.
+    pub memory: MemoryBudget,
+}
+
+/// A budget for the memory of open collections (their HNSW graphs and store
+/// memtables). Over it, the compactor hibernates collections idle for at least
+/// `idle`, least recently used first: their index is synced and dropped and their
+/// memtable flushed; the next read or write loads the index from its files.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBudget {
+    pub bytes: u64,
+    pub idle: std::time::Duration,
+}
+
+impl Default for MemoryBudget {
+    /// A quarter of the machine's memory (at least 512 MiB), idle for 30 s.
+    fn default() -> Self {
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .map_or(8 << 30, |kb| kb * 1024);
+        MemoryBudget {
+            bytes: (total / 4).max(512 << 20),
+            idle: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 impl std::fmt::Debug for Options {
@@ -161,6 +190,7 @@ impl std::fmt::Debug for Options {
             .field("limits", &self.limits)
             .field("default_index", &self.default_index)
             .field("backlog", &self.backlog)
+            .field("memory", &self.memory)
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +204,7 @@ impl Default for Options {
             limits: Limits::default(),
             default_index: schema::VectorIndexKind::Hnsw,
             backlog: BacklogLimit::default(),
+            memory: MemoryBudget::default(),
         }
     }
 }
@@ -252,6 +283,70 @@ impl Jobs for Registry {
         open.tail.clear();
         tracing::info!(collection = %job.id, "reopened the collection's files after a failure");
         Ok(())
+    }
+
+    fn idle_pass(&self, log: &dyn Log, sysdb: &dyn SysDb) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.hibernate_over_budget(log, sysdb);
+        }
+    }
+}
+
+impl Inner {
+    /// Over the memory budget, hibernates idle collections, least recently used
+    /// first, until under it. A collection with log entries still to fold is not
+    /// idle. Failures are reported to health (index maintenance, subject the
+    /// collection's directory) and the collection stays as it was.
+    fn hibernate_over_budget(&self, log: &dyn Log, sysdb: &dyn SysDb) {
+        let budget = self.options.memory;
+        let open: Vec<Arc<Open>> = self.open.read().values().cloned().collect();
+        let mut segs: Vec<(u64, u64, &Arc<Open>, Arc<Segment>)> = open
+            .iter()
+            .map(|o| {
+                let s = o.segment();
+                (s.last_used(), s.memory_bytes(), o, s)
+            })
+            .collect();
+        let mut total: u64 = segs.iter().map(|s| s.1).sum();
+        if total <= budget.bytes {
+            return;
+        }
+        segs.sort_unstable_by_key(|s| s.0);
+        let now = indigo_segment::now_ms();
+        for (last, bytes, o, seg) in segs {
+            if total <= budget.bytes || now.saturating_sub(last) < budget.idle.as_millis() as u64 {
+                break;
+            }
+            if bytes == 0 || log.head(o.log_id).0 > seg.applied() {
+                continue;
+            }
+            let Some(_held) = seg.hold() else { continue };
+            let job = Job {
+                id: o.id.clone(),
+                log_id: o.log_id,
+                segment: seg.clone(),
+            };
+            let subject = seg.dir().display().to_string();
+            let r = indigo_compactor::checkpoint(&job, log, sysdb)
+                .map_err(|e| e.to_string())
+                .and_then(|_| seg.hibernate().map_err(|e| e.to_string()));
+            match r {
+                Ok(freed) => {
+                    self.env
+                        .health
+                        .recovered(indigo_health::INDEX_MAINTENANCE, &subject);
+                    if freed {
+                        o.tail.clear();
+                        total = total.saturating_sub(bytes);
+                    }
+                }
+                Err(e) => self.env.health.failed(
+                    indigo_health::INDEX_MAINTENANCE,
+                    &subject,
+                    &format!("hibernating the collection: {e}"),
+                ),
+            }
+        }
     }
 }
 
@@ -744,6 +839,7 @@ impl Indigo {
         let mut lag = 0u64;
         let mut records = 0u64;
         let (mut backlog_records, mut backlog_bytes, mut tail_bytes) = (0u64, 0u64, 0u64);
+        let (mut memory, mut loaded) = (0u64, 0u64);
         let open: Vec<Arc<Open>> = self.inner.open.read().values().cloned().collect();
         for o in open {
             let seg = o.segment();
@@ -758,6 +854,9 @@ impl Indigo {
             backlog_records += r;
             backlog_bytes += b;
             tail_bytes += o.tail.bytes();
+            let m = seg.memory_bytes();
+            memory += m;
+            loaded += u64::from(m > 0);
         }
         let log_bytes: u64 = std::fs::read_dir(self.inner.path.join("log"))
             .map(|rd| {
@@ -774,6 +873,8 @@ impl Indigo {
             ("indigo_backlog_records".into(), backlog_records as f64),
             ("indigo_backlog_bytes".into(), backlog_bytes as f64),
             ("indigo_tail_cache_bytes".into(), tail_bytes as f64),
+            ("indigo_collections_memory_bytes".into(), memory as f64),
+            ("indigo_collections_in_memory".into(), loaded as f64),
         ]
     }
 

@@ -347,6 +347,20 @@ fn main() {
     });
     drop(c);
     drop(db);
+    // Restart: a fresh open of the same directory, then the first query.
+    let t = Instant::now();
+    let db = Indigo::open(dir.path()).unwrap();
+    let opened = t.elapsed().as_secs_f64();
+    let c = db
+        .get_collection("default_tenant", "default_database", "ingest")
+        .unwrap();
+    c.query(&QueryRequest::new(vec![set.queries.row(0).to_vec()], 10))
+        .unwrap();
+    out["indigo"]["restart_open_seconds"] = json!(opened);
+    out["indigo"]["restart_first_query_seconds"] = json!(t.elapsed().as_secs_f64());
+    out["indigo"]["disk_bytes"] = json!(indigo_bench::dir_bytes(dir.path()));
+    drop(c);
+    drop(db);
 
     if !args.no_raw {
         eprintln!("raw build, Indigo's Hnsw on {} threads ...", args.threads);
@@ -411,6 +425,18 @@ fn main() {
         )],
     );
     row("recall@10", &[format!("{:.3}", f(&ind["recall10"]))]);
+    row(
+        "restart: open / first query answered",
+        &[format!(
+            "{:.2} / {:.2} s",
+            f(&ind["restart_open_seconds"]),
+            f(&ind["restart_first_query_seconds"])
+        )],
+    );
+    row(
+        "data directory",
+        &[indigo_bench::mib(ind["disk_bytes"].as_u64().unwrap_or(0))],
+    );
     for fl in ind["filtered"].as_array().unwrap() {
         row(
             &format!("filtered {}%: p50, recall@10", fl["pct"]),

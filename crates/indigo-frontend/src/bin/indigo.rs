@@ -403,6 +403,7 @@ fn run(settings: Settings) -> Result<(), String> {
         limits: settings.limits(),
         default_index: settings.default_index()?,
         backlog: settings.backlog(),
+        memory: settings.memory(),
         ..Default::default()
     };
     let db = indigo::Indigo::open_with(&settings.path, options).map_err(|e| match e {
