@@ -1558,11 +1558,11 @@ impl Hnsw {
     }
 
     /// Starts a thread that repairs tombstones and condenses the commit log when it
-    /// outgrows both `log_bytes` and the graph itself. A condensation rewrites the
-    /// whole graph, so a fixed threshold would make a growing index rewrite itself
-    /// every `log_bytes` (quadratic in its size); growing with the graph keeps the
-    /// bytes rewritten over a build linear, and a load reads at most about twice
-    /// the graph. A failure is reported to `health` (subject: the index
+    /// outgrows both `log_bytes` and a quarter of the graph. A condensation
+    /// rewrites the whole graph, so a fixed threshold would make a growing index
+    /// rewrite itself every `log_bytes` (quadratic in its size); growing with the
+    /// graph keeps the bytes rewritten over a build linear (about five times the
+    /// graph), and a load reads at most about 1.25 times the graph. A failure is reported to `health` (subject: the index
     /// directory) and retried with backoff; a condensation that failed is retried
     /// even if the log has not grown since. The thread stops when the index is
     /// dropped or closed.
@@ -1592,7 +1592,7 @@ impl Hnsw {
                     if idx.tombstones() > 0 && idx.tombstones() * 20 >= idx.len().max(1) {
                         idx.repair()?;
                     }
-                    if condense_pending || idx.log_len() > log_bytes.max(idx.graph_bytes()) {
+                    if condense_pending || idx.log_len() > log_bytes.max(idx.graph_bytes() / 4) {
                         condense_pending = true;
                         idx.condense()?;
                         condense_pending = false;
