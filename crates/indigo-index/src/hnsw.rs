@@ -351,6 +351,9 @@ pub struct Hnsw {
     pub(crate) maint: Mutex<()>,
     /// Set by [`Hnsw::close`]: no more changes or maintenance.
     closed: AtomicBool,
+    /// The commit log's length at the last change (maintenance tells an index
+    /// being built from an idle one by whether it moved).
+    changed: std::sync::atomic::AtomicU64,
     /// Slots (and levels) being inserted right now. Two concurrent inserts cannot
     /// find each other by walking the graph (neither is linked yet), so each also
     /// scores the others: otherwise neighbours built side by side link only one
@@ -432,6 +435,7 @@ impl Hnsw {
             fs: Arc::new(StdFs),
             maint: Mutex::new(()),
             closed: AtomicBool::new(false),
+            changed: Default::default(),
             inserting: Mutex::new(Vec::new()),
         }
     }
@@ -672,7 +676,11 @@ impl Hnsw {
 
     fn log(&self, op: Op) -> Result<()> {
         match &self.log {
-            Some(l) => l.lock().append(&op),
+            Some(l) => {
+                let mut l = l.lock();
+                self.changed.store(l.len(), Ordering::Relaxed);
+                l.append(&op)
+            }
             None => Ok(()),
         }
     }
@@ -1557,12 +1565,15 @@ impl Hnsw {
         persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
     }
 
-    /// Starts a thread that repairs tombstones and condenses the commit log when it
-    /// outgrows both `log_bytes` and a quarter of the graph. A condensation
-    /// rewrites the whole graph, so a fixed threshold would make a growing index
-    /// rewrite itself every `log_bytes` (quadratic in its size); growing with the
-    /// graph keeps the bytes rewritten over a build linear (about five times the
-    /// graph), and a load reads at most about 1.25 times the graph. A failure is reported to `health` (subject: the index
+    /// Starts a thread that repairs tombstones and condenses the commit log. A
+    /// condensation rewrites the whole graph, so while the index changes it waits
+    /// until the log outgrows both `log_bytes` and the graph itself: a fixed
+    /// threshold made a growing index rewrite itself every `log_bytes`
+    /// (quadratic in its size; 25% of a 250k build), and this keeps the bytes
+    /// rewritten over a build linear. Once the index is quiet (no change for a
+    /// pass), a log over `log_bytes` is condensed, so a restart after a build
+    /// reads the snapshot and little log (quiet: unchanged for five passes, a
+    /// second). A failure is reported to `health` (subject: the index
     /// directory) and retried with backoff; a condensation that failed is retried
     /// even if the log has not grown since. The thread stops when the index is
     /// dropped or closed.
@@ -1579,6 +1590,7 @@ impl Hnsw {
         std::thread::spawn(move || {
             let mut backoff = Backoff::default();
             let mut condense_pending = false;
+            let (mut seen, mut quiet_passes) = (u64::MAX, 0u32);
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 let Some(idx) = weak.upgrade() else { return };
@@ -1592,7 +1604,15 @@ impl Hnsw {
                     if idx.tombstones() > 0 && idx.tombstones() * 20 >= idx.len().max(1) {
                         idx.repair()?;
                     }
-                    if condense_pending || idx.log_len() > log_bytes.max(idx.graph_bytes() / 4) {
+                    let changed = idx.changed.load(Ordering::Relaxed);
+                    quiet_passes = if changed == seen { quiet_passes + 1 } else { 0 };
+                    seen = changed;
+                    let threshold = if quiet_passes >= 5 {
+                        log_bytes
+                    } else {
+                        log_bytes.max(idx.graph_bytes())
+                    };
+                    if condense_pending || idx.log_len() > threshold {
                         condense_pending = true;
                         idx.condense()?;
                         condense_pending = false;
