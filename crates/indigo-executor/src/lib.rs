@@ -235,6 +235,7 @@ impl<'a> View<'a> {
         let snap = seg.snapshot();
         let mut g = cache.0.lock();
         if g.as_ref().is_none_or(|c| c.applied != snap.applied) {
+            cache.1.store(0, std::sync::atomic::Ordering::Relaxed);
             *g = Some(Cached {
                 applied: snap.applied,
                 upto: snap.applied,

@@ -220,7 +220,9 @@ impl Settings {
             } else {
                 self.collections_memory_bytes
             },
-            idle: std::time::Duration::from_secs(self.hibernate_idle_secs),
+            // At least a second: 0 would hibernate collections in use, and every
+            // read would load the index again.
+            idle: std::time::Duration::from_secs(self.hibernate_idle_secs.max(1)),
         }
     }
 

@@ -330,6 +330,9 @@ pub struct Segment {
     /// Whether the index was put away by [`Segment::hibernate`] (its files are
     /// complete; the next use loads it).
     hibernated: std::sync::atomic::AtomicBool,
+    /// Set by [`Segment::close`]: a fresh open owns the files now, so this one
+    /// never loads its index again.
+    closed: std::sync::atomic::AtomicBool,
     /// When the segment was last used, in [`now_ms`] (least recently used first
     /// to hibernate).
     last_used: AtomicU64,
@@ -494,6 +497,7 @@ impl Segment {
             progress: Default::default(),
             dim: AtomicUsize::new(0),
             hibernated: Default::default(),
+            closed: Default::default(),
             last_used: AtomicU64::new(now_ms()),
         };
         seg.live_count.store(seg.live()?.len(), Ordering::Relaxed);
@@ -605,7 +609,11 @@ impl Segment {
         // Re-inserting many labels leaves as many tombstones, and nodes inserted
         // among them may be reachable only through them: repair (which also
         // relinks nodes no live node links to) before the index serves reads.
-        idx.repair()?;
+        // An index that agreed with the store needs none (a hibernated one
+        // loaded again).
+        if !items.is_empty() || !(&labels - &live).is_empty() {
+            idx.repair()?;
+        }
         idx.sync()?;
         Ok(())
     }
@@ -836,11 +844,22 @@ impl Segment {
         if let Some(i) = &*w {
             return Ok(i.clone());
         }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Io(format!(
+                "{}: the collection's files were reopened meanwhile; retry",
+                self.dir.display()
+            )));
+        }
         let known = self.dim.load(Ordering::Relaxed);
         let dim = dim
             .or((known > 0).then_some(known))
             .ok_or_else(|| Error::Corrupt("a vector change without a dimension".into()))?;
         let idx = self.open_index(dim)?;
+        if self.hibernated.load(Ordering::Acquire) {
+            // As at open: an index whose files failed their checks was set aside
+            // and starts empty, and is rebuilt from the store here.
+            self.reconcile(&idx, self.applied(), &[])?;
+        }
         self.dim.store(dim, Ordering::Relaxed);
         *w = Some(idx.clone());
         self.hibernated.store(false, Ordering::Release);
@@ -870,18 +889,23 @@ impl Segment {
     /// About the memory the segment holds: its index's vectors and links, and
     /// the store's memtables.
     pub fn memory_bytes(&self) -> u64 {
-        let index = self.index.read().as_ref().map_or(0, |i| i.graph_bytes());
+        // Not waiting for an index being loaded (counted once it is).
+        let index = self
+            .index
+            .try_read()
+            .and_then(|i| i.as_ref().map(|i| i.graph_bytes()))
+            .unwrap_or(0);
         index + self.store.stats().memtable_bytes
     }
 
     /// Gives back the segment's memory while it is not in use: its index is
     /// synced, closed and dropped (loaded again from its files on the next use)
     /// and the store's memtable is flushed. Returns whether it freed anything.
-    /// The caller checks the segment is idle (its log folded); a write or read
-    /// meanwhile simply loads the index again.
+    /// The caller checks the segment is idle (its log folded) and holds
+    /// [`Segment::hold`]; a write or read meanwhile simply loads the index again.
     pub fn hibernate(&self) -> Result<bool> {
         let _w = self.writer.lock();
-        if self.is_retired() {
+        if self.is_retired() || self.closed.load(Ordering::Acquire) {
             return Ok(false);
         }
         let mut freed = false;
@@ -998,12 +1022,15 @@ impl Segment {
     /// held by readers, must not touch them again.
     pub fn close(&self) {
         let _w = self.writer.lock();
-        // A hibernated index stays on disk for the fresh open: readers of this
+        // Under the index lock, so no reader is loading it meanwhile: a
+        // hibernated index stays on disk for the fresh open, and readers of this
         // one must not load a second writer of its files.
-        self.hibernated.store(false, Ordering::Release);
-        if let Some(i) = &*self.index.read() {
+        let w = self.index.write();
+        self.closed.store(true, Ordering::Release);
+        if let Some(i) = &*w {
             i.close();
         }
+        drop(w);
         self.store.close();
     }
 
@@ -1041,7 +1068,9 @@ impl Segment {
 
     /// Whether the segment's collection was deleted.
     pub fn is_retired(&self) -> bool {
-        *self.retired.read()
+        // Recursive: callers may hold `hold()` already, and a plain read queued
+        // behind a deleter waiting to write would never be granted.
+        *self.retired.read_recursive()
     }
 
     /// What the chunk in progress changes in the index; see [`Changing`].
@@ -1168,5 +1197,71 @@ mod tests {
         );
         assert_eq!(snap.posting(posting::HAS_DOC).unwrap().len(), 2);
         assert_eq!(snap.posting(posting::ALL).unwrap().len(), 2);
+    }
+
+    fn adds(from: usize, to: usize) -> WriteEntry {
+        WriteEntry {
+            kind: WriteKind::Add,
+            records: (from..to)
+                .map(|i| RecordOp {
+                    id: format!("r{i}"),
+                    embedding: Some(vec![i as f32, (i % 7) as f32, 1.0].into()),
+                    document: None,
+                    uri: None,
+                    metadata: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A hibernated segment gives its index back and loads it on the next use,
+    /// whole; an index whose files were damaged meanwhile is rebuilt from the
+    /// store on that load, as at open; a closed segment never loads it again.
+    #[test]
+    fn hibernated_index_loads_again_and_is_rebuilt_if_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::open(
+            &Env::default(),
+            dir.path(),
+            IndexConfig::default(),
+            None,
+            0,
+            &[],
+        )
+        .unwrap();
+        seg.apply(&[(1, adds(0, 300))]).unwrap();
+        let held = seg.hold().unwrap();
+        assert!(seg.hibernate().unwrap());
+        drop(held);
+        assert_eq!(seg.memory_bytes(), 0);
+        // Loaded again on use, with every record.
+        assert_eq!(seg.index().unwrap().unwrap().len(), 300);
+        seg.apply(&[(2, adds(300, 400))]).unwrap();
+        let held = seg.hold().unwrap();
+        assert!(seg.hibernate().unwrap());
+        drop(held);
+        // Damage every index file: the load sets them aside and rebuilds.
+        let hnsw = dir.path().join("hnsw");
+        for e in std::fs::read_dir(&hnsw).unwrap().flatten() {
+            let p = e.path();
+            let len = std::fs::metadata(&p).unwrap().len();
+            if len > 64 {
+                let mut b = std::fs::read(&p).unwrap();
+                let n = b.len();
+                b[n / 2] ^= 0xff;
+                b[n - 8] ^= 0xff;
+                std::fs::write(&p, b).unwrap();
+            }
+        }
+        let idx = seg.index().unwrap().unwrap();
+        assert_eq!(idx.len(), 400);
+        let hit = idx.search(&[123.0, 4.0, 1.0], 1, None).unwrap();
+        assert_eq!(hit[0].label, 123);
+        // Hibernated and then closed: readers get an error, not an empty index.
+        let held = seg.hold().unwrap();
+        assert!(seg.hibernate().unwrap());
+        drop(held);
+        seg.close();
+        assert!(seg.index().is_err());
     }
 }

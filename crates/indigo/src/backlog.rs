@@ -45,6 +45,9 @@ impl Default for BacklogLimit {
 #[derive(Default)]
 pub(crate) struct Backlog {
     inner: Mutex<State>,
+    /// Signalled when a waiting writer is admitted or gives up, so the next in
+    /// line looks again.
+    turn: parking_lot::Condvar,
 }
 
 #[derive(Default)]
@@ -56,6 +59,11 @@ struct State {
     /// Admitted writes not yet appended (they count against the bound).
     reserved_records: u64,
     reserved_bytes: u64,
+    /// Writers waiting for room, admitted in this order: a large write waits
+    /// for the backlog to empty, and small ones arriving meanwhile must not
+    /// keep it from ever doing so.
+    waiting: std::collections::BTreeSet<u64>,
+    next_ticket: u64,
 }
 
 impl State {
@@ -151,15 +159,38 @@ impl Backlog {
         wait_past: impl Fn(u64, Duration) -> Result<bool>,
         what: impl Fn() -> String,
     ) -> Result<Admitted<'_>> {
+        let ticket = {
+            let mut s = self.inner.lock();
+            let t = s.next_ticket;
+            s.next_ticket += 1;
+            s.waiting.insert(t);
+            t
+        };
+        // Leaves the line however this ends (admitted, refused, failed).
+        struct InLine<'a>(&'a Backlog, u64);
+        impl Drop for InLine<'_> {
+            fn drop(&mut self) {
+                self.0.inner.lock().waiting.remove(&self.1);
+                self.0.turn.notify_all();
+            }
+        }
+        let _line = InLine(self, ticket);
         let mut progress_at = Instant::now();
+        let mut last = (u64::MAX, u64::MAX);
         loop {
             let at = applied();
             {
                 let mut s = self.inner.lock();
                 s.prune(at);
+                let head = *s.waiting.first().unwrap_or(&ticket);
+                if (at, head) != last {
+                    // Headway: indexing moved, or the line did.
+                    last = (at, head);
+                    progress_at = Instant::now();
+                }
                 let (r, b) = (s.records + s.reserved_records, s.bytes + s.reserved_bytes);
-                let empty = r == 0;
-                if empty || (r + records <= limit.records && b + bytes <= limit.bytes) {
+                let fits = r == 0 || (r + records <= limit.records && b + bytes <= limit.bytes);
+                if head == ticket && fits {
                     s.reserved_records += records;
                     s.reserved_bytes += bytes;
                     return Ok(Admitted {
@@ -180,12 +211,16 @@ impl Backlog {
                         limit.wait
                     )));
                 }
+                if head != ticket {
+                    // Behind another writer: wait for the line to move.
+                    self.turn.wait_for(&mut s, Duration::from_millis(50));
+                    continue;
+                }
             }
-            // Short slices: the segment may be replaced (a reopen after a failure),
-            // and admitted writes of others may free their reservations.
-            if wait_past(at, Duration::from_millis(50))? {
-                progress_at = Instant::now();
-            }
+            // First in line without room: wait for indexing. Short slices: the
+            // segment may be replaced (a reopen after a failure), and admitted
+            // writes of others may free their reservations.
+            wait_past(at, Duration::from_millis(50))?;
         }
     }
 }
@@ -287,5 +322,69 @@ mod tests {
         applied.store(1, Ordering::SeqCst);
         assert!(t.join().unwrap());
         assert_eq!(b.size(1), (90, 1));
+    }
+
+    /// A write larger than the bound waits for the backlog to empty; smaller
+    /// writes arriving meanwhile queue behind it instead of keeping it waiting
+    /// for ever.
+    #[test]
+    fn a_large_write_is_not_starved_by_small_ones() {
+        let b = std::sync::Arc::new(Backlog::default());
+        let applied = std::sync::Arc::new(AtomicU64::new(0));
+        let lim = BacklogLimit {
+            wait: Duration::from_secs(600),
+            ..limit(100)
+        };
+        b.admit(50, 1, &lim, || 0, |_, _| Ok(false), String::new)
+            .unwrap()
+            .logged(1);
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sleep = |_: u64, d: Duration| {
+            std::thread::sleep(d / 10);
+            Ok(false)
+        };
+        let big = {
+            let (b, a, o) = (b.clone(), applied.clone(), order.clone());
+            std::thread::spawn(move || {
+                let adm = b
+                    .admit(
+                        500,
+                        1,
+                        &lim,
+                        || a.load(Ordering::SeqCst),
+                        sleep,
+                        String::new,
+                    )
+                    .unwrap();
+                o.lock().push("big");
+                adm.logged(2);
+            })
+        };
+        // The big write is in line first.
+        while b.inner.lock().waiting.is_empty() {
+            std::thread::yield_now();
+        }
+        let small = {
+            let (b, a, o) = (b.clone(), applied.clone(), order.clone());
+            std::thread::spawn(move || {
+                for i in 0..5u64 {
+                    let adm = b
+                        .admit(10, 1, &lim, || a.load(Ordering::SeqCst), sleep, String::new)
+                        .unwrap();
+                    o.lock().push("small");
+                    adm.logged(3 + i);
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        // Nothing was admitted while the big write waits for the backlog to empty.
+        assert!(order.lock().is_empty());
+        applied.store(1, Ordering::SeqCst);
+        big.join().unwrap();
+        // The small writes wait for the big one to be folded too.
+        applied.store(2, Ordering::SeqCst);
+        small.join().unwrap();
+        assert_eq!(order.lock()[0], "big");
+        assert_eq!(order.lock().len(), 6);
     }
 }

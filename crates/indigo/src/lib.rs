@@ -263,7 +263,17 @@ impl Jobs for Registry {
         let Some(inner) = self.0.upgrade() else {
             return Ok(());
         };
-        let _g = inner.opening.lock();
+        // The compactor holds the segment's `hold()` here, and deleting a
+        // collection takes `opening` before it waits for that: never wait for
+        // `opening` indefinitely (the reopen is retried with backoff).
+        let Some(_g) = inner
+            .opening
+            .try_lock_for(std::time::Duration::from_secs(1))
+        else {
+            return Err(indigo_compactor::Error::Corrupt(
+                "the collection is being opened or deleted; the reopen is retried".into(),
+            ));
+        };
         let Some(open) = inner.open.read().get(&job.id).cloned() else {
             return Ok(());
         };
