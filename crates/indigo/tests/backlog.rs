@@ -4,18 +4,13 @@
 
 use std::time::Duration;
 
+mod common;
+
+use common::gauge;
 use indigo::{BacklogLimit, Batch, Indigo, QueryRequest};
 use rand::{Rng, SeedableRng};
 
 const DIM: usize = 24;
-
-fn gauge(db: &Indigo, name: &str) -> f64 {
-    db.gauges()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v)
-        .unwrap()
-}
 
 #[test]
 fn writers_wait_while_the_backlog_is_over_its_bound() {

@@ -5,6 +5,9 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::gauge;
 use indigo::{Batch, Indigo, MemoryBudget, QueryRequest};
 
 /// Collections and records per collection (the figure is 1,000 × 1,000;
@@ -17,14 +20,6 @@ fn scale() -> (usize, usize) {
     (n, 1000)
 }
 const DIM: usize = 16;
-
-fn gauge(db: &Indigo, name: &str) -> f64 {
-    db.gauges()
-        .into_iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v)
-        .unwrap()
-}
 
 fn vector(c: usize, r: usize) -> Vec<f32> {
     // Distinct per (collection, record), so a query for one finds it first.

@@ -470,37 +470,40 @@ fn filter_sweep(set: &Set, truth: &[(i64, Vec<Vec<u32>>)], threads: usize) {
         for ef in [64, 100, 200, 400, 800] {
             idx.set_ef_search(ef);
             idx.set_flat_cutoff(if *pct == 100 { usize::MAX } else { 0 });
-            let mut lat = Vec::new();
-            let mut got = Vec::new();
-            for qi in 0..set.queries.len() {
-                let s = Instant::now();
-                let a = (*pct < 100).then_some(&allow);
-                let r = idx.search(set.queries.row(qi), 10, a).unwrap();
-                lat.push(s.elapsed());
-                got.push(r.into_iter().map(|n| n.label).collect::<Vec<u32>>());
-            }
-            println!(
-                "{pct:>3}% ef {ef:>4}: recall@10 {:.3}, p50 {:.2} ms",
-                recall(&got, t),
-                quantile(&mut lat, 0.5).as_secs_f64() * 1e3
-            );
+            let a = (*pct < 100).then_some(&allow);
+            sweep_line(set, t, &format!("{pct:>3}% ef {ef:>4}"), |q| {
+                idx.search(q, 10, a).unwrap()
+            });
             if *pct >= 10 && *pct < 100 {
-                let mut lat = Vec::new();
-                let mut got = Vec::new();
-                for qi in 0..set.queries.len() {
-                    let s = Instant::now();
-                    let r = idx
-                        .search_where(set.queries.row(qi), 10, |l| allow.contains(l))
-                        .unwrap();
-                    lat.push(s.elapsed());
-                    got.push(r.into_iter().map(|n| n.label).collect::<Vec<u32>>());
-                }
-                println!(
-                    "{pct:>3}% ef {ef:>4} (walk, filter on results): recall@10 {:.3}, p50 {:.2} ms",
-                    recall(&got, t),
-                    quantile(&mut lat, 0.5).as_secs_f64() * 1e3
+                sweep_line(
+                    set,
+                    t,
+                    &format!("{pct:>3}% ef {ef:>4} (walk, filter on results)"),
+                    |q| idx.search_where(q, 10, |l| allow.contains(l)).unwrap(),
                 );
             }
         }
     }
+}
+
+/// Runs every query through `search`; prints recall@10 and p50 after `label`.
+fn sweep_line(
+    set: &Set,
+    truth: &[Vec<u32>],
+    label: &str,
+    search: impl Fn(&[f32]) -> Vec<indigo_index::Neighbor>,
+) {
+    let mut lat = Vec::new();
+    let mut got = Vec::new();
+    for qi in 0..set.queries.len() {
+        let s = Instant::now();
+        let r = search(set.queries.row(qi));
+        lat.push(s.elapsed());
+        got.push(r.into_iter().map(|n| n.label).collect::<Vec<u32>>());
+    }
+    println!(
+        "{label}: recall@10 {:.3}, p50 {:.2} ms",
+        recall(&got, truth),
+        quantile(&mut lat, 0.5).as_secs_f64() * 1e3
+    );
 }
