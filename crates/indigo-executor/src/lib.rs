@@ -23,7 +23,9 @@ use indigo_log::{CollectionId, Log, LogOffset};
 use indigo_segment::posting;
 use indigo_segment::{decode_records, Changing, Segment, Snapshot};
 use indigo_storage::keys::encode_f64;
-use indigo_types::{DocFilter, FieldOp, MetaValue, Metadata, Record, Resolver, Scalar, Where};
+use indigo_types::{
+    DocFilter, FieldOp, MetaValue, Metadata, Record, Resolver, Scalar, SparseVector, Where,
+};
 use parking_lot::Mutex;
 
 pub type Error = indigo_segment::Error;
@@ -112,6 +114,21 @@ impl Records {
     }
 }
 
+/// A record's sparse vector under `key`, if it has one.
+fn sparse_at<'r>(r: &'r Record, key: &str) -> Option<&'r SparseVector> {
+    match r.metadata.as_ref()?.get(key)? {
+        MetaValue::Sparse(v) => Some(v),
+        _ => None,
+    }
+}
+
+/// BM25's inverse document frequency as Chroma computes it:
+/// `ln(1 + (n − n_t + 0.5) / (n_t + 0.5))`, with `n_t` clamped to `[0, n]`.
+pub fn bm25_idf(n: f32, nt: f32) -> f32 {
+    let nt = nt.clamp(0.0, n);
+    ((n - nt + 0.5) / (nt + 0.5)).ln_1p()
+}
+
 /// A snapshot with the log tail overlaid.
 pub struct View<'a> {
     snap: Snapshot<'a>,
@@ -135,6 +152,8 @@ struct Tail {
     space: Option<indigo_index::Space>,
     /// Base internal ids the tail touches (their base state no longer holds).
     excluded: RoaringBitmap,
+    /// The base records of `excluded` (BM25's statistics discount them).
+    bases: Vec<Arc<Record>>,
 }
 
 /// One collection's resolved log tail, kept between reads: extended as entries
@@ -202,9 +221,11 @@ impl Prepared {
 fn derive(res: &Resolver<u32>, space: indigo_index::Space) -> Tail {
     let mut excluded = RoaringBitmap::new();
     let mut records = Vec::new();
+    let mut bases = Vec::new();
     for r in res.touched.values() {
-        if let Some((iid, _)) = &r.base {
+        if let Some((iid, b)) = &r.base {
             excluded.insert(*iid);
+            bases.push(b.clone());
         }
         if let Some(cur) = &r.current {
             let key = match (&r.base, r.created) {
@@ -221,6 +242,7 @@ fn derive(res: &Resolver<u32>, space: indigo_index::Space) -> Tail {
         prepared: std::sync::OnceLock::new(),
         space: Some(space),
         excluded,
+        bases,
     }
 }
 
@@ -496,6 +518,100 @@ impl<'a> View<'a> {
             out.push(recs);
         }
         Ok(out)
+    }
+
+    /// The `k` records whose sparse vectors under `key` have the largest dot
+    /// product with `query`, among those `sel` matches and that share a
+    /// dimension with it; distances are `1 − dot`, as Chroma's. With `bm25`
+    /// each query weight is first scaled by its dimension's IDF over the
+    /// records as this view sees them (Chroma's definition, see
+    /// `docs/sparse.md`).
+    pub fn query_sparse(
+        &mut self,
+        key: &str,
+        query: &SparseVector,
+        bm25: bool,
+        k: usize,
+        sel: &Selection,
+        include: Include,
+    ) -> Result<Records> {
+        let allow = self.select_base(sel)?;
+        let selected = self.tail_selected(sel);
+        let tail = self.tail.clone();
+        let mut q: Vec<(u32, f32)> = query
+            .indices
+            .iter()
+            .copied()
+            .zip(query.values.iter().copied())
+            .collect();
+        if bm25 && !q.is_empty() {
+            let n = self.count()? as f32;
+            let mut df: Vec<i64> = self
+                .snap
+                .sparse_df(key, &query.indices)?
+                .into_iter()
+                .map(|d| d as i64)
+                .collect();
+            let mut count = |r: &Record, by: i64| {
+                if let Some(v) = sparse_at(r, key) {
+                    for (i, d) in query.indices.iter().enumerate() {
+                        if v.indices.binary_search(d).is_ok() {
+                            df[i] += by;
+                        }
+                    }
+                }
+            };
+            for b in &tail.bases {
+                count(b, -1);
+            }
+            for (_, r) in &tail.records {
+                count(r, 1);
+            }
+            for (w, nt) in q.iter_mut().zip(&df) {
+                w.1 *= bm25_idf(n, *nt as f32);
+            }
+        }
+        let excluded = &tail.excluded;
+        let hits = match &allow {
+            Some(a) => self.snap.sparse_search(key, &q, k, |l| a.contains(l))?,
+            None => self
+                .snap
+                .sparse_search(key, &q, k, |l| !excluded.contains(l))?,
+        };
+        let mut found: Vec<(f32, Result<u32, usize>)> = hits
+            .into_iter()
+            .map(|h| (1.0 - h.score, Ok(h.label)))
+            .collect();
+        let scaled = SparseVector {
+            indices: q.iter().map(|x| x.0).collect(),
+            values: q.iter().map(|x| x.1).collect(),
+            tokens: None,
+        };
+        for &i in &selected {
+            if let Some(v) = sparse_at(&tail.records[i].1, key) {
+                let shares = scaled
+                    .indices
+                    .iter()
+                    .zip(&scaled.values)
+                    .any(|(d, w)| *w != 0.0 && v.indices.binary_search(d).is_ok());
+                if shares {
+                    found.push((1.0 - v.dot(&scaled), Err(i)));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.0.total_cmp(&b.0));
+        found.truncate(k);
+        let mut recs = Records::new(include);
+        for (d, src) in found {
+            match src {
+                Ok(iid) => {
+                    let r = self.fetch(iid, include.embeddings)?;
+                    recs.push(&r, Some(d));
+                }
+                Err(i) => recs.push(&tail.records[i].1, Some(d)),
+            }
+        }
+        Ok(recs)
     }
 
     fn search_base(

@@ -12,6 +12,7 @@
 pub mod distance;
 pub mod flat;
 pub mod hnsw;
+pub mod sparse;
 
 mod error;
 mod persist;
@@ -22,6 +23,7 @@ pub use error::{IndexError, Result};
 pub use flat::FlatIndex;
 pub use hnsw::{Hnsw, HnswParams, HnswStats};
 pub use roaring::RoaringBitmap;
+pub use sparse::{SparseChange, SparseHit, SparseIndex};
 
 /// One search result: the caller's label and its distance to the query.
 #[derive(Debug, Clone, Copy, PartialEq)]

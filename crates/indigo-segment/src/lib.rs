@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use indigo_fs::{FileSystem, StdFs};
 use indigo_health::Health;
-use indigo_index::{Hnsw, HnswParams, RoaringBitmap, Space};
+use indigo_index::{Hnsw, HnswParams, RoaringBitmap, Space, SparseChange, SparseHit, SparseIndex};
 use indigo_storage::{Bucket, Options, Store, Strategy, WriteBatch, WriteOptions};
 use indigo_types::record::{
     decode_embedding, decode_record_body, encode_embedding, encode_record_body,
@@ -167,6 +167,18 @@ pub mod posting {
         })
     }
 
+    /// Sparse vector postings (the `sp` bucket): `v` + field + dimension (u32
+    /// BE) + internal id (u32 BE) → weight (f32 LE), so one scan of a field
+    /// yields its postings in (dimension, id) order.
+    pub const SPARSE: u8 = b'v';
+
+    pub fn sparse_key(field: &str, dim: u32, iid: u32) -> Vec<u8> {
+        let mut k = field_prefix(SPARSE, field);
+        k.extend_from_slice(&dim.to_be_bytes());
+        k.extend_from_slice(&iid.to_be_bytes());
+        k
+    }
+
     pub fn trigram_key(t: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(4);
         k.push(TRIGRAM);
@@ -209,6 +221,14 @@ impl Unindexed {
     }
 }
 
+/// A record's sparse vector under `key`, if it has one.
+fn sparse_of<'r>(r: Option<&'r Record>, key: &str) -> Option<&'r indigo_types::SparseVector> {
+    match r?.metadata.as_ref()?.get(key)? {
+        MetaValue::Sparse(v) => Some(v),
+        _ => None,
+    }
+}
+
 /// Every posting key a record appears under.
 fn postings_of(r: &Record, skip: &Unindexed) -> HashSet<Vec<u8>> {
     let mut keys = HashSet::new();
@@ -233,6 +253,8 @@ fn postings_of(r: &Record, skip: &Unindexed) -> HashSet<Vec<u8>> {
                         keys.insert(posting::value_key(posting::LIST, k, s));
                     }
                 }
+                // Sparse vectors have postings of their own (the `sp` bucket).
+                MetaValue::Sparse(_) => {}
             }
         }
     }
@@ -250,6 +272,16 @@ pub struct IndexConfig {
     pub exact: bool,
     /// Postings the collection does not keep.
     pub unindexed: Unindexed,
+    /// Metadata keys whose sparse vectors are indexed (the schema's
+    /// `sparse_vector_index`), with whether queries on them apply BM25's IDF.
+    pub sparse: Vec<SparseKey>,
+}
+
+/// A metadata key with a sparse vector index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseKey {
+    pub key: String,
+    pub bm25: bool,
 }
 
 impl Default for IndexConfig {
@@ -261,6 +293,7 @@ impl Default for IndexConfig {
             ef_search: 100,
             exact: false,
             unindexed: Unindexed::default(),
+            sparse: Vec::new(),
         }
     }
 }
@@ -287,6 +320,9 @@ struct Buckets {
     emb: Bucket,
     post: Bucket,
     meta: Bucket,
+    /// Sparse vector postings; `None` in a read-only copy made before sparse
+    /// indexes existed.
+    sp: Option<Bucket>,
 }
 
 /// One file of a sealed segment: its name relative to the segment's directory
@@ -336,6 +372,10 @@ pub struct Segment {
     /// When the segment was last used, in [`now_ms`] (least recently used first
     /// to hibernate).
     last_used: AtomicU64,
+    /// Sparse indexes of the keys a query has used, loaded from the `sp`
+    /// bucket; changed only under the exclusive snapshot lock, so each is
+    /// exactly the store's postings at `applied`.
+    sparse: RwLock<HashMap<String, SparseIndex>>,
 }
 
 /// Milliseconds since the process first asked: the clock of segments' last use.
@@ -417,7 +457,7 @@ impl Segment {
             ..Options::default()
         };
         let store = Store::open_with_fs(env.fs.clone(), &dir.join("store"), opts)?;
-        let seg = Self::from_store(env, dir, config, store)?;
+        let seg = Self::from_store(env, dir, config, store, true)?;
         if seg.applied() < durable {
             return Err(Error::Corrupt(format!(
                 "{}: the store is at log offset {}, behind the checkpoint {durable}; \
@@ -445,7 +485,7 @@ impl Segment {
         dim: Option<usize>,
     ) -> Result<Segment> {
         let store = Store::open_read_only(env.fs.clone(), &dir.join("store"))?;
-        let seg = Self::from_store(env, dir, config, store)?;
+        let seg = Self::from_store(env, dir, config, store, false)?;
         if let Some(dim) = dim {
             let hnsw = dir.join("hnsw");
             if env.fs.exists(&hnsw) {
@@ -456,8 +496,20 @@ impl Segment {
         Ok(seg)
     }
 
-    fn from_store(env: &Env, dir: &Path, config: IndexConfig, store: Store) -> Result<Segment> {
+    fn from_store(
+        env: &Env,
+        dir: &Path,
+        config: IndexConfig,
+        store: Store,
+        writable: bool,
+    ) -> Result<Segment> {
+        let sp = match store.buckets().into_iter().find(|b| b.name() == "sp") {
+            Some(b) => Some(b),
+            None if writable => Some(store.bucket("sp", Strategy::Replace)?),
+            None => None,
+        };
         let b = Buckets {
+            sp,
             ids: store.bucket("ids", Strategy::Replace)?,
             rec: store.bucket("rec", Strategy::Replace)?,
             emb: store.bucket("emb", Strategy::Replace)?,
@@ -499,6 +551,7 @@ impl Segment {
             hibernated: Default::default(),
             closed: Default::default(),
             last_used: AtomicU64::new(now_ms()),
+            sparse: RwLock::default(),
         };
         seg.live_count.store(seg.live()?.len(), Ordering::Relaxed);
         Ok(seg)
@@ -734,10 +787,45 @@ impl Segment {
         let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
         let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
         let mut changing = Changing::default();
-        let (space, skip) = {
+        let (space, skip, sparse_keys) = {
             let c = self.config.read();
-            (c.space, c.unindexed.clone())
+            (c.space, c.unindexed.clone(), c.sparse.clone())
         };
+        // Per sparse key, the records whose vectors change: (iid, old dims, new).
+        let mut sparse: Vec<Vec<SparseChange>> = vec![Vec::new(); sparse_keys.len()];
+        let mut sparse_change =
+            |batch: &mut WriteBatch, iid: u32, old: Option<&Record>, new: Option<&Record>| {
+                let Some(sp) = &self.b.sp else { return };
+                for (i, sk) in sparse_keys.iter().enumerate() {
+                    let (o, n) = (sparse_of(old, &sk.key), sparse_of(new, &sk.key));
+                    if o == n {
+                        continue;
+                    }
+                    let new_pairs: Vec<(u32, f32)> = n
+                        .map(|v| {
+                            v.indices
+                                .iter()
+                                .copied()
+                                .zip(v.values.iter().copied())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let old_dims: Vec<u32> = o.map(|v| v.indices.clone()).unwrap_or_default();
+                    for d in &old_dims {
+                        if new_pairs.binary_search_by_key(d, |p| p.0).is_err() {
+                            batch.delete(sp, posting::sparse_key(&sk.key, *d, iid));
+                        }
+                    }
+                    for (d, w) in &new_pairs {
+                        batch.put(sp, posting::sparse_key(&sk.key, *d, iid), w.to_le_bytes());
+                    }
+                    sparse[i].push(SparseChange {
+                        label: iid,
+                        old: old_dims,
+                        new: new_pairs,
+                    });
+                }
+            };
         let mut was = |iid: u32, old: &Record| {
             changing.iids.insert(iid);
             let v = space.prepare_cow(&old.embedding).into_owned();
@@ -754,6 +842,7 @@ impl Segment {
                         batch.set_add(&self.b.post, k.clone(), *iid as u64);
                     }
                     batch.put(&self.b.rec, iid_key(*iid), encode_record_body(new));
+                    sparse_change(&mut batch, *iid, Some(old), Some(new));
                     if old.embedding != new.embedding {
                         batch.put(&self.b.emb, iid_key(*iid), encode_embedding(&new.embedding));
                         inserts.push((*iid, new.embedding.clone()));
@@ -768,6 +857,7 @@ impl Segment {
                     batch.delete(&self.b.rec, iid_key(*iid));
                     batch.delete(&self.b.emb, iid_key(*iid));
                     batch.delete(&self.b.ids, old.id.as_bytes());
+                    sparse_change(&mut batch, *iid, Some(old), None);
                     deletes.push(*iid);
                     was(*iid, old);
                 }
@@ -794,6 +884,7 @@ impl Segment {
             for k in postings_of(rec, &skip) {
                 batch.set_add(&self.b.post, k, iid as u64);
             }
+            sparse_change(&mut batch, iid, None, Some(rec));
             inserts.push((iid, rec.embedding.clone()));
         }
         batch.put(&self.b.meta, OFFSET_KEY, last.to_le_bytes());
@@ -821,6 +912,12 @@ impl Segment {
             self.next_iid.store(next, Ordering::Release);
             self.inflight.store(0, Ordering::Release);
             *self.changing.write() = Arc::default();
+            let mut loaded = self.sparse.write();
+            for (sk, changes) in sparse_keys.iter().zip(&sparse) {
+                if let Some(ix) = loaded.get_mut(&sk.key) {
+                    ix.apply(changes);
+                }
+            }
         }
         {
             let _p = self.progress.0.lock();
@@ -895,7 +992,11 @@ impl Segment {
             .try_read()
             .and_then(|i| i.as_ref().map(|i| i.graph_bytes()))
             .unwrap_or(0);
-        index + self.store.stats().memtable_bytes
+        let sparse = self
+            .sparse
+            .try_read()
+            .map_or(0, |s| s.values().map(|i| i.memory_bytes() as u64).sum());
+        index + sparse + self.store.stats().memtable_bytes
     }
 
     /// Gives back the segment's memory while it is not in use: its index is
@@ -909,6 +1010,11 @@ impl Segment {
             return Ok(false);
         }
         let mut freed = false;
+        {
+            let mut sparse = self.sparse.write();
+            freed |= !sparse.is_empty();
+            sparse.clear();
+        }
         {
             let mut w = self.index.write();
             if let Some(idx) = w.take() {
@@ -1073,6 +1179,45 @@ impl Segment {
         *self.retired.read_recursive()
     }
 
+    /// Runs `f` on `key`'s sparse index, loading it from the store first if no
+    /// query has yet. The caller holds a snapshot, so the store does not move
+    /// while it loads.
+    fn with_sparse<T>(&self, key: &str, f: impl FnOnce(&SparseIndex) -> T) -> Result<T> {
+        if let Some(ix) = self.sparse.read().get(key) {
+            return Ok(f(ix));
+        }
+        let ix = match &self.b.sp {
+            Some(sp) => {
+                let prefix = posting::field_prefix(posting::SPARSE, key);
+                let rows = self.store.scan_prefix(sp, &prefix)?;
+                let mut postings = Vec::with_capacity(rows.len());
+                for (k, v) in rows {
+                    let rest = &k[prefix.len()..];
+                    let (Ok(d), Ok(l), Ok(w)) = (
+                        <[u8; 4]>::try_from(rest.get(..4).unwrap_or_default()),
+                        <[u8; 4]>::try_from(rest.get(4..).unwrap_or_default()),
+                        <[u8; 4]>::try_from(v.as_slice()),
+                    ) else {
+                        return Err(Error::Corrupt(format!(
+                            "{}: a malformed sparse posting of {key:?}",
+                            self.dir.display()
+                        )));
+                    };
+                    postings.push((
+                        u32::from_be_bytes(d),
+                        u32::from_be_bytes(l),
+                        f32::from_le_bytes(w),
+                    ));
+                }
+                SparseIndex::from_postings(postings)
+            }
+            None => SparseIndex::new(),
+        };
+        let mut w = self.sparse.write();
+        let ix = w.entry(key.to_string()).or_insert(ix);
+        Ok(f(ix))
+    }
+
     /// What the chunk in progress changes in the index; see [`Changing`].
     pub fn changing(&self) -> Arc<Changing> {
         self.changing.read().clone()
@@ -1106,6 +1251,25 @@ impl<'a> Snapshot<'a> {
             .map(|(k, s)| (k[prefix.len()..].to_vec(), low_bits(s)))
             .collect())
     }
+    /// The `k` records whose sparse vectors under `key` have the largest dot
+    /// product with `query` (sorted by dimension), among those `allow` admits.
+    pub fn sparse_search(
+        &self,
+        key: &str,
+        query: &[(u32, f32)],
+        k: usize,
+        allow: impl Fn(u32) -> bool,
+    ) -> Result<Vec<SparseHit>> {
+        self.seg.with_sparse(key, |ix| ix.search(query, k, allow))
+    }
+
+    /// How many records have each of `dims` under `key` (BM25's document
+    /// frequencies).
+    pub fn sparse_df(&self, key: &str, dims: &[u32]) -> Result<Vec<usize>> {
+        self.seg
+            .with_sparse(key, |ix| dims.iter().map(|d| ix.df(*d)).collect())
+    }
+
     /// Postings with keys in `[lo, hi]`.
     pub fn postings_between(&self, lo: &[u8], hi: &[u8]) -> Result<Vec<(Vec<u8>, RoaringBitmap)>> {
         use std::ops::Bound;

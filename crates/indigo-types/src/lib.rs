@@ -11,7 +11,7 @@ pub mod record;
 
 pub use filter::{DocFilter, FieldOp, Where};
 pub use limits::{FilterLimits, Limits};
-pub use metadata::{MetaValue, Metadata, Scalar};
+pub use metadata::{MetaValue, Metadata, Scalar, SparseVector};
 pub use record::{Record, RecordOp, Resolved, Resolver, WriteEntry, WriteKind};
 
 /// A request could not be understood. The message is shown to the client as

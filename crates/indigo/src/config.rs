@@ -156,11 +156,6 @@ impl CollectionConfig {
             )),
             config_default,
         )?;
-        if kind == VectorIndexKind::Hnsw && schema::has_sparse_index(&s) {
-            return Err(Error::InvalidArgument(
-                "Invalid schema input: Sparse vector indexing is not enabled in local".into(),
-            ));
-        }
         c.adopt(&s)?;
         c.schema = Some(s);
         Ok(c)
@@ -236,6 +231,11 @@ impl CollectionConfig {
                 .schema
                 .as_ref()
                 .map(schema::unindexed)
+                .unwrap_or_default(),
+            sparse: self
+                .schema
+                .as_ref()
+                .map(schema::sparse_keys)
                 .unwrap_or_default(),
         }
     }

@@ -49,8 +49,8 @@ pub use indigo_health::{Failure, COMPONENTS as BACKGROUND_COMPONENTS};
 pub use indigo_index::Space;
 pub use indigo_sysdb::{Collection as CollectionInfo, Database, DEFAULT_DATABASE, DEFAULT_TENANT};
 pub use indigo_types::{
-    DocFilter, FilterLimits, InvalidArgument, Limits, MetaValue, Metadata, RecordOp, Scalar, Where,
-    WriteKind,
+    DocFilter, FilterLimits, InvalidArgument, Limits, MetaValue, Metadata, RecordOp, Scalar,
+    SparseVector, Where, WriteKind,
 };
 
 /// What can go wrong, by what the caller can do about it.
@@ -1156,6 +1156,18 @@ impl QueryRequest {
     }
 }
 
+/// A query on a sparse vector key: the records whose sparse vectors under
+/// `key` have the largest dot product with `vector` (distance `1 − dot`; with
+/// the key's index declared `bm25`, query weights are first scaled by IDF).
+#[derive(Debug, Clone)]
+pub struct SparseQueryRequest {
+    pub key: String,
+    pub vector: indigo_types::SparseVector,
+    pub n_results: usize,
+    pub selection: Selection,
+    pub include: Include,
+}
+
 /// A handle to one collection.
 #[derive(Clone)]
 pub struct Collection {
@@ -1368,6 +1380,28 @@ impl Collection {
             }
             v.query(&req.embeddings, req.n_results, &req.selection, req.include)
                 .map(Ok)
+        })?
+    }
+
+    /// The records nearest a sparse query; see [`SparseQueryRequest`].
+    pub fn query_sparse(&self, req: &SparseQueryRequest) -> Result<Records> {
+        schema::check_filter(self.schema(), &req.selection)?;
+        let bm25 = rules::check_sparse_query(req, self.schema(), &self.inner.options.limits)?;
+        self.view(|v| {
+            if let Some(ids) = &req.selection.ids {
+                if let Some(id) = v.missing_id(ids)? {
+                    return Ok(Err(rules::missing_query_id(id)));
+                }
+            }
+            v.query_sparse(
+                &req.key,
+                &req.vector,
+                bm25,
+                req.n_results,
+                &req.selection,
+                req.include,
+            )
+            .map(Ok)
         })?
     }
 

@@ -230,6 +230,42 @@ pub fn delete_ops(sel: &Selection, existing: &[String]) -> Vec<RecordOp> {
 /// Checks a query against the limits and the collection's dimension (0: not yet
 /// fixed). `Some` answers it already: a collection without a dimension has no
 /// records to find.
+/// Checks a sparse query against the collection's schema (the key must have a
+/// sparse vector index, as Chroma requires) and the limits; returns whether the
+/// key's index applies BM25.
+pub fn check_sparse_query(
+    req: &crate::SparseQueryRequest,
+    schema: &serde_json::Value,
+    limits: &Limits,
+) -> Result<bool> {
+    check_ids(&req.selection, limits)?;
+    if req.n_results > limits.max_n_results {
+        return Err(Error::Quota(format!(
+            "a limit of {} is more than the {} this server returns per query",
+            req.n_results, limits.max_n_results
+        )));
+    }
+    req.vector
+        .validate()
+        .map_err(|e| Error::InvalidArgument(format!("$knn query: {e}")))?;
+    if req.vector.values.iter().any(|x| !x.is_finite()) {
+        return Err(Error::InvalidArgument(
+            "$knn query: sparse vector values must be finite".into(),
+        ));
+    }
+    crate::schema::sparse_keys(schema)
+        .into_iter()
+        .find(|k| k.key == req.key)
+        .map(|k| k.bm25)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "Cannot filter using metadata key '{}' with type 'SparseVector' because \
+                 indexing is disabled",
+                req.key
+            ))
+        })
+}
+
 pub fn check_query(req: &QueryRequest, limits: &Limits, dim: u32) -> Result<Option<Vec<Records>>> {
     check_ids(&req.selection, limits)?;
     if req.n_results > limits.max_n_results {

@@ -424,13 +424,21 @@ pub fn set_embedding_function(schema: &mut Value, ef: &Value) {
     }
 }
 
-/// Whether a sparse vector index is on anywhere.
-pub fn has_sparse_index(schema: &Value) -> bool {
-    let on = |vt: &Value| enabled(&vt["sparse_vector"]["sparse_vector_index"]) == Some(true);
-    on(&schema["defaults"])
-        || schema["keys"]
-            .as_object()
-            .is_some_and(|k| k.values().any(on))
+/// The keys whose sparse vectors are indexed, and whether each applies BM25.
+pub fn sparse_keys(schema: &Value) -> Vec<indigo_segment::SparseKey> {
+    let Some(keys) = schema["keys"].as_object() else {
+        return Vec::new();
+    };
+    keys.iter()
+        .filter(|(k, _)| !k.starts_with('#'))
+        .filter_map(|(k, types)| {
+            let ix = &types["sparse_vector"]["sparse_vector_index"];
+            (enabled(ix) == Some(true)).then(|| indigo_segment::SparseKey {
+                key: k.clone(),
+                bm25: ix["config"]["bm25"].as_bool().unwrap_or(false),
+            })
+        })
+        .collect()
 }
 
 /// Full-text search on documents: `#document`'s setting, else the default's.
@@ -467,6 +475,7 @@ pub fn new_keys(schema: &Value, records: &[indigo_types::RecordOp]) -> Vec<(Stri
     for r in records {
         for (k, v) in r.metadata.iter().flatten() {
             let t = match v {
+                Some(MetaValue::Sparse(_)) => "sparse_vector",
                 Some(MetaValue::Scalar(s)) => ty(s),
                 Some(MetaValue::List(l)) => match l.first() {
                     Some(s) => ty(s),
