@@ -218,6 +218,15 @@ impl Coll {
             }
         }
     }
+    pub fn query_sparse(&self, req: &indigo::SparseQueryRequest) -> Result<Records> {
+        match self {
+            Coll::Local(c) => c.query_sparse(req),
+            Coll::Cluster(c) => {
+                self.check_filter(&req.selection)?;
+                c.query_sparse(req)
+            }
+        }
+    }
     /// A cluster's frontend refuses filters on indexes the schema switched off
     /// before it routes (the core does so on one node).
     fn check_filter(&self, sel: &Selection) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Chroma's newer search API (`POST …/search`): each search has a filter (a `where`
 //! clause, `#document` conditions included), an optional rank expression over
-//! dense KNN results (`$knn`, `$val`, `$sum`, `$sub`, `$mul`, `$div`, `$abs`,
+//! KNN results (`$knn` on `#embedding` with a dense query, or on a key with a
+//! sparse vector index with a sparse one), `$val`, `$sum`, `$sub`, `$mul`, `$div`, `$abs`,
 //! `$exp`, `$log`, `$max`, `$min`; reciprocal rank fusion is built from these by
 //! the client), an optional `group_by` (top k per combination of metadata values,
 //! by `$min_k`/`$max_k` over the score and metadata fields), a limit/offset and the
@@ -33,6 +34,8 @@ enum Rank {
 #[derive(Debug)]
 struct Knn {
     query: Vec<f32>,
+    /// A sparse query on this metadata key instead of `query`.
+    sparse: Option<(String, indigo::SparseVector)>,
     limit: usize,
     default: Option<f64>,
     return_rank: bool,
@@ -76,14 +79,25 @@ fn parse_rank(v: &Value, knns: &mut Vec<Knn>) -> Result<Rank, ApiError> {
                 .get("key")
                 .and_then(Value::as_str)
                 .unwrap_or("#embedding");
-            if key != "#embedding" {
+            let mut sparse = None;
+            if let Some(q @ Value::Object(_)) = arg.get("query") {
+                if key == "#embedding" {
+                    return Err(bad(
+                        "$knn on #embedding takes a dense query (a list of numbers); \
+                         a sparse query needs the key of a sparse vector index",
+                    ));
+                }
+                let v = indigo::SparseVector::from_json("$knn query", q)?;
+                sparse = Some((key.to_string(), v));
+            } else if key != "#embedding" {
                 return Err(ApiError::new(
                     501,
                     "InternalError",
-                    format!("$knn over {key:?}: sparse and metadata-field vectors are not supported yet"),
+                    format!("$knn over {key:?} with a dense query: dense vectors under metadata keys are not supported yet"),
                 ));
             }
             let query = match arg.get("query") {
+                Some(Value::Object(_)) => Vec::new(),
                 Some(Value::Array(xs)) => xs
                     .iter()
                     .map(|x| x.as_f64().map(|f| f as f32))
@@ -96,6 +110,7 @@ fn parse_rank(v: &Value, knns: &mut Vec<Knn>) -> Result<Rank, ApiError> {
             };
             knns.push(Knn {
                 query,
+                sparse,
                 limit: arg.get("limit").and_then(Value::as_u64).unwrap_or(16) as usize,
                 default: arg.get("default").and_then(Value::as_f64),
                 return_rank: arg
@@ -294,13 +309,25 @@ pub fn run(c: &Collection, s: &Value) -> Result<Map<String, Value>, ApiError> {
             let mut found: Vec<HashMap<String, f64>> = Vec::new();
             let mut candidates: Vec<String> = Vec::new();
             for k in &knns {
-                let mut q = QueryRequest::new(vec![k.query.clone()], k.limit);
-                q.selection = selection.clone();
-                q.include = Include {
+                let include = Include {
                     distances: true,
                     ..Default::default()
                 };
-                let r = c.query(&q)?.remove(0);
+                let r = match &k.sparse {
+                    Some((key, v)) => c.query_sparse(&indigo::SparseQueryRequest {
+                        key: key.clone(),
+                        vector: v.clone(),
+                        n_results: k.limit,
+                        selection: selection.clone(),
+                        include,
+                    })?,
+                    None => {
+                        let mut q = QueryRequest::new(vec![k.query.clone()], k.limit);
+                        q.selection = selection.clone();
+                        q.include = include;
+                        c.query(&q)?.remove(0)
+                    }
+                };
                 let mut m = HashMap::new();
                 for (i, (id, d)) in r
                     .ids

@@ -613,6 +613,24 @@ impl RemoteCollection {
             .collect()
     }
 
+    pub fn query_sparse(&self, req: &indigo::SparseQueryRequest) -> Result<Records> {
+        let target = self.target()?;
+        indigo::rules::check_sparse_query(
+            req,
+            &target.collection.configuration["schema"],
+            &self.db.limits,
+        )?;
+        let op = json!({"sparse_query": {
+            "key": req.key,
+            "vector": req.vector.to_json(),
+            "n_results": req.n_results,
+            "selection": wire::selection_to_wire(&req.selection),
+            "include": wire::include_to_wire(req.include),
+        }});
+        let v = self.db.read(&target, op)?;
+        wire::records_from_wire(&v).map_err(Error::Storage)
+    }
+
     pub fn delete(&self, sel: &Selection, limit: Option<u32>) -> Result<u64> {
         rules::check_delete(sel, limit, &self.db.limits)?;
         let v = self.db.read(

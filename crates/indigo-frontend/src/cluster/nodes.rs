@@ -380,6 +380,27 @@ impl QueryNode {
                 json!({"results": rs.iter().map(wire::records_to_wire).collect::<Vec<_>>()}),
             );
         }
+        if let Some(x) = op.get("sparse_query") {
+            let key = x["key"].as_str().ok_or_else(|| refuse(400, "no key"))?;
+            let vector = indigo::SparseVector::from_json("query", &x["vector"])
+                .map_err(|e| refuse(400, e.0))?;
+            // BM25 or not as the collection's schema declares the key.
+            let bm25 = indigo::schema::sparse_keys(&t.collection.configuration["schema"])
+                .into_iter()
+                .find(|k| k.key == key)
+                .is_some_and(|k| k.bm25);
+            let n = x["n_results"].as_u64().unwrap_or(10) as usize;
+            let s = sel(x)?;
+            if let Some(ids) = &s.ids {
+                if let Some(id) = v.missing_id(ids).map_err(failed)? {
+                    return Err(refuse(400, indigo::rules::missing_query_id(id)));
+                }
+            }
+            let r = v
+                .query_sparse(key, &vector, bm25, n, &s, inc(x)?)
+                .map_err(failed)?;
+            return Ok(wire::records_to_wire(&r));
+        }
         Err(refuse(400, format!("unknown read {op}")))
     }
 }
