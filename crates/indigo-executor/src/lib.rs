@@ -309,9 +309,12 @@ impl<'a> View<'a> {
         Ok(self.live.as_ref().unwrap())
     }
 
-    /// How many records exist.
+    /// How many records exist: the snapshot's live records (counted, not read),
+    /// less the base records the tail changes (all of them live), plus the
+    /// records the tail leaves.
     pub fn count(&mut self) -> Result<u64> {
-        Ok(self.live()?.len() + self.tail.records.len() as u64)
+        let base = self.snap.live_count() - self.tail.excluded.len();
+        Ok(base + self.tail.records.len() as u64)
     }
 
     /// Base records selected (exactly), and whether a tail record is.
@@ -420,13 +423,34 @@ impl<'a> View<'a> {
             }
             if take_base {
                 let iid = bi.next().unwrap();
-                let r = self.fetch(iid, include.embeddings)?;
+                let r = self.fetch_for(iid, include)?;
                 out.push(&r, None);
             } else {
                 out.push(&ti.next().unwrap().1, None);
             }
         }
         Ok(out)
+    }
+
+    /// [`View::fetch`] of what `include` asks for: with nothing but ids, the
+    /// record's metadata is not decoded.
+    fn fetch_for(&self, iid: u32, include: Include) -> Result<Record> {
+        if include.documents || include.metadatas || include.uris || include.embeddings {
+            return self.fetch(iid, include.embeddings);
+        }
+        let id = self.snap.record_id(iid)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "{}: record {iid} is in the postings but not stored",
+                self.snap.segment().dir().display()
+            ))
+        })?;
+        Ok(Record {
+            id,
+            embedding: Arc::from(Vec::new()),
+            document: None,
+            uri: None,
+            metadata: None,
+        })
     }
 
     fn fetch(&self, iid: u32, embedding: bool) -> Result<Record> {
@@ -509,7 +533,7 @@ impl<'a> View<'a> {
             for (d, src) in found {
                 match src {
                     Ok(iid) => {
-                        let r = self.fetch(iid, include.embeddings)?;
+                        let r = self.fetch_for(iid, include)?;
                         recs.push(&r, Some(d));
                     }
                     Err(i) => recs.push(&tail.records[i].1, Some(d)),
@@ -605,7 +629,7 @@ impl<'a> View<'a> {
         for (d, src) in found {
             match src {
                 Ok(iid) => {
-                    let r = self.fetch(iid, include.embeddings)?;
+                    let r = self.fetch_for(iid, include)?;
                     recs.push(&r, Some(d));
                 }
                 Err(i) => recs.push(&tail.records[i].1, Some(d)),

@@ -448,21 +448,35 @@ impl SparseIndex {
         k: usize,
         allow: impl Fn(u32) -> bool,
     ) -> Vec<SparseHit> {
-        let mut acc: HashMap<u32, f32> = HashMap::new();
-        for &(d, q) in query {
-            if q == 0.0 {
-                continue;
-            }
-            if let Some(p) = self.dims.get(&d) {
-                for (l, w) in p.labels.iter().zip(&p.weights) {
-                    *acc.entry(*l).or_insert(0.0) += q * w;
+        // One accumulator per label (dense: labels are internal ids, handed out
+        // in order), and the labels touched.
+        let lists: Vec<(&Postings, f32)> = query
+            .iter()
+            .filter(|(_, q)| *q != 0.0)
+            .filter_map(|&(d, q)| Some((self.dims.get(&d)?, q)))
+            .collect();
+        let max = lists
+            .iter()
+            .filter_map(|(p, _)| p.labels.last())
+            .max()
+            .map_or(0, |&m| m as usize + 1);
+        let mut acc = vec![0.0f32; max];
+        let mut seen = vec![false; max];
+        let mut touched = Vec::new();
+        for (p, q) in lists {
+            for (&l, &w) in p.labels.iter().zip(&p.weights) {
+                let l = l as usize;
+                acc[l] += q * w;
+                if !seen[l] {
+                    seen[l] = true;
+                    touched.push(l as u32);
                 }
             }
         }
         let mut top = TopK::new(k);
-        for (l, s) in acc {
+        for l in touched {
             if allow(l) {
-                top.push_exact(l, s);
+                top.push_exact(l, acc[l as usize]);
             }
         }
         top.into_sorted()

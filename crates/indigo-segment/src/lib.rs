@@ -25,7 +25,7 @@ use indigo_health::Health;
 use indigo_index::{Hnsw, HnswParams, RoaringBitmap, Space, SparseChange, SparseHit, SparseIndex};
 use indigo_storage::{Bucket, Options, Store, Strategy, WriteBatch, WriteOptions};
 use indigo_types::record::{
-    decode_embedding, decode_record_body, encode_embedding, encode_record_body,
+    decode_embedding, decode_record_body, decode_record_id, encode_embedding, encode_record_body,
 };
 use indigo_types::{MetaValue, Record, Resolver, WriteEntry};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
@@ -912,6 +912,10 @@ impl Segment {
             self.next_iid.store(next, Ordering::Release);
             self.inflight.store(0, Ordering::Release);
             *self.changing.write() = Arc::default();
+            // Under the lock, so a snapshot's count is its store's.
+            let live = self.live_count.load(Ordering::Relaxed) + created.len() as u64;
+            self.live_count
+                .store(live.saturating_sub(deletes.len() as u64), Ordering::Relaxed);
             let mut loaded = self.sparse.write();
             for (sk, changes) in sparse_keys.iter().zip(&sparse) {
                 if let Some(ix) = loaded.get_mut(&sk.key) {
@@ -925,9 +929,6 @@ impl Segment {
         }
         self.deleted_since_compact
             .fetch_add(deletes.len() as u64, Ordering::Relaxed);
-        let live = self.live_count.load(Ordering::Relaxed) + created.len() as u64;
-        self.live_count
-            .store(live.saturating_sub(deletes.len() as u64), Ordering::Relaxed);
         Ok(())
     }
 
@@ -1237,6 +1238,19 @@ impl<'a> Snapshot<'a> {
     /// Every live internal id.
     pub fn live(&self) -> Result<RoaringBitmap> {
         self.seg.live()
+    }
+    /// How many records are live (without reading them).
+    pub fn live_count(&self) -> u64 {
+        self.seg.live_count()
+    }
+    /// A record's id alone (its metadata is not decoded).
+    pub fn record_id(&self, iid: u32) -> Result<Option<String>> {
+        let Some(body) = self.seg.store.get(&self.seg.b.rec, &iid_key(iid))? else {
+            return Ok(None);
+        };
+        decode_record_id(&body)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("{}: record {iid}: {e}", self.seg.dir.display())))
     }
     pub fn posting(&self, key: &[u8]) -> Result<RoaringBitmap> {
         Ok(low_bits(self.seg.store.get_set(&self.seg.b.post, key)?))

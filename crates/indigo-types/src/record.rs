@@ -259,6 +259,16 @@ pub fn decode_record_body(buf: &[u8]) -> Result<RecordBody, String> {
     })
 }
 
+/// The id of a stored record body, without decoding the rest.
+pub fn decode_record_id(buf: &[u8]) -> Result<String, String> {
+    let mut r = Reader { buf, pos: 0 };
+    let v = r.u8()?;
+    if v != ENTRY_VERSION {
+        return Err(format!("record version {v} is not supported"));
+    }
+    r.str()
+}
+
 pub fn metadata_to_json(m: &Metadata) -> Value {
     Value::Object(m.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
 }

@@ -248,3 +248,150 @@ fn a_key_without_a_sparse_index_is_refused() {
     assert!(e.contains("ascending"), "{e}");
     assert!(c.query_sparse(&req).unwrap().ids.is_empty());
 }
+
+/// Lowercase alphanumeric runs of 2–40 characters.
+fn tokenize(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| (2..=40).contains(&t.chars().count()))
+        .map(str::to_lowercase)
+        .filter(|t| {
+            !["the", "of", "or", "and", "to", "in", "an", "by", "for"].contains(&t.as_str())
+        })
+        .collect()
+}
+
+#[test]
+fn bm25_on_real_glosses_equals_a_reference() {
+    // 4,000 real WordNet glosses (testdata/wordnet/glosses.txt), weights as
+    // Chroma's BM25 embedding function makes them (avg_doc_length set to the mean).
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wordnet/glosses.txt"),
+    )
+    .unwrap();
+    let docs: Vec<Vec<String>> = text.lines().map(tokenize).collect();
+    let avgdl = docs.iter().map(Vec::len).sum::<usize>() as f32 / docs.len() as f32;
+    let mut dict: std::collections::HashMap<String, u32> = Default::default();
+    let mut weights = |toks: &[String], grow: bool| -> SparseVector {
+        let mut tf: BTreeMap<u32, f32> = BTreeMap::new();
+        for t in toks {
+            let n = dict.len() as u32;
+            let id = if grow {
+                *dict.entry(t.clone()).or_insert(n)
+            } else {
+                dict[t]
+            };
+            *tf.entry(id).or_default() += 1.0;
+        }
+        let len = toks.len() as f32;
+        let (k1, b) = (1.2f32, 0.75f32);
+        SparseVector {
+            indices: tf.keys().copied().collect(),
+            values: tf
+                .values()
+                .map(|&f| f * (k1 + 1.0) / (f + k1 * (1.0 - b + b * len / avgdl)))
+                .collect(),
+            tokens: None,
+        }
+    };
+    let vecs: Vec<SparseVector> = docs.iter().map(|d| weights(d, true)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    let queries: Vec<SparseVector> = (0..150)
+        .filter_map(|_| {
+            let d = &docs[rng.gen_range(0..docs.len())];
+            if d.is_empty() {
+                return None;
+            }
+            let n = rng.gen_range(1..=3usize).min(d.len());
+            let mut q: Vec<String> = (0..n)
+                .map(|_| d[rng.gen_range(0..d.len())].clone())
+                .collect();
+            q.sort();
+            q.dedup();
+            Some(weights(&q, false))
+        })
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Indigo::open(dir.path()).unwrap();
+    let c = db
+        .create_collection(
+            "default_tenant",
+            "default_database",
+            "glosses",
+            None,
+            Some(schema()),
+        )
+        .unwrap();
+    let mut live: BTreeMap<String, SparseVector> = BTreeMap::new();
+    for (chunk_no, chunk) in vecs.chunks(500).enumerate() {
+        let ops = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let id = format!("g{}", chunk_no * 500 + i);
+                live.insert(id.clone(), v.clone());
+                op(&id, 0, v, v)
+            })
+            .collect();
+        c.write(WriteKind::Add, ops).unwrap();
+    }
+    let check = |live: &BTreeMap<String, SparseVector>, when: &str| {
+        let n = live.len();
+        for q in &queries {
+            let mut scaled = q.clone();
+            for (d, w) in scaled.indices.iter().zip(scaled.values.iter_mut()) {
+                let nt = live
+                    .values()
+                    .filter(|v| v.indices.binary_search(d).is_ok())
+                    .count();
+                *w *= idf(n, nt);
+            }
+            let mut want: Vec<(f32, &String)> = live
+                .iter()
+                .filter(|(_, v)| v.indices.iter().any(|d| q.indices.binary_search(d).is_ok()))
+                .map(|(id, v)| (1.0 - v.dot(&scaled), id))
+                .collect();
+            want.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let got = c
+                .query_sparse(&SparseQueryRequest {
+                    key: "bm".into(),
+                    vector: q.clone(),
+                    n_results: 10,
+                    selection: Selection::default(),
+                    include: Include {
+                        distances: true,
+                        ..Default::default()
+                    },
+                })
+                .unwrap();
+            let dists = got.distances.unwrap();
+            assert_eq!(got.ids.len(), want.len().min(10), "{when}");
+            for (j, (d, id)) in want.iter().take(10).enumerate() {
+                assert!(
+                    (dists[j] - d).abs() < 1e-4 * (1.0 + d.abs()),
+                    "{when}: rank {j}"
+                );
+                let tied = want
+                    .iter()
+                    .enumerate()
+                    .any(|(i, w)| i != j && (w.0 - d).abs() < 1e-4);
+                if !tied {
+                    assert_eq!(&&got.ids[j], id, "{when}: rank {j}");
+                }
+            }
+        }
+    };
+    check(&live, "written");
+    db.compact().unwrap();
+    check(&live, "compacted");
+    let gone: Vec<String> = live.keys().step_by(9).cloned().collect();
+    c.delete(&Selection {
+        ids: Some(gone.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    for g in &gone {
+        live.remove(g);
+    }
+    check(&live, "after deletes");
+}
