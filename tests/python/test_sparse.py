@@ -88,6 +88,33 @@ def test_sparse_knn_equals_brute_force_and_values_round_trip(client):
         check_ranking(r["ids"][0], r["scores"][0], expected(data, q, k, where_g), k)
 
 
+def test_sparse_knn_with_group_by_and_select(client):
+    from chromadb.execution.expression import GroupBy, MinK
+
+    rng = random.Random(17)
+    col = make(client, "grouped")
+    data = fill(col, rng, 200)
+    q = rand_sparse(rng)
+    r = col.search(
+        Search()
+        .rank(Knn(key="sp", query=q, limit=30))
+        .group_by(GroupBy(keys=[K("g")], aggregate=MinK(keys=[K.SCORE], k=2)))
+        .limit(6)
+        .select(K.SCORE, "g")
+    )
+    top = expected(data, q, 30)[:30]
+    best = {}
+    for score, i in top:
+        best.setdefault(data[i][1]["g"], []).append((score, i))
+    want = sorted(x for g in best.values() for x in sorted(g)[:2])[:6]
+    assert [round(x, 4) for x in r["scores"][0]] == [round(w[0], 4) for w in want]
+    assert all(set(m) == {"g"} for m in r["metadatas"][0]), r["metadatas"]
+    counts = {}
+    for m in r["metadatas"][0]:
+        counts[m["g"]] = counts.get(m["g"], 0) + 1
+    assert max(counts.values()) <= 2
+
+
 def test_rrf_fuses_dense_and_sparse(client):
     rng = random.Random(16)
     col = make(client, "hybrid")
