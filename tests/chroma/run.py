@@ -3,6 +3,8 @@ against a server and prints a table of results per file.
 
     run.py                          # the CI set against a fresh `indigo run`
     run.py --server chroma          # the same files against a fresh `chroma run`
+    run.py --server embedded        # against Indigo embedded in the test process (the
+                                    # `indigo` package, crates/indigo-python)
     run.py --url http://HOST:PORT   # against a running server (e.g. a cluster's frontend)
     run.py --mode cluster ...       # the suite's distributed-only tests (CHROMA_CLUSTER_TEST_ONLY)
     run.py --set full               # also the slow property files (tests/chroma/files.txt)
@@ -160,7 +162,7 @@ def table(junit, files, deselected):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("files", nargs="*")
-    ap.add_argument("--server", choices=["indigo", "chroma"], default="indigo")
+    ap.add_argument("--server", choices=["indigo", "chroma", "embedded"], default="indigo")
     ap.add_argument("--url", help="a running server instead of a fresh one")
     ap.add_argument("--mode", choices=["integration", "cluster"], default="integration")
     ap.add_argument("--set", choices=["ci", "full"], default="ci")
@@ -173,10 +175,16 @@ def main():
     suite = suite_dir()
     files = args.files or files_of(args.mode, args.set)
     deselect = [] if args.no_deselect else [d for d, _ in read_list(HERE / f"deselect-{args.mode}.txt")]
+    if args.server == "embedded" and not args.no_deselect:
+        deselect += [d for d, _ in read_list(HERE / "deselect-embedded.txt")]
     workdir = Path(tempfile.mkdtemp(prefix="indigo-chroma-suite."))
     proc = None
     try:
-        if args.url:
+        if args.server == "embedded":
+            # No server: the plugin routes the suite's clients to Indigo in-process.
+            url = "http://localhost:8000"
+            what = "indigo embedded (in the test process)"
+        elif args.url:
             url = args.url.rstrip("/")
             wait_until_up(url, None, url)
             what = url
@@ -210,6 +218,9 @@ def main():
             f"--rootdir={suite}", f"--confcutdir={suite}", f"--junitxml={junit}",
             "-o", "junit_family=xunit1", "-rfE", "--no-header", "-W", "ignore::DeprecationWarning",
         ]
+        if args.server == "embedded":
+            env["INDIGO_EMBEDDED_PATH"] = str(workdir / "data")
+            cmd += ["-p", "indigo_embedded"]
         cmd += [f"--deselect={d}" for d in deselect]
         if args.k:
             cmd += ["-k", args.k]

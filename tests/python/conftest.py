@@ -73,6 +73,11 @@ class Server:
             **kw,
         )
 
+    @property
+    def http(self):
+        """Raw requests to the API (paths from /api/v2 on)."""
+        return httpx.Client(base_url=self.url, timeout=60)
+
 
 def psql(conninfo, sql):
     bindir = os.environ.get("INDIGO_TEST_PG_BIN")
@@ -155,6 +160,11 @@ class Cluster:
             **kw,
         )
 
+    @property
+    def http(self):
+        """Raw requests to the API (paths from /api/v2 on)."""
+        return httpx.Client(base_url=self.url, timeout=60)
+
 
 def have_services():
     if os.environ.get("INDIGO_TEST_PG") and os.environ.get("INDIGO_TEST_S3"):
@@ -164,7 +174,54 @@ def have_services():
     return False
 
 
-MODES = ["single"] + (["cluster"] if have_services() else [])
+class Embedded:
+    """Indigo in this process (the `indigo` package, built from
+    crates/indigo-python by scripts/test): chromadb's client over the native
+    module, no server. Tests that need an address skip here."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def url(self):
+        pytest.skip("embedded mode has no HTTP address")
+
+    def start(self):
+        return self
+
+    def client(self, **kw):
+        import indigo
+
+        return indigo.PersistentClient(path=self.path, settings=Settings(allow_reset=True), **kw)
+
+    @property
+    def http(self):
+        """Raw requests to the API, answered in this process."""
+        import indigo._client
+
+        core = indigo._client._core_at(self.path, allow_reset=True)
+        return httpx.Client(transport=indigo._client._Transport(core), base_url="http://indigo.embedded")
+
+    def stop(self, sig=None):
+        from chromadb.api.shared_system_client import SharedSystemClient
+        import indigo._client
+
+        SharedSystemClient.clear_system_cache()
+        indigo._client._release(self.path)
+
+
+def have_embedded():
+    try:
+        import indigo  # noqa: F401
+
+        return True
+    except ImportError:
+        if os.environ.get("INDIGO_REQUIRE_EMBEDDED") == "1":
+            raise
+        return False
+
+
+MODES = ["single"] + (["cluster"] if have_services() else []) + (["embedded"] if have_embedded() else [])
 
 
 @pytest.fixture(params=MODES)
@@ -172,6 +229,8 @@ def server(request, tmp_path):
     env = {"INDIGO_ALLOW_RESET": "true"}
     if request.param == "single":
         s = Server(tmp_path / "data", env=env).start()
+    elif request.param == "embedded":
+        s = Embedded(tmp_path / "data").start()
     else:
         s = Cluster(tmp_path, env=env).start()
     yield s

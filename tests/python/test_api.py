@@ -23,18 +23,18 @@ C = "/api/v2/tenants/default_tenant/databases/default_database/collections"
 
 def test_handshake_routes(server, client):
     assert client.heartbeat() > 0
-    r = httpx.get(server.url + "/api/v2/healthcheck").json()
+    r = server.http.get("/api/v2/healthcheck").json()
     assert r == {"is_executor_ready": True, "is_log_client_ready": True}
-    assert isinstance(httpx.get(server.url + "/api/v2/version").json(), str)
-    pf = httpx.get(server.url + "/api/v2/pre-flight-checks").json()
+    assert isinstance(server.http.get("/api/v2/version").json(), str)
+    pf = server.http.get("/api/v2/pre-flight-checks").json()
     assert pf["supports_base64_encoding"] is True and pf["max_batch_size"] > 0
-    ident = httpx.get(server.url + "/api/v2/auth/identity").json()
+    ident = server.http.get("/api/v2/auth/identity").json()
     assert ident == {"user_id": "", "tenant": "default_tenant", "databases": ["default_database"]}
     assert client.get_version()
 
 
 def test_v1_is_gone(server):
-    r = httpx.get(server.url + "/api/v1/heartbeat")
+    r = server.http.get("/api/v1/heartbeat")
     assert r.status_code == 410
     assert set(r.json()) == {"error", "message"}
 
@@ -78,7 +78,7 @@ def test_collections(server, client):
     got = client.get_collection("two")
     assert got.configuration_json["hnsw"]["space"] == "ip"
     assert got.configuration_json["hnsw"]["ef_search"] == 50
-    by_id = httpx.get(f"{server.url}{C}/by-id/{got.id}").json()
+    by_id = server.http.get(f"{C}/by-id/{got.id}").json()
     assert by_id["name"] == "two" and by_id["tenant"] == "default_tenant"
     got.modify(name="deux", metadata={"m": 2}, configuration={"hnsw": {"ef_search": 80}})
     renamed = client.get_collection("deux")
@@ -151,7 +151,7 @@ def test_records_crud(client):
 def test_delete_answers_the_number_deleted(server, client):
     col = client.create_collection("del")
     add_sample(col)
-    r = httpx.post(f"{server.url}{C}/{col.id}/delete", json={"where": {"tag": "x"}})
+    r = server.http.post(f"{C}/{col.id}/delete", json={"where": {"tag": "x"}})
     assert r.status_code == 200 and r.json() == {"deleted": 2}
 
 
@@ -232,11 +232,11 @@ def test_float_and_base64_embeddings_on_the_wire(server, client):
     col = client.create_collection("wire")
     vec = [0.25, -1.5, 3.0]
     b64 = base64.b64encode(struct.pack("<3f", *vec)).decode()
-    r = httpx.post(f"{server.url}{C}/{col.id}/add", json={"ids": ["f", "b"], "embeddings": [vec, b64]})
+    r = server.http.post(f"{C}/{col.id}/add", json={"ids": ["f", "b"], "embeddings": [vec, b64]})
     assert r.status_code == 201 and r.json() == {}
     got = col.get(include=["embeddings"])
     assert np.allclose(got["embeddings"][0], vec) and np.allclose(got["embeddings"][1], vec)
-    assert httpx.get(f"{server.url}{C}/{col.id}/count").json() == 2
+    assert server.http.get(f"{C}/{col.id}/count").json() == 2
 
 
 def test_bad_input_is_a_400_with_chroma_error_json_and_changes_nothing(server, client):
@@ -259,7 +259,7 @@ def test_bad_input_is_a_400_with_chroma_error_json_and_changes_nothing(server, c
         {"embeddings": [[1, 2]]},
     ]
     for body in bad_bodies:
-        r = httpx.post(f"{server.url}{C}/{col.id}/add", json=body)
+        r = server.http.post(f"{C}/{col.id}/add", json=body)
         assert r.status_code == 400, body
         assert r.json()["error"] == "InvalidArgumentError" and r.json()["message"], body
     deep = {"n": 1}
@@ -267,13 +267,13 @@ def test_bad_input_is_a_400_with_chroma_error_json_and_changes_nothing(server, c
         deep = {"$and": [deep]}
     for body in [{"where": {"n": {"$bogus": 1}}}, {"where": deep}, {"where_document": {"$contains": ""}},
                  {"where_document": {"$regex": "("}}, {"include": ["data"]}, {"limit": -1}]:
-        r = httpx.post(f"{server.url}{C}/{col.id}/get", json=body)
+        r = server.http.post(f"{C}/{col.id}/get", json=body)
         assert r.status_code == 400, body
         assert r.json()["error"] == "InvalidArgumentError", body
-    r = httpx.post(f"{server.url}{C}/{col.id}/add", content=b"{not json")
+    r = server.http.post(f"{C}/{col.id}/add", content=b"{not json")
     assert r.status_code == 400
     assert col.count() == 1
-    r = httpx.get(f"{server.url}{C}/00000000-0000-0000-0000-000000000000/count")
+    r = server.http.get(f"{C}/00000000-0000-0000-0000-000000000000/count")
     assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
 
 
@@ -298,30 +298,30 @@ def test_fork_through_the_official_client(server, client):
     client.delete_collection("src")
     assert fork.count() == 301
     # Errors: an unknown source, a name in use, no name.
-    r = httpx.post(f"{server.url}{C}/{col.id}/fork", json={"new_name": "yyy"})
+    r = server.http.post(f"{C}/{col.id}/fork", json={"new_name": "yyy"})
     assert r.status_code == 404 and r.json()["error"] == "NotFoundError"
-    r = httpx.post(f"{server.url}{C}/{fork.id}/fork", json={"new_name": "fork"})
+    r = server.http.post(f"{C}/{fork.id}/fork", json={"new_name": "fork"})
     assert r.status_code == 409
-    r = httpx.post(f"{server.url}{C}/{fork.id}/fork", json={})
+    r = server.http.post(f"{C}/{fork.id}/fork", json={})
     assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError"
 
 
 def test_indexing_status_and_metrics(server, client):
     col = client.create_collection("ops")
     col.add(ids=[str(i) for i in range(100)], embeddings=[[i, 1.0] for i in range(100)])
-    st = httpx.get(f"{server.url}{C}/{col.id}/indexing_status").json()
+    st = server.http.get(f"{C}/{col.id}/indexing_status").json()
     # Counted in record operations, as Chroma does: 100 records are 100 ops.
     assert st["total_ops"] == 100 and 0 <= st["op_indexing_progress"] <= 1
     assert st["num_indexed_ops"] + st["num_unindexed_ops"] == 100
     col.upsert(ids=["1", "new"], embeddings=[[0.5, 1.0], [7.0, 1.0]])
     deadline = time.time() + 120
     while True:
-        st = httpx.get(f"{server.url}{C}/{col.id}/indexing_status").json()
+        st = server.http.get(f"{C}/{col.id}/indexing_status").json()
         if st["num_indexed_ops"] == 102 or time.time() > deadline:
             break
         time.sleep(0.05)
     assert st == {"num_indexed_ops": 102, "num_unindexed_ops": 0, "total_ops": 102, "op_indexing_progress": 1.0}
-    m = httpx.get(server.url + "/metrics").text
+    m = server.http.get("/metrics").text
     assert 'indigo_requests_total{method="POST"' in m
     if getattr(server, "procs", None) is None:
         assert "indigo_records 101" in m
@@ -400,19 +400,19 @@ def test_search_api(server, client):
                 {"rank": knn, "group_by": {"keys": ["tag"], "aggregate": {"$top": {"keys": ["#score"], "k": 1}}}},
                 {"rank": knn, "group_by": {"keys": ["tag"], "aggregate": {"$min_k": {"keys": ["#score"], "k": 0}}}},
                 {"group_by": {"keys": ["tag"], "aggregate": {"$min_k": {"keys": ["#score"], "k": 1}}}}]:
-        r = httpx.post(f"{server.url}{C}/{col.id}/search", json={"searches": [bad]})
+        r = server.http.post(f"{C}/{col.id}/search", json={"searches": [bad]})
         assert r.status_code == 400 and r.json()["error"] == "InvalidArgumentError", bad
 
 
 def test_chroma_error_texts_and_trace_ids(server, client):
     """Clients match on Chroma's words; every answer carries a chroma-trace-id."""
-    r = httpx.get(server.url + C + "/missing-one")
+    r = server.http.get(C + "/missing-one")
     assert r.status_code == 404
     assert r.json() == {"error": "NotFoundError", "message": "Collection [missing-one] does not exist"}
     assert len(r.headers["chroma-trace-id"]) == 32
-    assert httpx.get(server.url + "/api/v2/heartbeat").headers["chroma-trace-id"] != r.headers["chroma-trace-id"]
-    assert httpx.get(server.url + "/api/v2/tenants/no-such").json()["message"] == "Tenant [no-such] not found"
-    r = httpx.get(server.url + "/api/v2/tenants/default_tenant/databases/no-such")
+    assert server.http.get("/api/v2/heartbeat").headers["chroma-trace-id"] != r.headers["chroma-trace-id"]
+    assert server.http.get("/api/v2/tenants/no-such").json()["message"] == "Tenant [no-such] not found"
+    r = server.http.get("/api/v2/tenants/default_tenant/databases/no-such")
     assert r.json()["message"] == "Database [no-such] not found"
     client.create_collection("texts")
     with pytest.raises(UniqueConstraintError, match=r"^Collection \[texts\] already exists$"):
@@ -425,11 +425,11 @@ def test_chroma_error_texts_and_trace_ids(server, client):
     with pytest.raises(NotFoundError, match=r"Collection .* does not exist"):
         c.add(ids=["c"], embeddings=[[1.0, 2.0]])
     # The async client's heartbeat asks for /api/v2 itself.
-    assert httpx.get(server.url + "/api/v2").status_code == 200
+    assert server.http.get("/api/v2").status_code == 200
 
 
 def test_names_and_metadata_are_checked_as_chroma_does(server, client):
-    before = httpx.get(server.url + "/api/v2/tenants/default_tenant/databases").json()
+    before = server.http.get("/api/v2/tenants/default_tenant/databases").json()
     for path, body in [
         ("/api/v2/tenants", {"name": "ab"}),
         ("/api/v2/tenants/default_tenant/databases", {"name": "a"}),
@@ -437,19 +437,19 @@ def test_names_and_metadata_are_checked_as_chroma_does(server, client):
         (C, {"name": "empty-meta", "metadata": {}}),
         (C, {"name": "empty-meta", "metadata": {}, "get_or_create": True}),
     ]:
-        r = httpx.post(server.url + path, json=body)
+        r = server.http.post(path, json=body)
         assert r.status_code == 400, (path, body, r.text)
         assert r.json()["error"] == "InvalidArgumentError"
-    assert httpx.get(server.url + "/api/v2/tenants/default_tenant/databases").json() == before
+    assert server.http.get("/api/v2/tenants/default_tenant/databases").json() == before
     assert client.list_collections() == []
     # An existing collection is no excuse for bad metadata in get_or_create.
     client.create_collection("meta-ok", metadata={"k": 1})
-    r = httpx.post(server.url + C, json={"name": "meta-ok", "metadata": {}, "get_or_create": True})
+    r = server.http.post(C, json={"name": "meta-ok", "metadata": {}, "get_or_create": True})
     assert r.status_code == 400
     c = client.get_collection("meta-ok")
     for key in ["$op", "#document"]:
-        r = httpx.post(
-            server.url + C + f"/{c.id}/add",
+        r = server.http.post(
+            C + f"/{c.id}/add",
             json={"ids": ["x"], "embeddings": [[1.0]], "metadatas": [{key: 1}]},
         )
         assert r.status_code == 400 and "reserved" in r.json()["message"], r.text
@@ -468,7 +468,7 @@ def test_delete_with_limit(server, client):
     assert len(c.get(where={"cat": "a"})["ids"]) == 1
     assert c.delete(where={"cat": "b"}, limit=0) == {"deleted": 0}
     assert c.count() == 3
-    r = httpx.post(server.url + C + f"/{c.id}/delete", json={"ids": ["r4"], "limit": 1})
+    r = server.http.post(C + f"/{c.id}/delete", json={"ids": ["r4"], "limit": 1})
     assert r.status_code == 400 and "limit can only be specified" in r.json()["message"]
     assert c.count() == 3
 
@@ -490,8 +490,8 @@ def test_spann_configuration_is_served_by_hnsw(server, client):
     assert h["space"] == "cosine" and h["ef_search"] == 100 and h["max_neighbors"] == 16
     c.add(ids=["a", "b"], embeddings=[[1.0, 0.0], [0.0, 1.0]])
     assert c.query(query_embeddings=[[2.0, 0.1]], n_results=1)["ids"] == [["a"]]
-    r = httpx.post(
-        server.url + C, json={"name": "both", "configuration": {"spann": {}, "hnsw": {"space": "l2"}}}
+    r = server.http.post(
+        C, json={"name": "both", "configuration": {"spann": {}, "hnsw": {"space": "l2"}}}
     )
     assert r.status_code == 400
 
@@ -520,7 +520,7 @@ def test_concurrent_get_or_create_and_delete(server, client):
 
 def test_schema_keys_are_checked_as_chroma_does(server, client):
     def create(schema):
-        return httpx.post(f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections",
+        return server.http.post(f"/api/v2/tenants/default_tenant/databases/default_database/collections",
                           json={"name": "schemed", "schema": schema})
     bad = {"keys": {"#invalid_key": {"string": {"string_inverted_index": {"enabled": True, "config": {}}}}}}
     r = create(bad)

@@ -142,8 +142,6 @@ def test_rrf_fuses_dense_and_sparse(client):
 
 
 def test_a_sparse_query_on_a_key_without_a_sparse_index_is_refused(server):
-    import httpx
-
     client = server.client()
     col = make(client, "refuse")
     col.add(ids=["a"], embeddings=[[1.0, 0.0]], metadatas=[{"other": SparseVector(indices=[1], values=[1.0])}])
@@ -151,13 +149,13 @@ def test_a_sparse_query_on_a_key_without_a_sparse_index_is_refused(server):
         col.search(Search().rank(Knn(key="other", query=SparseVector(indices=[1], values=[1.0]))))
     # A malformed sparse vector (the client would refuse to send it) gets a 400
     # with Chroma's error JSON, and nothing of its request is written.
-    url = f"{server.url}/api/v2/tenants/default_tenant/databases/default_database/collections/{col.id}/add"
+    url = f"/api/v2/tenants/default_tenant/databases/default_database/collections/{col.id}/add"
     for bad in [
         {"indices": [2, 1], "values": [1.0, 1.0]},
         {"indices": [1], "values": [1.0, 2.0]},
         {"#type": "sparse_vector", "indices": [-1], "values": [1.0]},
     ]:
-        r = httpx.post(url, json={"ids": ["b", "c"], "embeddings": [[0.0, 1.0], [1.0, 1.0]],
+        r = server.http.post(url, json={"ids": ["b", "c"], "embeddings": [[0.0, 1.0], [1.0, 1.0]],
                                   "metadatas": [{"sp": bad}, {"g": 1}]})
         assert r.status_code == 400, r.text
         assert r.json()["error"] == "InvalidArgumentError", r.text
