@@ -9,7 +9,7 @@ import os
 import httpx
 import chromadb.api.async_fastapi as afa
 import chromadb.api.fastapi as fa
-from indigo._client import _Transport, _core_at
+from indigo._client import _Transport, _core_at, _request
 
 
 def _core():
@@ -39,6 +39,8 @@ def _embedded_init(self, system):
 
 
 fa.FastAPI.__init__ = _embedded_init
+# As indigo.PersistentClient's server API does: straight to the core.
+fa.FastAPI._make_request = lambda self, method, path, **kw: _request(_core(), self._api_url, method, path, **kw)
 
 _get_client = afa.AsyncFastAPI._get_client
 
