@@ -313,7 +313,10 @@ impl<'a> View<'a> {
     /// less the base records the tail changes (all of them live), plus the
     /// records the tail leaves.
     pub fn count(&mut self) -> Result<u64> {
-        let base = self.snap.live_count() - self.tail.excluded.len();
+        let base = self
+            .snap
+            .live_count()
+            .saturating_sub(self.tail.excluded.len());
         Ok(base + self.tail.records.len() as u64)
     }
 
