@@ -286,6 +286,24 @@ async fn configuration_and_schema_reconcile() {
         json!(true),
         "{e}"
     );
+    // ...but not switched on for every key (the defaults): it needs a key.
+    let everywhere = json!({"defaults": {"sparse_vector": {"sparse_vector_index": {
+        "enabled": true, "config": {}}}}});
+    let (s, e) = call(
+        &app,
+        "POST",
+        BASE,
+        json!({"name": "colr6", "schema": everywhere}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("requires a specific key"),
+        "{e}"
+    );
 
     // A schema of the wrong shape is refused, whole.
     for bad in [

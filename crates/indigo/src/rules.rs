@@ -94,6 +94,15 @@ pub fn check_collection_schema(schema: &Value) -> Result<()> {
     };
     if let Some(d) = top.get("defaults").filter(|d| !d.is_null()) {
         shape("defaults", d)?;
+        // A sparse index belongs to one key: on by default, every key holding
+        // a sparse vector would join it as written, unindexed before that.
+        if d["sparse_vector"]["sparse_vector_index"]["enabled"] == serde_json::Value::Bool(true) {
+            return bad(
+                "Sparse vector index requires a specific key. Use create_index(Some(\"key_name\"), \
+                 config) instead of create_index(None, config)"
+                    .into(),
+            );
+        }
     }
     let keys = match top.get("keys") {
         None | Some(Value::Null) => return Ok(()),
