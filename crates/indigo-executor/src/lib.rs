@@ -525,24 +525,7 @@ impl<'a> View<'a> {
                     }
                 }
             }
-            let by_distance =
-                |a: &(f32, Result<u32, usize>), b: &(f32, Result<u32, usize>)| a.0.total_cmp(&b.0);
-            if found.len() > k && k > 0 {
-                found.select_nth_unstable_by(k - 1, by_distance);
-            }
-            found.truncate(k);
-            found.sort_by(by_distance);
-            let mut recs = Records::new(include);
-            for (d, src) in found {
-                match src {
-                    Ok(iid) => {
-                        let r = self.fetch_for(iid, include)?;
-                        recs.push(&r, Some(d));
-                    }
-                    Err(i) => recs.push(&tail.records[i].1, Some(d)),
-                }
-            }
-            out.push(recs);
+            out.push(self.nearest(found, k, &tail, include)?);
         }
         Ok(out)
     }
@@ -626,8 +609,25 @@ impl<'a> View<'a> {
                 }
             }
         }
-        found.sort_by(|a, b| a.0.total_cmp(&b.0));
+        self.nearest(found, k, &tail, include)
+    }
+
+    /// The `k` nearest of `found` (base internal ids, or indices of tail
+    /// records), nearest first, as records.
+    fn nearest(
+        &self,
+        mut found: Vec<(f32, Result<u32, usize>)>,
+        k: usize,
+        tail: &Tail,
+        include: Include,
+    ) -> Result<Records> {
+        let by_distance =
+            |a: &(f32, Result<u32, usize>), b: &(f32, Result<u32, usize>)| a.0.total_cmp(&b.0);
+        if found.len() > k && k > 0 {
+            found.select_nth_unstable_by(k - 1, by_distance);
+        }
         found.truncate(k);
+        found.sort_by(by_distance);
         let mut recs = Records::new(include);
         for (d, src) in found {
             match src {
