@@ -783,6 +783,10 @@ impl Segment {
             })?;
         }
         let mut batch = WriteBatch::new();
+        // Posting changes grouped by key: one set change per key per chunk
+        // rather than one per (record, key), most of a chunk's store write
+        // when records carry documents.
+        let mut post: HashMap<Vec<u8>, (Vec<u64>, Vec<u64>)> = HashMap::new();
         let mut deletes: Vec<u32> = Vec::new();
         let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
         let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
@@ -836,10 +840,10 @@ impl Segment {
                 (Some((iid, old)), Some(new)) if r.created.is_none() => {
                     let (a, b) = (postings_of(old, &skip), postings_of(new, &skip));
                     for k in a.difference(&b) {
-                        batch.set_remove(&self.b.post, k.clone(), *iid as u64);
+                        post.entry(k.clone()).or_default().1.push(*iid as u64);
                     }
                     for k in b.difference(&a) {
-                        batch.set_add(&self.b.post, k.clone(), *iid as u64);
+                        post.entry(k.clone()).or_default().0.push(*iid as u64);
                     }
                     batch.put(&self.b.rec, iid_key(*iid), encode_record_body(new));
                     sparse_change(&mut batch, *iid, Some(old), Some(new));
@@ -852,7 +856,7 @@ impl Segment {
                 }
                 (Some((iid, old)), _) => {
                     for k in postings_of(old, &skip) {
-                        batch.set_remove(&self.b.post, k, *iid as u64);
+                        post.entry(k).or_default().1.push(*iid as u64);
                     }
                     batch.delete(&self.b.rec, iid_key(*iid));
                     batch.delete(&self.b.emb, iid_key(*iid));
@@ -882,10 +886,16 @@ impl Segment {
             batch.put(&self.b.rec, iid_key(iid), encode_record_body(rec));
             batch.put(&self.b.emb, iid_key(iid), encode_embedding(&rec.embedding));
             for k in postings_of(rec, &skip) {
-                batch.set_add(&self.b.post, k, iid as u64);
+                post.entry(k).or_default().0.push(iid as u64);
             }
             sparse_change(&mut batch, iid, None, Some(rec));
             inserts.push((iid, rec.embedding.clone()));
+        }
+        // A record's old and new postings differ, and an iid is either the
+        // old or the new one: no key both adds and removes one id.
+        for (k, (adds, dels)) in post {
+            batch.set_remove_many(&self.b.post, k.clone(), dels);
+            batch.set_add_many(&self.b.post, k, adds);
         }
         batch.put(&self.b.meta, OFFSET_KEY, last.to_le_bytes());
         batch.put(&self.b.meta, NEXT_IID_KEY, next.to_le_bytes());

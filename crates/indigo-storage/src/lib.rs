@@ -167,23 +167,52 @@ impl WriteBatch {
         }
     }
     pub fn set_add(&mut self, b: &Bucket, key: impl Into<Vec<u8>>, id: u64) {
-        if self.check(b, Strategy::Set) {
+        self.set_add_many(b, key, [id]);
+    }
+    pub fn set_remove(&mut self, b: &Bucket, key: impl Into<Vec<u8>>, id: u64) {
+        self.set_remove_many(b, key, [id]);
+    }
+    /// Adds every id of `ids` to the set at `key` in one change (cheaper than one
+    /// change per id: the set is composed, and its key logged, once).
+    pub fn set_add_many(
+        &mut self,
+        b: &Bucket,
+        key: impl Into<Vec<u8>>,
+        ids: impl IntoIterator<Item = u64>,
+    ) {
+        let ids = sorted(ids);
+        if !ids.is_empty() && self.check(b, Strategy::Set) {
             self.ops.push(Op::SetAdd {
                 bucket: b.id,
                 key: key.into(),
-                id,
+                ids,
             });
         }
     }
-    pub fn set_remove(&mut self, b: &Bucket, key: impl Into<Vec<u8>>, id: u64) {
-        if self.check(b, Strategy::Set) {
+    pub fn set_remove_many(
+        &mut self,
+        b: &Bucket,
+        key: impl Into<Vec<u8>>,
+        ids: impl IntoIterator<Item = u64>,
+    ) {
+        let ids = sorted(ids);
+        if !ids.is_empty() && self.check(b, Strategy::Set) {
             self.ops.push(Op::SetRemove {
                 bucket: b.id,
                 key: key.into(),
-                id,
+                ids,
             });
         }
     }
+}
+
+fn sorted(ids: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut v: Vec<u64> = ids.into_iter().collect();
+    if !v.is_sorted_by(|a, b| a < b) {
+        v.sort_unstable();
+        v.dedup();
+    }
+    v
 }
 
 /// Read-path counters, for checking that bloom filters do their job.

@@ -22,9 +22,17 @@ impl Entry {
     /// Folds a newer layer's entry over this (older) one.
     pub fn compose(self, newer: Entry) -> Entry {
         match (self, newer) {
-            (Entry::Set { adds: a1, dels: d1 }, Entry::Set { adds: a2, dels: d2 }) => {
-                let adds = (a1 - &d2) | &a2;
-                let dels = (d1 | d2) - &adds;
+            (Entry::Set { mut adds, mut dels }, Entry::Set { adds: a2, dels: d2 }) => {
+                // In place: a posting list takes one change per batch, and a
+                // fresh union each time would copy it whole.
+                if !d2.is_empty() {
+                    adds -= &d2;
+                    dels |= d2;
+                }
+                adds |= a2;
+                if !dels.is_empty() {
+                    dels -= &adds;
+                }
                 Entry::Set { adds, dels }
             }
             (_, newer) => newer,
@@ -112,15 +120,16 @@ pub(crate) enum Op {
         bucket: u32,
         key: Vec<u8>,
     },
+    /// `ids` ascending, without repeats, never empty.
     SetAdd {
         bucket: u32,
         key: Vec<u8>,
-        id: u64,
+        ids: Vec<u64>,
     },
     SetRemove {
         bucket: u32,
         key: Vec<u8>,
-        id: u64,
+        ids: Vec<u64>,
     },
 }
 
@@ -237,17 +246,18 @@ impl MemTable {
             let (key, new) = match op {
                 Op::Put { key, value, .. } => (key, MemValue::Value(inner.arena.alloc(value))),
                 Op::Delete { key, .. } => (key, MemValue::Other(Entry::Tombstone)),
-                Op::SetAdd { key, id, .. } | Op::SetRemove { key, id, .. } => {
-                    let one: RoaringTreemap = std::iter::once(*id).collect();
+                Op::SetAdd { key, ids, .. } | Op::SetRemove { key, ids, .. } => {
+                    let set = RoaringTreemap::from_sorted_iter(ids.iter().copied())
+                        .unwrap_or_else(|_| ids.iter().copied().collect());
                     let e = if matches!(op, Op::SetAdd { .. }) {
                         Entry::Set {
-                            adds: one,
+                            adds: set,
                             dels: RoaringTreemap::new(),
                         }
                     } else {
                         Entry::Set {
                             adds: RoaringTreemap::new(),
-                            dels: one,
+                            dels: set,
                         }
                     };
                     (key, MemValue::Other(e))

@@ -10,7 +10,8 @@ use crate::fs::FileSystem;
 use crate::memtable::Op;
 
 pub(crate) const WAL_MAGIC: &[u8; 6] = b"IDGWAL";
-pub(crate) const WAL_VERSION: u16 = 1;
+/// Version 2 logs a set change's ids as a sorted run (version 1: one id each).
+pub(crate) const WAL_VERSION: u16 = 2;
 pub(crate) const HEADER_LEN: usize = 8;
 
 pub(crate) fn header() -> [u8; HEADER_LEN] {
@@ -43,7 +44,7 @@ pub(crate) fn encode_record(ops: &[Op], out: &mut Vec<u8>) {
                 put_varint(out, u64::from(*bucket));
                 put_bytes(out, key);
             }
-            Op::SetAdd { bucket, key, id } | Op::SetRemove { bucket, key, id } => {
+            Op::SetAdd { bucket, key, ids } | Op::SetRemove { bucket, key, ids } => {
                 out.push(if matches!(op, Op::SetAdd { .. }) {
                     TAG_SET_ADD
                 } else {
@@ -51,7 +52,13 @@ pub(crate) fn encode_record(ops: &[Op], out: &mut Vec<u8>) {
                 });
                 put_varint(out, u64::from(*bucket));
                 put_bytes(out, key);
-                put_varint(out, *id);
+                // Ascending: the first id, then each one's gap from the last.
+                put_varint(out, ids.len() as u64);
+                let mut last = 0;
+                for (i, id) in ids.iter().enumerate() {
+                    put_varint(out, if i == 0 { *id } else { id - last });
+                    last = *id;
+                }
             }
         }
     }
@@ -62,7 +69,29 @@ pub(crate) fn encode_record(ops: &[Op], out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn decode_payload(p: &[u8]) -> Option<Vec<Op>> {
+/// A set change's ids: one (version 1), or a count and ascending gaps.
+fn decode_ids(r: &mut Reader, version: u16) -> Option<Vec<u64>> {
+    if version == 1 {
+        return Some(vec![r.varint()?]);
+    }
+    let n = r.varint()?;
+    if n == 0 {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(n.min(1 << 16) as usize);
+    let mut last = 0u64;
+    for i in 0..n {
+        let d = r.varint()?;
+        if i > 0 && d == 0 {
+            return None;
+        }
+        last = if i == 0 { d } else { last.checked_add(d)? };
+        ids.push(last);
+    }
+    Some(ids)
+}
+
+fn decode_payload(p: &[u8], version: u16) -> Option<Vec<Op>> {
     let mut r = Reader::new(p);
     let n = r.varint()?;
     let mut ops = Vec::with_capacity(n.min(1 << 16) as usize);
@@ -80,12 +109,12 @@ fn decode_payload(p: &[u8]) -> Option<Vec<Op>> {
             TAG_SET_ADD => Op::SetAdd {
                 bucket,
                 key,
-                id: r.varint()?,
+                ids: decode_ids(&mut r, version)?,
             },
             TAG_SET_REMOVE => Op::SetRemove {
                 bucket,
                 key,
-                id: r.varint()?,
+                ids: decode_ids(&mut r, version)?,
             },
             _ => return None,
         });
@@ -116,10 +145,10 @@ pub(crate) fn replay(fs: &dyn FileSystem, path: &Path) -> Result<Replayed> {
         return Err(StorageError::corrupt(path, "not a WAL file (bad magic)"));
     }
     let version = u16::from_le_bytes([data[6], data[7]]);
-    if version != WAL_VERSION {
+    if !(1..=WAL_VERSION).contains(&version) {
         return Err(StorageError::corrupt(
             path,
-            format!("WAL version {version} is not supported (this build reads {WAL_VERSION})"),
+            format!("WAL version {version} is not supported (this build reads 1 to {WAL_VERSION})"),
         ));
     }
     let mut r = Reader::new(&data);
@@ -133,7 +162,7 @@ pub(crate) fn replay(fs: &dyn FileSystem, path: &Path) -> Result<Replayed> {
             if crc32c::crc32c(payload) != crc {
                 return None;
             }
-            decode_payload(payload)
+            decode_payload(payload, version)
         })();
         match rec {
             Some(ops) => batches.push(ops),
@@ -171,7 +200,12 @@ mod tests {
             Op::SetAdd {
                 bucket: 2,
                 key: b"t".to_vec(),
-                id: 7,
+                ids: vec![7],
+            },
+            Op::SetRemove {
+                bucket: 2,
+                key: b"u".to_vec(),
+                ids: vec![3, 4, 1 << 40],
             },
         ];
         let b2 = vec![Op::Delete {
@@ -195,5 +229,36 @@ mod tests {
             assert_eq!(r.batches, vec![b1.clone()]);
             assert_eq!(r.torn, cut > 0);
         }
+    }
+
+    #[test]
+    fn version_1_records_still_replay() {
+        // A version-1 file: one id per set change.
+        let fs = FaultFs::new();
+        let p = Path::new("/d/1.wal");
+        let f = fs.create(p).unwrap();
+        let mut h = header();
+        h[6..].copy_from_slice(&1u16.to_le_bytes());
+        f.append(&h).unwrap();
+        let mut payload = Vec::new();
+        put_varint(&mut payload, 1);
+        payload.push(TAG_SET_ADD);
+        put_varint(&mut payload, 2);
+        put_bytes(&mut payload, b"t");
+        put_varint(&mut payload, 9);
+        let mut rec = Vec::new();
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        rec.extend_from_slice(&payload);
+        f.append(&rec).unwrap();
+        let r = replay(&fs, p).unwrap();
+        assert_eq!(
+            r.batches,
+            vec![vec![Op::SetAdd {
+                bucket: 2,
+                key: b"t".to_vec(),
+                ids: vec![9],
+            }]]
+        );
     }
 }

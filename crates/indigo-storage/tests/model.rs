@@ -15,6 +15,10 @@ enum W {
     Delete(u8),
     Add(u8, u8),
     Remove(u8, u8),
+    /// Many ids in one change, unsorted and with repeats (large ids cross
+    /// the 32-bit halves of the sets).
+    AddMany(u8, Vec<u64>),
+    RemoveMany(u8, Vec<u64>),
 }
 
 #[derive(Debug, Clone)]
@@ -34,7 +38,13 @@ fn w() -> impl Strategy<Value = W> {
         (0..24u8).prop_map(W::Delete),
         (0..8u8, 0..40u8).prop_map(|(k, id)| W::Add(k, id)),
         (0..8u8, 0..40u8).prop_map(|(k, id)| W::Remove(k, id)),
+        (0..8u8, prop::collection::vec(ids(), 0..6)).prop_map(|(k, v)| W::AddMany(k, v)),
+        (0..8u8, prop::collection::vec(ids(), 0..6)).prop_map(|(k, v)| W::RemoveMany(k, v)),
     ]
+}
+
+fn ids() -> impl Strategy<Value = u64> {
+    prop_oneof![0..40u64, (1u64 << 32)..(1u64 << 32) + 4]
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -149,6 +159,17 @@ fn run(steps: Vec<Step>, background: bool) -> Result<(), TestCaseError> {
                         W::Remove(key, id) => {
                             wb.set_remove(&sets, k(key), u64::from(id));
                             m.sets.entry(k(key)).or_default().remove(&u64::from(id));
+                        }
+                        W::AddMany(key, ids) => {
+                            wb.set_add_many(&sets, k(key), ids.iter().copied());
+                            m.sets.entry(k(key)).or_default().extend(ids);
+                        }
+                        W::RemoveMany(key, ids) => {
+                            wb.set_remove_many(&sets, k(key), ids.iter().copied());
+                            let s = m.sets.entry(k(key)).or_default();
+                            ids.iter().for_each(|id| {
+                                s.remove(id);
+                            });
                         }
                     }
                 }

@@ -575,9 +575,11 @@ impl Indigo {
             match self.settle_created(info) {
                 Err(Error::NotFound(_)) if get_or_create && rounds < 32 => rounds += 1,
                 // Chroma's clients tell this race by "concurrent" in the message.
-                Err(Error::NotFound(m)) if get_or_create => return Err(Error::NotFound(format!(
+                Err(Error::NotFound(m)) if get_or_create => {
+                    return Err(Error::NotFound(format!(
                     "{m}: deleted concurrently {rounds} times while get_or_create made it; retry"
-                ))),
+                )))
+                }
                 r => return r,
             }
         }

@@ -51,6 +51,10 @@ struct Args {
     /// 1/10/50% (for tuning the filtered walk).
     #[arg(long)]
     filter_sweep: bool,
+    /// Give each record a document (WordNet glosses from `testdata`, cycled), as
+    /// the Python benchmarks do: their trigram postings are indexed too.
+    #[arg(long)]
+    documents: bool,
     /// The backlog bound (records; default: Indigo's).
     #[arg(long)]
     backlog_records: Option<u64>,
@@ -287,6 +291,17 @@ fn main() {
             Some(json!({"hnsw": {"space": space, "max_neighbors": 16, "ef_construction": 100}})),
         )
         .unwrap();
+    let glosses: Vec<String> = if args.documents {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/wordnet/glosses.txt"),
+        )
+        .expect("read testdata/wordnet/glosses.txt")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    } else {
+        Vec::new()
+    };
     let pb = progress(n.div_ceil(args.batch) as u64, "indigo add");
     let t0 = Instant::now();
     for i in (0..n).step_by(args.batch) {
@@ -297,6 +312,15 @@ fn main() {
         )
         .metadatas_json((i..end).map(|r| json!({"bucket": bucket(r)})).collect())
         .unwrap();
+        let batch = if glosses.is_empty() {
+            batch
+        } else {
+            batch.documents(
+                (i..end)
+                    .map(|r| Some(glosses[r % glosses.len()].clone()))
+                    .collect(),
+            )
+        };
         c.add(batch).unwrap();
         pb.inc(1);
     }
