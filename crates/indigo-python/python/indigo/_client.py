@@ -4,10 +4,8 @@
 replaced: requests go to `Core.request` (the gateway's router, in Rust, with the
 GIL released) rather than to a socket. One `Core` per data directory per process;
 a directory another process holds is refused at once."""
-import threading
-import uuid
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Optional, Union
 
 import urllib.parse
 
@@ -23,37 +21,18 @@ from chromadb.api.fastapi import FastAPI
 from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import DEFAULT_DATABASE, DEFAULT_TENANT, Settings
 
+from ._cores import core_at, release
 from ._indigo import Core
 
 API_IMPL = "indigo._client.IndigoAPI"
 _EPHEMERAL = "ephemeral"
-_cores: Dict[str, Core] = {}
-_lock = threading.Lock()
-
-
-def _core_at(path: Optional[Union[str, Path]], allow_reset: bool = False) -> Core:
-    """The process's core of `path` (the ephemeral database if None), opened on
-    first use."""
-    key = str(Path(path).resolve()) if path is not None else _EPHEMERAL
-    with _lock:
-        core = _cores.get(key)
-        if core is None:
-            core = Core(None if key == _EPHEMERAL else key, allow_reset)
-            _cores[key] = core
-        return core
+_core_at = core_at
+_release = release
 
 
 def _core(settings: Settings) -> Core:
     path = settings.persist_directory if settings.is_persistent else None
     return _core_at(path, bool(settings.allow_reset))
-
-
-def _release(path: Optional[Union[str, Path]] = None) -> None:
-    """Forgets the core of `path` (the ephemeral one if None): the database
-    closes once no client holds it (for tests, which open many)."""
-    key = str(Path(path).resolve()) if path is not None else _EPHEMERAL
-    with _lock:
-        _cores.pop(key, None)
 
 
 class _Transport(httpx.BaseTransport):
