@@ -32,9 +32,13 @@ impl IndexError {
     pub(crate) fn io(
         op: &'static str,
         path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Self {
+    ) -> impl Fn(std::io::Error) -> Self {
         let path = path.into();
-        move |source| IndexError::Io { op, path, source }
+        move |source| IndexError::Io {
+            op,
+            path: path.clone(),
+            source,
+        }
     }
     pub(crate) fn corrupt(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         IndexError::Corrupt {

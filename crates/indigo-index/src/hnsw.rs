@@ -349,6 +349,10 @@ pub struct Hnsw {
     fs: Arc<dyn FileSystem>,
     /// Serialises repair and condensation.
     pub(crate) maint: Mutex<()>,
+    /// Held (shared) by every change for its whole course, so a condensation
+    /// from memory ([`Hnsw::condense_live`]) sees the graph between changes,
+    /// exactly as its logs replay.
+    mutate: RwLock<()>,
     /// Set by [`Hnsw::close`]: no more changes or maintenance.
     closed: AtomicBool,
     /// The commit log's length at the last change (maintenance tells an index
@@ -434,6 +438,7 @@ impl Hnsw {
             dir,
             fs: Arc::new(StdFs),
             maint: Mutex::new(()),
+            mutate: RwLock::new(()),
             closed: AtomicBool::new(false),
             changed: Default::default(),
             inserting: Mutex::new(Vec::new()),
@@ -720,6 +725,7 @@ impl Hnsw {
     /// (delete + insert).
     pub fn insert(&self, label: u32, v: &[f32]) -> Result<()> {
         check_vector(self.dim, v)?;
+        let _changing = self.mutate.read_recursive();
         let q = self.space.prepare(v);
         self.delete(label)?;
         let level = self.random_level(label, 0);
@@ -1262,6 +1268,7 @@ impl Hnsw {
     /// Marks `label` deleted: searches skip it at once; [`Hnsw::repair`] later
     /// reconnects its neighbours and reuses its slot. Returns whether it existed.
     pub fn delete(&self, label: u32) -> Result<bool> {
+        let _changing = self.mutate.read_recursive();
         let Some(slot) = self.labels.write().remove(&label) else {
             return Ok(false);
         };
@@ -1284,6 +1291,7 @@ impl Hnsw {
     /// searches and inserts.
     pub fn repair(&self) -> Result<usize> {
         let _m = self.maint.lock();
+        let _changing = self.mutate.read_recursive();
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire);
         let dead: RoaringBitmap = (0..used).filter(|&i| slots.state(i) == DELETED).collect();
@@ -1565,6 +1573,71 @@ impl Hnsw {
         persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
     }
 
+    /// Condenses from memory: with changes held off, closes the commit log and
+    /// writes the graph as it stands (which is what its logs replay to) as the
+    /// next snapshot, a slot at a time. Needs no more memory than a write
+    /// buffer, where [`Hnsw::condense`] loads a second copy of the graph from
+    /// the files; but changes wait until the snapshot is written, so it suits an
+    /// index that is not changing.
+    pub fn condense_live(&self) -> Result<()> {
+        let (Some(log), Some(dir)) = (&self.log, &self.dir) else {
+            return Ok(());
+        };
+        let _m = self.maint.lock();
+        let _still = self.mutate.write();
+        let gen = {
+            let mut l = log.lock();
+            l.sync()?;
+            let gen = l.gen;
+            *l = LogWriter::create(&*self.fs, dir, gen + 1, &self.file_params())?;
+            gen
+        };
+        let slots = self.slots.read();
+        let used = slots.used.load(Ordering::Acquire);
+        let n = (0..used)
+            .rev()
+            .find(|&i| slots.state(i) != VACANT)
+            .map_or(0, |i| i as usize + 1);
+        let entry = *self.entry.read();
+        let zero = vec![0u8; self.dim * 4];
+        persist::write_snapshot_with(
+            &*self.fs,
+            dir,
+            gen + 1,
+            &self.file_params(),
+            n,
+            entry,
+            |i, out| {
+                if slots.state(i as u32) == VACANT {
+                    out.extend_from_slice(&zero);
+                } else {
+                    let v = slots.vector(i as u32);
+                    v.iter()
+                        .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+                }
+            },
+            |i, out| {
+                let i = i as u32;
+                let state = slots.state(i);
+                if state == VACANT {
+                    out.push(0);
+                    return;
+                }
+                let meta = slots.meta[i as usize].lock();
+                let links: Vec<Vec<u32>> = (0..=meta.level as usize)
+                    .map(|lc| slots.links_locked(&meta, i, lc))
+                    .collect();
+                persist::slot_meta(
+                    out,
+                    state == DELETED,
+                    slots.label(i),
+                    links.iter().map(|l| &l[..]),
+                );
+            },
+        )?;
+        persist::remove_upto(&*self.fs, dir, gen)
+    }
+
     /// Starts a thread that repairs tombstones and condenses the commit log. A
     /// condensation rewrites the whole graph, so while the index changes it waits
     /// until the log outgrows both `log_bytes` and the graph itself: a fixed
@@ -1614,7 +1687,13 @@ impl Hnsw {
                     };
                     if condense_pending || idx.log_len() > threshold {
                         condense_pending = true;
-                        idx.condense()?;
+                        // Quiet: nothing waits on the graph, so write it from
+                        // memory rather than load a second copy of it.
+                        if quiet_passes >= 5 {
+                            idx.condense_live()?;
+                        } else {
+                            idx.condense()?;
+                        }
                         condense_pending = false;
                     }
                     Ok::<(), IndexError>(())

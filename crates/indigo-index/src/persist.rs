@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use indigo_fs::{FileSystem, WritableFile};
+use indigo_fs::{FileSystem, ReadableFile, WritableFile};
 
 use crate::distance::Space;
 use crate::error::{IndexError, Result};
@@ -167,6 +167,95 @@ impl Cursor<'_> {
     }
     fn f32(&mut self) -> Option<f32> {
         Some(f32::from_le_bytes(self.take()?))
+    }
+}
+
+/// Sequential reads of a file a chunk at a time: snapshots and logs can be as
+/// large as the graph, and reading one whole doubled the memory a load or a
+/// condensation needs. Keeps the crc32c of what it has handed out, if asked.
+struct Chunked<'a> {
+    f: &'a dyn ReadableFile,
+    /// Bytes of the file this reader covers (from 0).
+    len: u64,
+    /// File offset of `buf[0]`.
+    base: u64,
+    buf: Vec<u8>,
+    /// Bytes of `buf` handed out.
+    at: usize,
+    crc: Option<u32>,
+}
+
+/// Small in unit tests, so their files span many chunks.
+const READ_CHUNK: usize = if cfg!(test) { 4096 } else { 8 << 20 };
+
+impl<'a> Chunked<'a> {
+    fn new(f: &'a dyn ReadableFile, len: u64, sum: bool) -> Self {
+        Chunked {
+            f,
+            len,
+            base: 0,
+            buf: Vec::new(),
+            at: 0,
+            crc: sum.then_some(0),
+        }
+    }
+
+    fn offset(&self) -> u64 {
+        self.base + self.at as u64
+    }
+
+    fn remaining(&self) -> u64 {
+        self.len - self.offset()
+    }
+
+    /// The next `n` bytes; `None` if the covered part of the file ends first.
+    fn next(&mut self, n: usize) -> std::io::Result<Option<&[u8]>> {
+        if n as u64 > self.remaining() {
+            return Ok(None);
+        }
+        if self.at + n > self.buf.len() {
+            self.buf.drain(..self.at);
+            self.base += self.at as u64;
+            self.at = 0;
+            let keep = self.buf.len();
+            let want = (n.max(READ_CHUNK) as u64).min(self.len - self.base) as usize;
+            self.buf.resize(want, 0);
+            self.f
+                .read_exact_at(&mut self.buf[keep..], self.base + keep as u64)?;
+        }
+        let s = &self.buf[self.at..self.at + n];
+        self.at += n;
+        if let Some(c) = &mut self.crc {
+            *c = crc32c::crc32c_append(*c, s);
+        }
+        Ok(Some(s))
+    }
+}
+
+/// Writes a file through a buffer of [`READ_CHUNK`] bytes, keeping the crc32c
+/// of what it wrote.
+struct ChunkedWriter {
+    f: Arc<dyn WritableFile>,
+    buf: Vec<u8>,
+    crc: u32,
+}
+
+impl ChunkedWriter {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= READ_CHUNK {
+            self.f.append(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> std::io::Result<Arc<dyn WritableFile>> {
+        let crc = self.crc;
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        self.f.append(&self.buf)?;
+        Ok(self.f)
     }
 }
 
@@ -441,50 +530,51 @@ impl LogWriter {
     }
 }
 
-/// The records of a log and how many of its bytes are whole records.
-pub(crate) struct LogContents {
-    pub params: FileParams,
-    pub ops: Vec<Op>,
-    pub valid_len: u64,
-    pub torn: bool,
-}
-
-pub(crate) fn read_log(fs: &dyn FileSystem, path: &Path) -> Result<LogContents> {
-    let buf = fs
-        .read_all(path)
-        .map_err(IndexError::io("read commit log", path))?;
-    let params = parse_header(&buf, LOG_MAGIC, path)?;
+/// Reads a commit log record by record, a chunk of the file at a time: checks
+/// its header with `check`, then hands each whole record to `apply`, and stops
+/// at the first torn or damaged one. Returns the header, how many bytes are
+/// whole records, and whether a torn record followed them.
+pub(crate) fn replay_log(
+    fs: &dyn FileSystem,
+    path: &Path,
+    check: impl FnOnce(&FileParams) -> Result<()>,
+    mut apply: impl FnMut(Op) -> Result<()>,
+) -> Result<(FileParams, u64, bool)> {
+    let f = fs
+        .open(path)
+        .map_err(IndexError::io("open commit log", path))?;
+    // Records carry their own checksums.
+    let mut r = Chunked::new(&*f, f.len(), false);
+    let io = IndexError::io("read commit log", path);
+    let head = r
+        .next(LOG_HEADER_LEN)
+        .map_err(&io)?
+        .ok_or_else(|| IndexError::corrupt(path, "bad or truncated header"))?;
+    let params = parse_header(head, LOG_MAGIC, path)?;
+    check(&params)?;
     let dim = params.dim as usize;
-    let mut pos = LOG_HEADER_LEN;
-    let mut ops = Vec::new();
-    let mut torn = false;
-    while pos < buf.len() {
-        let rec = (|| {
-            let len = u32::from_le_bytes(buf.get(pos..pos + 4)?.try_into().ok()?) as usize;
-            let crc = u32::from_le_bytes(buf.get(pos + 4..pos + 8)?.try_into().ok()?);
-            let payload = buf.get(pos + 8..pos + 8 + len)?;
-            if crc32c::crc32c(payload) != crc {
-                return None;
-            }
-            Some((Op::decode(payload, dim)?, 8 + len))
-        })();
-        match rec {
-            Some((op, n)) => {
-                ops.push(op);
-                pos += n;
-            }
-            None => {
-                torn = true;
-                break;
-            }
+    let mut valid = r.offset();
+    loop {
+        if r.remaining() == 0 {
+            return Ok((params, valid, false));
         }
+        let Some(h) = r.next(8).map_err(&io)? else {
+            return Ok((params, valid, true));
+        };
+        let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(h[4..].try_into().unwrap());
+        let Some(payload) = r.next(len).map_err(&io)? else {
+            return Ok((params, valid, true));
+        };
+        if crc32c::crc32c(payload) != crc {
+            return Ok((params, valid, true));
+        }
+        let Some(op) = Op::decode(payload, dim) else {
+            return Ok((params, valid, true));
+        };
+        apply(op)?;
+        valid = r.offset();
     }
-    Ok(LogContents {
-        params,
-        ops,
-        valid_len: pos as u64,
-        torn,
-    })
 }
 
 /// Writes `state` as snapshot `gen`: temporary name, fsync, rename, fsync directory.
@@ -494,10 +584,6 @@ pub(crate) fn write_snapshot(
     gen: u64,
     state: &GraphState,
 ) -> Result<()> {
-    let path = snapshot_path(dir, gen);
-    let tmp = path.with_extension("tmp");
-    let p = &state.params;
-    let mut out = header(p, SNAP_MAGIC);
     // Trailing vacant slots are left out, so an index emptied by deletes and repair
     // gives its space back; later log records may name them again, and replay
     // extends the slot array as needed.
@@ -506,42 +592,89 @@ pub(crate) fn write_snapshot(
         .iter()
         .rposition(Option::is_some)
         .map_or(0, |i| i + 1);
-    let slots = &state.slots[..used];
-    out.extend_from_slice(&(slots.len() as u32).to_le_bytes());
-    let (es, el) = state.entry.unwrap_or((NO_ENTRY, 0));
-    out.extend_from_slice(&es.to_le_bytes());
-    out.push(el);
-    // Vectors: fixed-size rows, one per slot (zeros for a vacant slot).
-    let zero = vec![0f32; p.dim as usize];
-    for s in slots {
-        let v = s.as_ref().map_or(&zero, |s| &s.vector);
-        for x in v {
+    let zero = vec![0f32; state.params.dim as usize];
+    write_snapshot_with(
+        fs,
+        dir,
+        gen,
+        &state.params,
+        used,
+        state.entry,
+        |i, out| {
+            let v = state.slots[i].as_ref().map_or(&zero, |s| &s.vector);
+            v.iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes()));
+        },
+        |i, out| match &state.slots[i] {
+            None => out.push(0),
+            Some(s) => slot_meta(out, s.deleted, s.label, s.links.iter().map(|l| &l[..])),
+        },
+    )
+}
+
+/// One slot's part of the snapshot after the vectors: tag (1 live, 2 deleted),
+/// label, top level, and per level its links.
+pub(crate) fn slot_meta<'a>(
+    out: &mut Vec<u8>,
+    deleted: bool,
+    label: u32,
+    links: impl ExactSizeIterator<Item = &'a [u32]>,
+) {
+    out.push(if deleted { 2 } else { 1 });
+    out.extend_from_slice(&label.to_le_bytes());
+    out.push((links.len() - 1) as u8);
+    for l in links {
+        out.extend_from_slice(&(l.len() as u16).to_le_bytes());
+        for x in l {
             out.extend_from_slice(&x.to_le_bytes());
         }
     }
-    for s in slots {
-        match s {
-            None => out.push(0),
-            Some(s) => {
-                out.push(if s.deleted { 2 } else { 1 });
-                out.extend_from_slice(&s.label.to_le_bytes());
-                out.push((s.links.len() - 1) as u8);
-                for l in &s.links {
-                    out.extend_from_slice(&(l.len() as u16).to_le_bytes());
-                    for x in l {
-                        out.extend_from_slice(&x.to_le_bytes());
-                    }
-                }
-            }
-        }
-    }
-    let crc = crc32c::crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes snapshot `gen` of `slots` slots a slot at a time: `vector(i, out)`
+/// appends slot i's row (`dim` little-endian f32, zeros if vacant),
+/// `meta(i, out)` its links part (a 0 byte if vacant). Temporary name, fsync,
+/// rename, fsync directory.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_snapshot_with(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    gen: u64,
+    p: &FileParams,
+    slots: usize,
+    entry: Option<(u32, u8)>,
+    mut vector: impl FnMut(usize, &mut Vec<u8>),
+    mut meta: impl FnMut(usize, &mut Vec<u8>),
+) -> Result<()> {
+    let path = snapshot_path(dir, gen);
+    let tmp = path.with_extension("tmp");
     let f = fs
         .create(&tmp)
         .map_err(IndexError::io("create snapshot", &tmp))?;
-    f.append(&out)
-        .map_err(IndexError::io("write snapshot", &tmp))?;
+    let mut out = ChunkedWriter {
+        f,
+        buf: Vec::with_capacity(READ_CHUNK + 4096),
+        crc: 0,
+    };
+    let write = IndexError::io("write snapshot", &tmp);
+    let (es, el) = entry.unwrap_or((NO_ENTRY, 0));
+    let mut row = header(p, SNAP_MAGIC);
+    row.extend_from_slice(&(slots as u32).to_le_bytes());
+    row.extend_from_slice(&es.to_le_bytes());
+    row.push(el);
+    out.put(&row).map_err(&write)?;
+    for i in 0..slots {
+        row.clear();
+        vector(i, &mut row);
+        debug_assert_eq!(row.len(), p.dim as usize * 4);
+        out.put(&row).map_err(&write)?;
+    }
+    for i in 0..slots {
+        row.clear();
+        meta(i, &mut row);
+        out.put(&row).map_err(&write)?;
+    }
+    let f = out.finish().map_err(&write)?;
     f.sync().map_err(IndexError::io("fsync snapshot", &tmp))?;
     f.drop_cache();
     drop(f);
@@ -551,61 +684,85 @@ pub(crate) fn write_snapshot(
 }
 
 pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphState> {
-    let buf = fs
-        .read_all(path)
-        .map_err(IndexError::io("read snapshot", path))?;
-    if buf.len() < LOG_HEADER_LEN + 4 {
+    let f = fs
+        .open(path)
+        .map_err(IndexError::io("open snapshot", path))?;
+    let len = f.len();
+    if len < LOG_HEADER_LEN as u64 + 4 {
         return Err(IndexError::corrupt(path, "truncated"));
     }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().unwrap()) {
+    // The body is read (and its checksum summed) a chunk at a time; the state
+    // is trusted only once the checksum at the end matches.
+    let mut r = Chunked::new(&*f, len - 4, true);
+    let io = IndexError::io("read snapshot", path);
+    let malformed = || IndexError::corrupt(path, "malformed body");
+    let head = r
+        .next(LOG_HEADER_LEN)
+        .map_err(&io)?
+        .ok_or_else(|| IndexError::corrupt(path, "truncated"))?;
+    let params = parse_header(head, SNAP_MAGIC, path)?;
+    let dim = params.dim as usize;
+    let mut fixed = [0u8; 9];
+    fixed.copy_from_slice(r.next(9).map_err(&io)?.ok_or_else(malformed)?);
+    let n = u32::from_le_bytes(fixed[..4].try_into().unwrap()) as usize;
+    let es = u32::from_le_bytes(fixed[4..8].try_into().unwrap());
+    let el = fixed[8];
+    if (n as u64).saturating_mul(dim as u64 * 4) > r.remaining() {
+        return Err(malformed());
+    }
+    let mut vectors = Vec::with_capacity(n);
+    for _ in 0..n {
+        let row = r.next(dim * 4).map_err(&io)?.ok_or_else(malformed)?;
+        vectors.push(
+            row.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect::<Vec<f32>>(),
+        );
+    }
+    let mut slots = Vec::with_capacity(n);
+    let u8_ =
+        |r: &mut Chunked| -> Result<u8> { Ok(r.next(1).map_err(&io)?.ok_or_else(malformed)?[0]) };
+    for vector in vectors {
+        let tag = u8_(&mut r)?;
+        if tag == 0 {
+            slots.push(None);
+            continue;
+        }
+        let mut b = [0u8; 5];
+        b.copy_from_slice(r.next(5).map_err(&io)?.ok_or_else(malformed)?);
+        let label = u32::from_le_bytes(b[..4].try_into().unwrap());
+        let level = b[4] as usize;
+        let mut links = Vec::with_capacity(level + 1);
+        for _ in 0..=level {
+            let k = r.next(2).map_err(&io)?.ok_or_else(malformed)?;
+            let k = u16::from_le_bytes(k.try_into().unwrap()) as usize;
+            let l = r.next(k * 4).map_err(&io)?.ok_or_else(malformed)?;
+            links.push(
+                l.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+                    .collect::<Vec<u32>>(),
+            );
+        }
+        slots.push(Some(SlotState {
+            label,
+            deleted: tag == 2,
+            vector,
+            links,
+        }));
+    }
+    if r.remaining() != 0 {
+        return Err(malformed());
+    }
+    let mut crc = [0u8; 4];
+    f.read_exact_at(&mut crc, len - 4).map_err(&io)?;
+    if r.crc != Some(u32::from_le_bytes(crc)) {
         return Err(IndexError::corrupt(path, "checksum mismatch"));
     }
-    let params = parse_header(body, SNAP_MAGIC, path)?;
-    let dim = params.dim as usize;
-    let parse = || -> Option<GraphState> {
-        let mut r = Cursor {
-            b: body,
-            pos: LOG_HEADER_LEN,
-        };
-        let n = r.u32()? as usize;
-        let es = r.u32()?;
-        let el = r.u8()?;
-        let vec_start = r.pos;
-        r.pos = vec_start.checked_add(n.checked_mul(dim * 4)?)?;
-        let mut slots = Vec::with_capacity(n);
-        for i in 0..n {
-            let tag = r.u8()?;
-            if tag == 0 {
-                slots.push(None);
-                continue;
-            }
-            let label = r.u32()?;
-            let level = r.u8()? as usize;
-            let mut links = Vec::with_capacity(level + 1);
-            for _ in 0..=level {
-                let k = r.u16()?;
-                links.push((0..k).map(|_| r.u32()).collect::<Option<Vec<_>>>()?);
-            }
-            let row = body.get(vec_start + i * dim * 4..vec_start + (i + 1) * dim * 4)?;
-            let vector = row
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            slots.push(Some(SlotState {
-                label,
-                deleted: tag == 2,
-                vector,
-                links,
-            }));
-        }
-        (r.pos == body.len()).then_some(GraphState {
-            params,
-            slots,
-            entry: (es != NO_ENTRY).then_some((es, el)),
-        })
-    };
-    parse().ok_or_else(|| IndexError::corrupt(path, "malformed body"))
+    Ok(GraphState {
+        params,
+        slots,
+        entry: (es != NO_ENTRY).then_some((es, el)),
+    })
 }
 
 pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
@@ -727,20 +884,23 @@ fn load_upto(
     let mut tail = None;
     for (i, &g) in live.iter().enumerate() {
         let path = log_path(dir, g);
-        let c = read_log(fs, &path)?;
-        check_params(&c.params, &params, &path)?;
-        if c.torn && i + 1 < live.len() {
+        let (_, valid_len, torn) = replay_log(
+            fs,
+            &path,
+            |p| check_params(p, &params, &path),
+            |op| {
+                state
+                    .apply(op)
+                    .ok_or_else(|| IndexError::corrupt(&path, "record does not fit the graph"))
+            },
+        )?;
+        if torn && i + 1 < live.len() {
             return Err(IndexError::corrupt(
                 &path,
                 "damaged record in a closed commit log; later logs depend on it",
             ));
         }
-        for op in c.ops {
-            state
-                .apply(op)
-                .ok_or_else(|| IndexError::corrupt(&path, "record does not fit the graph"))?;
-        }
-        tail = Some((g, c.valid_len));
+        tail = Some((g, valid_len));
     }
     state
         .validate()
@@ -786,9 +946,13 @@ pub(crate) fn condense(
     if crash_after == Some(2) {
         return Ok(());
     }
+    remove_upto(fs, dir, gen)
+}
+
+/// Removes the snapshots and logs a new snapshot `gen + 1` supersedes. The
+/// removals need not be durable: a crash before they are leaves files that the
+/// newest snapshot supersedes, and the next load removes them.
+pub(crate) fn remove_upto(fs: &dyn FileSystem, dir: &Path, gen: u64) -> Result<()> {
     let (snaps, logs) = list_gens(fs, dir)?;
-    remove_gens(fs, dir, &snaps, &logs, |g| g <= gen)?;
-    // The removals need not be durable: a crash before they are leaves files that
-    // the newest snapshot supersedes, and the next load removes them.
-    Ok(())
+    remove_gens(fs, dir, &snaps, &logs, |g| g <= gen)
 }
