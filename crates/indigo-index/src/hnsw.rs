@@ -365,6 +365,196 @@ pub struct Hnsw {
     inserting: Mutex<Vec<(u32, u8)>>,
 }
 
+/// Builds an index's arrays from its files (a [`persist::Sink`]): snapshot
+/// rows go straight into the slots, logged changes apply to them, and the
+/// label map, free list and tombstone count are derived once at the end, as
+/// [`Hnsw::restore`] derives them from a plain state.
+struct Loader {
+    dim: usize,
+    slots: Slots,
+    entry: Option<(u32, u8)>,
+    used: usize,
+}
+
+impl Loader {
+    fn new(dim: usize, m0: usize) -> Loader {
+        Loader {
+            dim,
+            slots: Slots::with_capacity(dim, m0, 64),
+            entry: None,
+            used: 0,
+        }
+    }
+
+    /// Room for slot `s`; `None` for a slot far beyond the graph (a damaged
+    /// log, as [`GraphState::apply`] judges it).
+    fn room(&mut self, s: usize) -> Option<()> {
+        if s > self.used + (1 << 20) {
+            return None;
+        }
+        if s >= self.slots.cap {
+            self.slots.grow((s + 1).max(self.slots.cap * 2));
+        }
+        self.used = self.used.max(s + 1);
+        Some(())
+    }
+
+    fn set_node(&mut self, s: usize, deleted: bool, label: u32, links: &[Vec<u32>]) {
+        let mut meta = NodeMeta {
+            level: (links.len() - 1) as u8,
+            upper: vec![Vec::new(); links.len() - 1],
+        };
+        for (lc, l) in links.iter().enumerate() {
+            self.slots.set_links_locked(&mut meta, s as u32, lc, l);
+        }
+        *self.slots.meta[s].get_mut() = meta;
+        self.slots.labels[s].store(label, Ordering::Relaxed);
+        self.slots.state[s].store(if deleted { DELETED } else { LIVE }, Ordering::Relaxed);
+    }
+
+    fn write_row(&mut self, s: usize, v: impl Iterator<Item = f32>) {
+        // SAFETY: `s` < cap, and nothing else can see these slots yet.
+        let row = unsafe { std::slice::from_raw_parts_mut(self.slots.row_ptr(s as u32), self.dim) };
+        row.iter_mut().zip(v).for_each(|(d, x)| *d = x);
+    }
+
+    fn install(self, idx: &mut Hnsw) {
+        let slots = self.slots;
+        let mut labels = HashMap::new();
+        let mut free = Vec::new();
+        let mut tombs = 0;
+        for i in 0..self.used {
+            match slots.state[i].load(Ordering::Relaxed) {
+                VACANT => free.push(i as u32),
+                DELETED => tombs += 1,
+                _ => {
+                    labels.insert(slots.labels[i].load(Ordering::Relaxed), i as u32);
+                }
+            }
+        }
+        slots.used.store(self.used as u32, Ordering::Relaxed);
+        free.reverse();
+        *idx.slots.get_mut() = slots;
+        *idx.labels.get_mut() = labels;
+        *idx.free.get_mut() = free;
+        *idx.entry.get_mut() = self.entry;
+        idx.tombstones.store(tombs, Ordering::Relaxed);
+    }
+}
+
+impl persist::Sink for Loader {
+    fn start(&mut self, _params: &FileParams, n: usize, entry: Option<(u32, u8)>) {
+        if n > self.slots.cap {
+            self.slots.grow(n);
+        }
+        self.used = n;
+        self.entry = entry;
+    }
+
+    fn vector(&mut self, i: usize, row: &[u8]) {
+        self.write_row(
+            i,
+            row.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap())),
+        );
+    }
+
+    fn node(&mut self, i: usize, deleted: bool, label: u32, links: Vec<Vec<u32>>) {
+        self.set_node(i, deleted, label, &links);
+    }
+
+    fn end(&mut self, _n: usize) {}
+
+    fn apply(&mut self, op: Op) -> Option<()> {
+        let live = |l: &Loader, s: u32| {
+            (s as usize) < l.used && l.slots.state[s as usize].load(Ordering::Relaxed) != VACANT
+        };
+        match op {
+            Op::AddNode {
+                slot,
+                label,
+                level,
+                vector,
+            } => {
+                let s = slot as usize;
+                self.room(s)?;
+                if vector.len() != self.dim {
+                    return None;
+                }
+                self.write_row(s, vector.into_iter());
+                self.set_node(s, false, label, &vec![Vec::new(); level as usize + 1]);
+            }
+            Op::SetLinks { slot, level, links } => {
+                if !live(self, slot) {
+                    return None;
+                }
+                let meta = self.slots.meta[slot as usize].get_mut();
+                if level > meta.level {
+                    return None;
+                }
+                let mut meta = std::mem::take(meta);
+                self.slots
+                    .set_links_locked(&mut meta, slot, level as usize, &links);
+                *self.slots.meta[slot as usize].get_mut() = meta;
+            }
+            Op::SetEntry { slot, level } => {
+                self.entry = (slot != NO_ENTRY).then_some((slot, level));
+            }
+            Op::Tombstone { slot } => {
+                if !live(self, slot) {
+                    return None;
+                }
+                self.slots.state[slot as usize].store(DELETED, Ordering::Relaxed);
+            }
+            Op::Remove { slot } => {
+                if slot as usize >= self.used {
+                    return None;
+                }
+                let s = slot as usize;
+                self.slots.state[s].store(VACANT, Ordering::Relaxed);
+                *self.slots.meta[s].get_mut() = NodeMeta::default();
+                self.slots.links0[s * (self.slots.m0 + 1)].store(0, Ordering::Relaxed);
+            }
+        }
+        Some(())
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        let n = self.used;
+        let s = &self.slots;
+        let levels = |i: usize| {
+            (s.state[i].load(Ordering::Relaxed) != VACANT).then(|| s.meta[i].lock().level as usize)
+        };
+        if let Some((slot, level)) = self.entry {
+            match (slot as usize) < n {
+                true => match levels(slot as usize) {
+                    Some(l) if level as usize <= l => {}
+                    Some(_) => return Err(format!("entry point {slot} above its level")),
+                    None => return Err(format!("entry point {slot} names no node")),
+                },
+                false => return Err(format!("entry point {slot} names no node")),
+            }
+        }
+        for i in 0..n {
+            let Some(level) = levels(i) else { continue };
+            if level >= 64 {
+                return Err(format!("slot {i} has {} levels", level + 1));
+            }
+            let meta = s.meta[i].lock();
+            for lc in 0..=level {
+                if let Some(bad) = s
+                    .links_locked(&meta, i as u32, lc)
+                    .into_iter()
+                    .find(|&l| l as usize >= n)
+                {
+                    return Err(format!("slot {i} links to slot {bad} of {n}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Dead nodes a repair walks through, per node and level, to find live
 /// replacements for dead links.
 const REPAIR_WALK: usize = 64;
@@ -515,8 +705,11 @@ impl Hnsw {
             .map_err(IndexError::io("create index directory", dir))?;
         let mut idx = Self::build(params, None, Some(dir.to_path_buf()));
         idx.fs = fs.clone();
-        let (state, tail) = persist::load(&*fs, dir, idx.file_params())?;
-        idx.restore(&state);
+        // Straight into the index's arrays: a plain copy of the graph first
+        // would double a restart's memory (and its time in allocations).
+        let mut loader = Loader::new(idx.dim, idx.m0);
+        let tail = persist::load_into(&*fs, dir, idx.file_params(), &mut loader)?;
+        loader.install(&mut idx);
         let log = match tail {
             Some((gen, len)) => LogWriter::reopen(&*fs, &persist::log_path(dir, gen), gen, len)?,
             None => {

@@ -276,6 +276,8 @@ pub(crate) struct GraphState {
     pub slots: Vec<Option<SlotState>>,
     /// Entry point slot and level.
     pub entry: Option<(u32, u8)>,
+    /// A snapshot's rows while it is read, until their nodes come.
+    pending: Vec<Vec<f32>>,
 }
 
 impl GraphState {
@@ -284,6 +286,7 @@ impl GraphState {
             params,
             slots: Vec::new(),
             entry: None,
+            pending: Vec::new(),
         }
     }
 
@@ -683,7 +686,68 @@ pub(crate) fn write_snapshot_with(
     sync_dir(fs, dir)
 }
 
-pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphState> {
+/// What a load builds from the files: a plain [`GraphState`] (condensation,
+/// tests), or the index's own arrays (opening an index: no second copy).
+pub(crate) trait Sink {
+    /// A snapshot's header and shape, before its rows: `n` slots and the entry
+    /// point (its dimension and space already checked).
+    fn start(&mut self, params: &FileParams, n: usize, entry: Option<(u32, u8)>);
+    /// Slot `i`'s row of `dim` little-endian f32 (every slot, vacant ones too).
+    fn vector(&mut self, i: usize, row: &[u8]);
+    /// Slot `i`'s node, after every row; vacant slots are not named.
+    fn node(&mut self, i: usize, deleted: bool, label: u32, links: Vec<Vec<u32>>);
+    /// After the snapshot's last node.
+    fn end(&mut self, n: usize);
+    /// A logged change; `None` if it does not fit the graph (a damaged log).
+    fn apply(&mut self, op: Op) -> Option<()>;
+    /// Checks the whole graph once loaded (see [`GraphState::validate`]).
+    fn validate(&self) -> std::result::Result<(), String>;
+}
+
+impl Sink for GraphState {
+    fn start(&mut self, params: &FileParams, n: usize, entry: Option<(u32, u8)>) {
+        self.params = *params;
+        self.slots = Vec::with_capacity(n);
+        self.entry = entry;
+        self.pending = Vec::with_capacity(n);
+    }
+    fn vector(&mut self, _i: usize, row: &[u8]) {
+        self.pending.push(
+            row.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
+        );
+    }
+    fn node(&mut self, i: usize, deleted: bool, label: u32, links: Vec<Vec<u32>>) {
+        self.slots.resize(i, None);
+        let vector = std::mem::take(&mut self.pending[i]);
+        self.slots.push(Some(SlotState {
+            label,
+            deleted,
+            vector,
+            links,
+        }));
+    }
+    fn end(&mut self, n: usize) {
+        self.slots.resize(n, None);
+        self.pending = Vec::new();
+    }
+    fn apply(&mut self, op: Op) -> Option<()> {
+        GraphState::apply(self, op)
+    }
+    fn validate(&self) -> std::result::Result<(), String> {
+        GraphState::validate(self)
+    }
+}
+
+/// Reads a snapshot into `sink` a chunk at a time, checking its checksum at
+/// the end (the sink is to be thrown away on an error).
+pub(crate) fn read_snapshot_into(
+    fs: &dyn FileSystem,
+    path: &Path,
+    check: impl FnOnce(&FileParams) -> Result<()>,
+    sink: &mut impl Sink,
+) -> Result<()> {
     let f = fs
         .open(path)
         .map_err(IndexError::io("open snapshot", path))?;
@@ -691,8 +755,6 @@ pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphSta
     if len < LOG_HEADER_LEN as u64 + 4 {
         return Err(IndexError::corrupt(path, "truncated"));
     }
-    // The body is read (and its checksum summed) a chunk at a time; the state
-    // is trusted only once the checksum at the end matches.
     let mut r = Chunked::new(&*f, len - 4, true);
     let io = IndexError::io("read snapshot", path);
     let malformed = || IndexError::corrupt(path, "malformed body");
@@ -701,6 +763,7 @@ pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphSta
         .map_err(&io)?
         .ok_or_else(|| IndexError::corrupt(path, "truncated"))?;
     let params = parse_header(head, SNAP_MAGIC, path)?;
+    check(&params)?;
     let dim = params.dim as usize;
     let mut fixed = [0u8; 9];
     fixed.copy_from_slice(r.next(9).map_err(&io)?.ok_or_else(malformed)?);
@@ -710,22 +773,14 @@ pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphSta
     if (n as u64).saturating_mul(dim as u64 * 4) > r.remaining() {
         return Err(malformed());
     }
-    let mut vectors = Vec::with_capacity(n);
-    for _ in 0..n {
+    sink.start(&params, n, (es != NO_ENTRY).then_some((es, el)));
+    for i in 0..n {
         let row = r.next(dim * 4).map_err(&io)?.ok_or_else(malformed)?;
-        vectors.push(
-            row.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect::<Vec<f32>>(),
-        );
+        sink.vector(i, row);
     }
-    let mut slots = Vec::with_capacity(n);
-    let u8_ =
-        |r: &mut Chunked| -> Result<u8> { Ok(r.next(1).map_err(&io)?.ok_or_else(malformed)?[0]) };
-    for vector in vectors {
-        let tag = u8_(&mut r)?;
+    for i in 0..n {
+        let tag = r.next(1).map_err(&io)?.ok_or_else(malformed)?[0];
         if tag == 0 {
-            slots.push(None);
             continue;
         }
         let mut b = [0u8; 5];
@@ -743,13 +798,9 @@ pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphSta
                     .collect::<Vec<u32>>(),
             );
         }
-        slots.push(Some(SlotState {
-            label,
-            deleted: tag == 2,
-            vector,
-            links,
-        }));
+        sink.node(i, tag == 2, label, links);
     }
+    sink.end(n);
     if r.remaining() != 0 {
         return Err(malformed());
     }
@@ -758,11 +809,7 @@ pub(crate) fn read_snapshot(fs: &dyn FileSystem, path: &Path) -> Result<GraphSta
     if r.crc != Some(u32::from_le_bytes(crc)) {
         return Err(IndexError::corrupt(path, "checksum mismatch"));
     }
-    Ok(GraphState {
-        params,
-        slots,
-        entry: (es != NO_ENTRY).then_some((es, el)),
-    })
+    Ok(())
 }
 
 pub(crate) fn sync_dir(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
@@ -812,20 +859,23 @@ fn remove_temporaries(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 /// Loads the newest snapshot and replays the logs after it.
 /// Returns the state, the newest log's generation and its valid length (to append
 /// after), or `None` for the log if there is none.
-pub(crate) fn load(
+/// Loads the files in `dir` into `sink`: removes temporaries first, and
+/// afterwards the files the newest snapshot supersedes.
+pub(crate) fn load_into(
     fs: &dyn FileSystem,
     dir: &Path,
     params: FileParams,
-) -> Result<(GraphState, Option<(u64, u64)>)> {
+    sink: &mut impl Sink,
+) -> Result<Option<(u64, u64)>> {
     remove_temporaries(fs, dir)?;
-    let (state, tail) = load_upto(fs, dir, params, u64::MAX)?;
+    let tail = load_upto_into(fs, dir, params, u64::MAX, sink)?;
     let (snaps, logs) = list_gens(fs, dir)?;
     // Files older than the newest snapshot were condensed into it (a crash came
     // between the rename and their removal).
     if let Some(&base) = snaps.last() {
         remove_gens(fs, dir, &snaps, &logs, |g| g < base)?;
     }
-    Ok((state, tail))
+    Ok(tail)
 }
 
 /// The state the files in `dir` describe, changing nothing (temporary files and
@@ -870,12 +920,29 @@ fn load_upto(
     params: FileParams,
     max_gen: u64,
 ) -> Result<(GraphState, Option<(u64, u64)>)> {
+    let mut state = GraphState::new(params);
+    let tail = load_upto_into(fs, dir, params, max_gen, &mut state)?;
+    Ok((state, tail))
+}
+
+/// [`load_upto`] into any [`Sink`]; returns the newest log's generation and
+/// length in whole records.
+pub(crate) fn load_upto_into(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    params: FileParams,
+    max_gen: u64,
+    sink: &mut impl Sink,
+) -> Result<Option<(u64, u64)>> {
     let (snaps, logs) = list_gens(fs, dir)?;
-    let (mut state, base) = match snaps.iter().rev().find(|&&g| g <= max_gen) {
-        Some(&g) => (read_snapshot(fs, &snapshot_path(dir, g))?, g),
-        None => (GraphState::new(params), 0),
+    let base = match snaps.iter().rev().find(|&&g| g <= max_gen) {
+        Some(&g) => {
+            let path = snapshot_path(dir, g);
+            read_snapshot_into(fs, &path, |p| check_params(p, &params, &path), sink)?;
+            g
+        }
+        None => 0,
     };
-    check_params(&state.params, &params, &snapshot_path(dir, base))?;
     let live: Vec<u64> = logs
         .iter()
         .copied()
@@ -889,8 +956,7 @@ fn load_upto(
             &path,
             |p| check_params(p, &params, &path),
             |op| {
-                state
-                    .apply(op)
+                sink.apply(op)
                     .ok_or_else(|| IndexError::corrupt(&path, "record does not fit the graph"))
             },
         )?;
@@ -902,10 +968,9 @@ fn load_upto(
         }
         tail = Some((g, valid_len));
     }
-    state
-        .validate()
+    sink.validate()
         .map_err(|why| IndexError::corrupt(dir, format!("inconsistent graph: {why}")))?;
-    Ok((state, tail))
+    Ok(tail)
 }
 
 fn check_params(on_disk: &FileParams, want: &FileParams, path: &Path) -> Result<()> {

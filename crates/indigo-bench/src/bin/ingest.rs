@@ -55,6 +55,10 @@ struct Args {
     /// the Python benchmarks do: their trigram postings are indexed too.
     #[arg(long)]
     documents: bool,
+    /// Build the collection in this directory and keep it (default: a
+    /// temporary one); `examples/restart.rs` reopens it.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// The backlog bound (records; default: Indigo's).
     #[arg(long)]
     backlog_records: Option<u64>,
@@ -264,13 +268,17 @@ fn main() {
         filter_sweep(&set, &truth, args.threads);
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let temp = tempfile::tempdir().unwrap();
+    let dir_path = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let mut backlog = indigo::BacklogLimit::default();
     if let Some(r) = args.backlog_records {
         backlog.records = r;
     }
     let db = Indigo::open_with(
-        dir.path(),
+        &dir_path,
         indigo::Options {
             backlog,
             ..Default::default()
@@ -373,7 +381,7 @@ fn main() {
     drop(db);
     // Restart: a fresh open of the same directory, then the first query.
     let t = Instant::now();
-    let db = Indigo::open(dir.path()).unwrap();
+    let db = Indigo::open(&dir_path).unwrap();
     let opened = t.elapsed().as_secs_f64();
     let c = db
         .get_collection("default_tenant", "default_database", "ingest")
@@ -382,7 +390,7 @@ fn main() {
         .unwrap();
     out["indigo"]["restart_open_seconds"] = json!(opened);
     out["indigo"]["restart_first_query_seconds"] = json!(t.elapsed().as_secs_f64());
-    out["indigo"]["disk_bytes"] = json!(indigo_bench::dir_bytes(dir.path()));
+    out["indigo"]["disk_bytes"] = json!(indigo_bench::dir_bytes(&dir_path));
     drop(c);
     drop(db);
 
