@@ -371,6 +371,8 @@ pub struct Hnsw {
 /// [`Hnsw::restore`] derives them from a plain state.
 struct Loader {
     dim: usize,
+    /// Slots the logs may add beyond the snapshot (see [`persist::Sink::expect_added`]).
+    added: usize,
     slots: Slots,
     entry: Option<(u32, u8)>,
     used: usize,
@@ -380,7 +382,8 @@ impl Loader {
     fn new(dim: usize, m0: usize) -> Loader {
         Loader {
             dim,
-            slots: Slots::with_capacity(dim, m0, 64),
+            added: 0,
+            slots: Slots::with_capacity(dim, m0, 0),
             entry: None,
             used: 0,
         }
@@ -393,7 +396,9 @@ impl Loader {
             return None;
         }
         if s >= self.slots.cap {
-            self.slots.grow((s + 1).max(self.slots.cap * 2));
+            // No snapshot sized them: the logs' bound, or doubling past it.
+            let cap = (s + 1).max(self.slots.cap * 2).max(self.added).max(64);
+            self.slots.grow(cap);
         }
         self.used = self.used.max(s + 1);
         Some(())
@@ -419,7 +424,11 @@ impl Loader {
     }
 
     fn install(self, idx: &mut Hnsw) {
-        let slots = self.slots;
+        let mut slots = self.slots;
+        if slots.cap < 64 {
+            // Growth doubles the capacity: never from zero.
+            slots.grow(64);
+        }
         let mut labels = HashMap::new();
         let mut free = Vec::new();
         let mut tombs = 0;
@@ -443,9 +452,15 @@ impl Loader {
 }
 
 impl persist::Sink for Loader {
+    fn expect_added(&mut self, slots: usize) {
+        // The arrays are sized once, for the snapshot and this (growing them
+        // copies, and every page copied to is one more fresh page to fault in).
+        self.added = slots;
+    }
+
     fn start(&mut self, _params: &FileParams, n: usize, entry: Option<(u32, u8)>) {
-        if n > self.slots.cap {
-            self.slots.grow(n);
+        if n + self.added > self.slots.cap {
+            self.slots = Slots::with_capacity(self.dim, self.slots.m0, n + self.added);
         }
         self.used = n;
         self.entry = entry;
@@ -908,7 +923,7 @@ impl Hnsw {
             drop(g);
             let mut w = self.slots.write();
             if w.used.load(Ordering::Acquire) as usize >= w.cap {
-                let cap = w.cap * 2;
+                let cap = (w.cap * 2).max(64);
                 w.grow(cap);
             }
         }

@@ -689,6 +689,10 @@ pub(crate) fn write_snapshot_with(
 /// What a load builds from the files: a plain [`GraphState`] (condensation,
 /// tests), or the index's own arrays (opening an index: no second copy).
 pub(crate) trait Sink {
+    /// Before anything else: at most how many slots the logs to be replayed
+    /// add beyond the snapshot (from their sizes), so the sink can size its
+    /// arrays once instead of growing them as records come.
+    fn expect_added(&mut self, _slots: usize) {}
     /// A snapshot's header and shape, before its rows: `n` slots and the entry
     /// point (its dimension and space already checked).
     fn start(&mut self, params: &FileParams, n: usize, entry: Option<(u32, u8)>);
@@ -935,19 +939,24 @@ pub(crate) fn load_upto_into(
     sink: &mut impl Sink,
 ) -> Result<Option<(u64, u64)>> {
     let (snaps, logs) = list_gens(fs, dir)?;
-    let base = match snaps.iter().rev().find(|&&g| g <= max_gen) {
-        Some(&g) => {
-            let path = snapshot_path(dir, g);
-            read_snapshot_into(fs, &path, |p| check_params(p, &params, &path), sink)?;
-            g
-        }
-        None => 0,
-    };
+    let snapshot = snaps.iter().rev().find(|&&g| g <= max_gen).copied();
+    let base = snapshot.unwrap_or(0);
     let live: Vec<u64> = logs
         .iter()
         .copied()
         .filter(|&g| g >= base && g <= max_gen)
         .collect();
+    // A node's record holds its vector: a log adds at most its length over
+    // that many slots.
+    let log_bytes: u64 = live
+        .iter()
+        .filter_map(|&g| fs.open(&log_path(dir, g)).ok().map(|f| f.len()))
+        .sum();
+    sink.expect_added((log_bytes / (u64::from(params.dim) * 4 + 16)) as usize);
+    if let Some(g) = snapshot {
+        let path = snapshot_path(dir, g);
+        read_snapshot_into(fs, &path, |p| check_params(p, &params, &path), sink)?;
+    }
     let mut tail = None;
     for (i, &g) in live.iter().enumerate() {
         let path = log_path(dir, g);

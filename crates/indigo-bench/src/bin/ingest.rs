@@ -59,6 +59,9 @@ struct Args {
     /// temporary one); `examples/restart.rs` reopens it.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Stop before the restart (leaving --data-dir as the ingest left it).
+    #[arg(long)]
+    no_restart: bool,
     /// The backlog bound (records; default: Indigo's).
     #[arg(long)]
     backlog_records: Option<u64>,
@@ -379,6 +382,9 @@ fn main() {
     });
     drop(c);
     drop(db);
+    if args.no_restart {
+        return;
+    }
     // Restart: a fresh open of the same directory, then the first query.
     let t = Instant::now();
     let db = Indigo::open(&dir_path).unwrap();
