@@ -917,7 +917,9 @@ impl Segment {
         }
         {
             let _x = self.snapshot.write();
-            self.store.write(&batch, WriteOptions::default())?;
+            // Readers wait on this lock: a memtable rotation (flush
+            // backpressure, an fsync of the old WAL) comes after it.
+            self.store.write_unrotated(&batch)?;
             self.applied.store(last, Ordering::Release);
             self.next_iid.store(next, Ordering::Release);
             self.inflight.store(0, Ordering::Release);
@@ -937,6 +939,7 @@ impl Segment {
             let _p = self.progress.0.lock();
             self.progress.1.notify_all();
         }
+        self.store.rotate_if_full()?;
         self.deleted_since_compact
             .fetch_add(deletes.len() as u64, Ordering::Relaxed);
         Ok(())

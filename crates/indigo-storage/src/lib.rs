@@ -634,6 +634,29 @@ impl Store {
     /// Appends a batch to the WAL and applies it. With `opts.sync`, returns only once
     /// the batch is durable; concurrent syncing writers share one fsync.
     pub fn write(&self, batch: &WriteBatch, opts: WriteOptions) -> Result<()> {
+        self.write_inner(batch, opts, true)
+    }
+
+    /// [`Store::write`] (not synced) that leaves a full memtable for
+    /// [`Store::rotate_if_full`]: rotating waits for room among the frozen
+    /// tables and fsyncs the old WAL, which a caller holding its readers off
+    /// (a segment publishing a chunk) does after letting them in.
+    pub fn write_unrotated(&self, batch: &WriteBatch) -> Result<()> {
+        self.write_inner(batch, WriteOptions::default(), false)
+    }
+
+    /// Freezes the active memtable if it is full (see [`Store::write_unrotated`]).
+    pub fn rotate_if_full(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock();
+        self.inner.check_poisoned()?;
+        let full = self.inner.view.read().active.approx_bytes() >= self.inner.opts.memtable_bytes;
+        if full {
+            self.inner.rotate(&mut w)?;
+        }
+        Ok(())
+    }
+
+    fn write_inner(&self, batch: &WriteBatch, opts: WriteOptions, rotate: bool) -> Result<()> {
         if let Some((name, strategy)) = &batch.invalid {
             return Err(StorageError::WrongStrategy {
                 name: name.clone(),
@@ -658,7 +681,7 @@ impl Store {
             // the last owner of a flushed table, paying for its deallocation.
             let active = self.inner.view.read().active.clone();
             active.apply(&batch.ops);
-            if active.approx_bytes() >= self.inner.opts.memtable_bytes {
+            if rotate && active.approx_bytes() >= self.inner.opts.memtable_bytes {
                 self.inner.rotate(&mut w)?;
             }
             w.seq

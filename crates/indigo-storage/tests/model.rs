@@ -142,6 +142,8 @@ fn run(steps: Vec<Step>, background: bool) -> Result<(), TestCaseError> {
                 let kv = store.bucket("kv", Kind::Replace).unwrap();
                 let sets = store.bucket("sets", Kind::Set).unwrap();
                 let mut wb = WriteBatch::new();
+                // Some batches as a segment writes them: rotation left for after.
+                let unrotated = ws.len() % 2 == 1;
                 for w in ws {
                     match w {
                         W::Put(key, v) => {
@@ -173,7 +175,12 @@ fn run(steps: Vec<Step>, background: bool) -> Result<(), TestCaseError> {
                         }
                     }
                 }
-                store.write(&wb, WriteOptions::default()).unwrap();
+                if unrotated {
+                    store.write_unrotated(&wb).unwrap();
+                    store.rotate_if_full().unwrap();
+                } else {
+                    store.write(&wb, WriteOptions::default()).unwrap();
+                }
             }
             Step::Flush => store.flush().unwrap(),
             Step::Merge => {
