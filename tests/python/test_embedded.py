@@ -178,7 +178,10 @@ def test_a_second_process_on_the_same_path_is_refused_at_once(tmp_path, flavour)
 
 
 INTERRUPTED = """
-import sys, time, numpy as np, indigo
+import signal, sys, time, numpy as np, indigo
+# As in a terminal: a runner that started this in the background may have left
+# SIGINT ignored, and Python then installs no handler of its own.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 c = indigo.PersistentClient(path=sys.argv[1]).create_collection("big")
 n = int(sys.argv[2])
 rng = np.random.default_rng(1)
