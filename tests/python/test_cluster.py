@@ -254,9 +254,10 @@ def test_a_killed_compactor_is_replaced_and_reads_stay_whole(make_cluster):
             cl.start_node("bg3", ["compactor", "gc"])
         # Reads always cover every acknowledged write: version plus log tail.
         assert col.count() == total
-    v = version_of(cl, col)
+    # Folded: nothing left unindexed (the version may already be the one that
+    # folded the last writes, so waiting for a newer one could wait forever).
     wait_for("the replacement compactor to fold the log",
-             lambda: version_of(cl, col) > v and col.count() == total)
+             lambda: col.get_indexing_status().num_unindexed_ops == 0 and col.count() == total)
     got = col.query(query_embeddings=[vec(5 * 1000 + 3)], n_results=1)
     assert got["ids"] == [["c5-3"]]
 
@@ -344,14 +345,16 @@ def test_a_fork_under_writes_outlives_its_deleted_source(make_cluster):
     assert set(have) <= set(src.get()["ids"])
     assert src.fork_count() == 1 and fork.fork_count() == 1
 
-    # Apart: the fork takes writes, the source goes.
+    # Apart: the fork takes writes, the source goes. (The version is read before
+    # the write: read after, it may already be the one that indexed it.)
+    v = version_of(cl, fork)
     fork.add(ids=["mine"], embeddings=[vec(10**6)], documents=["doc mine"])
     before = fork.count()
     src_id = str(src.id)
     src_objects = len(s3_keys(cl, f"col/{src_id}/"))
     client.delete_collection("src")
-    v = version_of(cl, fork)
-    wait_for("the fork's writes indexed", lambda: version_of(cl, fork) > v)
+    wait_for("the fork's writes indexed",
+             lambda: version_of(cl, fork) > v and fork.get_indexing_status().num_unindexed_ops == 0)
     # Garbage collection removes the source's log and every object of it that
     # no version of the fork names; what remains, the fork's version names.
     wait_for("the source's log removed",
