@@ -189,8 +189,9 @@ rng = np.random.default_rng(1)
 # waits (in the core, GIL released) until indexing has brought the backlog
 # under its bound (4096 records).
 c.add(ids=[f"r{j}" for j in range(n)], embeddings=rng.random((n, 32), dtype=np.float32))
-print("waiting", flush=True)
 try:
+    # Inside the try: the interrupt may come as soon as this is out.
+    print("waiting", flush=True)
     c.add(ids=["last"], embeddings=rng.random((1, 32), dtype=np.float32))
     print("returned", c.count(), flush=True)
 except KeyboardInterrupt:

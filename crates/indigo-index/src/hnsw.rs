@@ -1717,6 +1717,10 @@ impl Hnsw {
 
     /// Inserts many vectors using `threads` threads.
     pub fn insert_parallel(&self, items: &[(u32, &[f32])], threads: usize) -> Result<()> {
+        // Before `reserve`: a condensation from memory holds `slots` read while
+        // it writes, and a `slots` writer waiting behind it would hold off
+        // every search until the snapshot is on disk.
+        let _changing = self.mutate.read_recursive();
         // Not in one expression: the `free` guard would live through `reserve`,
         // which takes `slots` (repair takes them in the other order).
         let reusable = self.free.lock().len();

@@ -282,8 +282,9 @@ class Collection:
     def modify(self, name: Optional[str] = None, metadata: Optional[dict] = None, configuration=None) -> None:
         body = {"new_name": name, "new_metadata": metadata, "new_configuration": configuration}
         self._call("PUT", "", body)
-        m = self._client._get_model(name or self.name)
-        self._model = m
+        # This collection's database, whatever the client's is now.
+        p = f"/tenants/{self.tenant}/databases/{self.database}/collections/{name or self.name}"
+        self._model = _call(self._client._core, "GET", p)
 
     def search(self, searches) -> dict:
         if isinstance(searches, dict) or hasattr(searches, "to_dict"):
