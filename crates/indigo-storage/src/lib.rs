@@ -180,14 +180,7 @@ impl WriteBatch {
         key: impl Into<Vec<u8>>,
         ids: impl IntoIterator<Item = u64>,
     ) {
-        let ids = sorted(ids);
-        if !ids.is_empty() && self.check(b, Strategy::Set) {
-            self.ops.push(Op::SetAdd {
-                bucket: b.id,
-                key: key.into(),
-                ids,
-            });
-        }
+        self.set_change(b, key.into(), sorted(ids), true);
     }
     pub fn set_remove_many(
         &mut self,
@@ -195,14 +188,18 @@ impl WriteBatch {
         key: impl Into<Vec<u8>>,
         ids: impl IntoIterator<Item = u64>,
     ) {
-        let ids = sorted(ids);
-        if !ids.is_empty() && self.check(b, Strategy::Set) {
-            self.ops.push(Op::SetRemove {
-                bucket: b.id,
-                key: key.into(),
-                ids,
-            });
+        self.set_change(b, key.into(), sorted(ids), false);
+    }
+    fn set_change(&mut self, b: &Bucket, key: Vec<u8>, ids: Vec<u64>, add: bool) {
+        if ids.is_empty() || !self.check(b, Strategy::Set) {
+            return;
         }
+        let bucket = b.id;
+        self.ops.push(if add {
+            Op::SetAdd { bucket, key, ids }
+        } else {
+            Op::SetRemove { bucket, key, ids }
+        });
     }
 }
 

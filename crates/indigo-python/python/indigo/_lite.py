@@ -86,6 +86,11 @@ def _many(x, one) -> Optional[list]:
     return list(x)
 
 
+def _strs(x) -> Optional[list]:
+    """One string or many: ids, documents, uris, query texts."""
+    return _many(x, lambda v: isinstance(v, str))
+
+
 def _embeddings(x) -> Optional[list]:
     if x is None:
         return None
@@ -173,11 +178,11 @@ class Collection:
         return [list(map(float, v)) for v in self._ef(input=list(texts))]
 
     def _records(self, ids, embeddings, metadatas, documents, uris, need_embeddings):
-        ids = _many(ids, lambda x: isinstance(x, str))
+        ids = _strs(ids)
         embeddings = _embeddings(embeddings)
         metadatas = _many(metadatas, lambda x: isinstance(x, dict))
-        documents = _many(documents, lambda x: isinstance(x, str))
-        uris = _many(uris, lambda x: isinstance(x, str))
+        documents = _strs(documents)
+        uris = _strs(uris)
         if embeddings is None and documents is not None and (need_embeddings or self._ef is not None):
             embeddings = self._embed(documents)
         if embeddings is None and need_embeddings:
@@ -212,7 +217,7 @@ class Collection:
         include: Sequence[str] = ("metadatas", "documents"),
     ) -> dict:
         body = {
-            "ids": _many(ids, lambda x: isinstance(x, str)),
+            "ids": _strs(ids),
             "where": where,
             "limit": limit,
             "offset": offset,
@@ -250,9 +255,9 @@ class Collection:
         if q is None:
             if query_texts is None:
                 raise ValueError("query needs query_embeddings or query_texts")
-            q = self._embed(_many(query_texts, lambda x: isinstance(x, str)))
+            q = self._embed(_strs(query_texts))
         body = {
-            "ids": _many(ids, lambda x: isinstance(x, str)),
+            "ids": _strs(ids),
             "query_embeddings": [list(map(float, v)) for v in q],
             "n_results": n_results,
             "where": where,
@@ -273,7 +278,7 @@ class Collection:
         return _arrays(out)
 
     def delete(self, ids=None, where=None, where_document=None, limit: Optional[int] = None) -> dict:
-        body = {"ids": _many(ids, lambda x: isinstance(x, str)), "where": where, "where_document": where_document}
+        body = {"ids": _strs(ids), "where": where, "where_document": where_document}
         if limit is not None:
             body["limit"] = limit
         r = self._call("POST", "delete", body)
