@@ -121,10 +121,21 @@ pub struct AppState {
 
 type St = State<Arc<AppState>>;
 
-/// Runs core work off the async threads (it may wait for an fsync).
+tokio::task_local! {
+    /// Set by an embedding that polls a request on a thread of its own (the
+    /// Python binding, for reads): core work runs right there rather than on
+    /// tokio's blocking pool, which costs two thread wake-ups per request.
+    pub static INLINE: bool;
+}
+
+/// Runs core work off the async threads (it may wait for an fsync), or in
+/// place under [`INLINE`].
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> ApiResult<T> {
+    if INLINE.try_with(|i| *i).unwrap_or(false) {
+        return tokio::task::block_in_place(f);
+    }
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::new(500, "InternalError", format!("worker failed: {e}")))?

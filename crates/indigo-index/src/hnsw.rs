@@ -1717,6 +1717,18 @@ impl Hnsw {
 
     /// Inserts many vectors using `threads` threads.
     pub fn insert_parallel(&self, items: &[(u32, &[f32])], threads: usize) -> Result<()> {
+        self.insert_parallel_beside(items, threads, || ()).0
+    }
+
+    /// [`Hnsw::insert_parallel`], running `beside` on the calling thread while
+    /// the workers insert: the compactor builds its store batch there, off the
+    /// critical path, instead of leaving a core idle before or after.
+    pub fn insert_parallel_beside<R>(
+        &self,
+        items: &[(u32, &[f32])],
+        threads: usize,
+        beside: impl FnOnce() -> R,
+    ) -> (Result<()>, R) {
         // Before `reserve`: a condensation from memory holds `slots` read while
         // it writes, and a `slots` writer waiting behind it would hold off
         // every search until the snapshot is on disk.
@@ -1727,7 +1739,7 @@ impl Hnsw {
         self.reserve(items.len().saturating_sub(reusable));
         let next = AtomicUsize::new(0);
         let err: Mutex<Option<IndexError>> = Mutex::new(None);
-        std::thread::scope(|s| {
+        let r = std::thread::scope(|s| {
             for _ in 0..threads.max(1) {
                 s.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -1739,10 +1751,11 @@ impl Hnsw {
                     }
                 });
             }
+            beside()
         });
         match err.into_inner() {
-            Some(e) => Err(e),
-            None => Ok(()),
+            Some(e) => (Err(e), r),
+            None => (Ok(()), r),
         }
     }
 

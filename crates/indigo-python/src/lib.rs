@@ -112,7 +112,7 @@ impl Core {
             .body(Body::from(body))
             .map_err(|e| PyRuntimeError::new_err(format!("bad request {method} {path}: {e}")))?;
         let app = self.app.clone();
-        let mut task = self.rt.spawn(async move {
+        let call = async move {
             let resp = app.oneshot(req).await.unwrap_or_else(|e| match e {});
             let status = resp.status().as_u16();
             let headers: Vec<(String, String)> = resp
@@ -122,7 +122,20 @@ impl Core {
                 .collect();
             let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await;
             (status, headers, bytes)
-        });
+        };
+        if is_read(method, path) {
+            // Reads run on this thread, start to end: a query is a fraction of
+            // a millisecond of work, and handing it to the runtime's threads
+            // and back cost more than that.
+            let (status, headers, bytes) =
+                py.detach(|| self.rt.block_on(indigo_frontend::INLINE.scope(true, call)));
+            let bytes =
+                bytes.map_err(|e| PyRuntimeError::new_err(format!("reading a response: {e}")))?;
+            return Ok((status, headers, PyBytes::new(py, &bytes)));
+        }
+        // Writes may wait on the backlog for long: they run on the runtime,
+        // and this thread checks for Ctrl-C while it waits.
+        let mut task = self.rt.spawn(call);
         let (status, headers, bytes) = loop {
             let done = py.detach(|| {
                 self.rt.block_on(async {
@@ -147,6 +160,16 @@ impl Core {
         py.detach(|| self.db.compact())
             .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
+}
+
+/// Requests that only read: get, query, search, count and the other GETs.
+fn is_read(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    method == "GET"
+        || (method == "POST"
+            && ["/get", "/query", "/search"]
+                .iter()
+                .any(|s| path.ends_with(s)))
 }
 
 #[pymodule]

@@ -230,8 +230,12 @@ fn sparse_of<'r>(r: Option<&'r Record>, key: &str) -> Option<&'r indigo_types::S
 }
 
 /// Every posting key a record appears under.
-fn postings_of(r: &Record, skip: &Unindexed) -> HashSet<Vec<u8>> {
-    let mut keys = HashSet::new();
+/// Keys of postings: short byte strings, hashed per posting per record on the
+/// compactor's path (SipHash's resistance to chosen keys is not needed there).
+type FastState = foldhash::fast::RandomState;
+
+fn postings_of(r: &Record, skip: &Unindexed) -> HashSet<Vec<u8>, FastState> {
+    let mut keys = HashSet::with_hasher(FastState::default());
     keys.insert(posting::ALL.to_vec());
     if let Some(doc) = &r.document {
         keys.insert(posting::HAS_DOC.to_vec());
@@ -782,127 +786,153 @@ impl Segment {
                 })
             })?;
         }
-        let mut batch = WriteBatch::new();
-        // Posting changes grouped by key: one set change per key per chunk
-        // rather than one per (record, key), most of a chunk's store write
-        // when records carry documents.
-        let mut post: HashMap<Vec<u8>, (Vec<u64>, Vec<u64>)> = HashMap::new();
-        let mut deletes: Vec<u32> = Vec::new();
-        let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
-        let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
-        let mut changing = Changing::default();
         let (space, skip, sparse_keys) = {
             let c = self.config.read();
             (c.space, c.unindexed.clone(), c.sparse.clone())
         };
-        // Per sparse key, the records whose vectors change: (iid, old dims, new).
-        let mut sparse: Vec<Vec<SparseChange>> = vec![Vec::new(); sparse_keys.len()];
-        let mut sparse_change =
-            |batch: &mut WriteBatch, iid: u32, old: Option<&Record>, new: Option<&Record>| {
-                let Some(sp) = &self.b.sp else { return };
-                for (i, sk) in sparse_keys.iter().enumerate() {
-                    let (o, n) = (sparse_of(old, &sk.key), sparse_of(new, &sk.key));
-                    if o == n {
+        // First what the chunk does to the index (cheap); the store batch is
+        // built while the index inserts.
+        let touched: Vec<_> = res.touched.into_values().collect();
+        let mut deletes: Vec<u32> = Vec::new();
+        let mut inserts: Vec<(u32, Arc<[f32]>)> = Vec::new();
+        let mut created: Vec<(u64, Arc<Record>)> = Vec::new();
+        let mut changing = Changing::default();
+        {
+            let mut was = |iid: u32, old: &Record| {
+                changing.iids.insert(iid);
+                let v = space.prepare_cow(&old.embedding).into_owned();
+                changing.vectors.push((iid, v.into()));
+            };
+            for r in &touched {
+                match (&r.base, &r.current) {
+                    (Some((iid, old)), Some(new)) if r.created.is_none() => {
+                        if old.embedding != new.embedding {
+                            inserts.push((*iid, new.embedding.clone()));
+                            was(*iid, old);
+                        }
                         continue;
                     }
-                    let new_pairs: Vec<(u32, f32)> = n
-                        .map(|v| {
-                            v.indices
-                                .iter()
-                                .copied()
-                                .zip(v.values.iter().copied())
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let old_dims: Vec<u32> = o.map(|v| v.indices.clone()).unwrap_or_default();
-                    for d in &old_dims {
-                        if new_pairs.binary_search_by_key(d, |p| p.0).is_err() {
-                            batch.delete(sp, posting::sparse_key(&sk.key, *d, iid));
-                        }
-                    }
-                    for (d, w) in &new_pairs {
-                        batch.put(sp, posting::sparse_key(&sk.key, *d, iid), w.to_le_bytes());
-                    }
-                    sparse[i].push(SparseChange {
-                        label: iid,
-                        old: old_dims,
-                        new: new_pairs,
-                    });
-                }
-            };
-        let mut was = |iid: u32, old: &Record| {
-            changing.iids.insert(iid);
-            let v = space.prepare_cow(&old.embedding).into_owned();
-            changing.vectors.push((iid, v.into()));
-        };
-        for r in res.touched.into_values() {
-            match (&r.base, &r.current) {
-                (Some((iid, old)), Some(new)) if r.created.is_none() => {
-                    let (a, b) = (postings_of(old, &skip), postings_of(new, &skip));
-                    for k in a.difference(&b) {
-                        post.entry(k.clone()).or_default().1.push(*iid as u64);
-                    }
-                    for k in b.difference(&a) {
-                        post.entry(k.clone()).or_default().0.push(*iid as u64);
-                    }
-                    batch.put(&self.b.rec, iid_key(*iid), encode_record_body(new));
-                    sparse_change(&mut batch, *iid, Some(old), Some(new));
-                    if old.embedding != new.embedding {
-                        batch.put(&self.b.emb, iid_key(*iid), encode_embedding(&new.embedding));
-                        inserts.push((*iid, new.embedding.clone()));
+                    (Some((iid, old)), _) => {
+                        deletes.push(*iid);
                         was(*iid, old);
                     }
-                    continue;
+                    (None, _) => {}
                 }
-                (Some((iid, old)), _) => {
-                    for k in postings_of(old, &skip) {
-                        post.entry(k).or_default().1.push(*iid as u64);
-                    }
-                    batch.delete(&self.b.rec, iid_key(*iid));
-                    batch.delete(&self.b.emb, iid_key(*iid));
-                    batch.delete(&self.b.ids, old.id.as_bytes());
-                    sparse_change(&mut batch, *iid, Some(old), None);
-                    deletes.push(*iid);
-                    was(*iid, old);
+                if let (Some(cur), Some(n)) = (&r.current, r.created) {
+                    created.push((n, cur.clone()));
                 }
-                (None, _) => {}
-            }
-            if let (Some(cur), Some(n)) = (&r.current, r.created) {
-                created.push((n, cur.clone()));
             }
         }
         // New records get internal ids in the order they were created.
         created.sort_unstable_by_key(|c| c.0);
-        let mut next = self.next_iid.load(Ordering::Acquire);
-        for (_, rec) in &created {
-            let iid = u32::try_from(next).map_err(|_| {
-                Error::Full(format!(
-                    "collection at {} has used all 2^32 internal ids",
-                    self.dir.display()
-                ))
-            })?;
-            next += 1;
-            batch.put(&self.b.ids, rec.id.as_bytes(), iid_key(iid));
-            batch.put(&self.b.rec, iid_key(iid), encode_record_body(rec));
-            batch.put(&self.b.emb, iid_key(iid), encode_embedding(&rec.embedding));
-            for k in postings_of(rec, &skip) {
-                post.entry(k).or_default().0.push(iid as u64);
+        let first_new = self.next_iid.load(Ordering::Acquire);
+        let next = first_new + created.len() as u64;
+        if next > 1 << 32 {
+            return Err(Error::Full(format!(
+                "collection at {} has used all 2^32 internal ids",
+                self.dir.display()
+            )));
+        }
+        let created: Vec<(u32, Arc<Record>)> = created
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, rec))| ((first_new + i as u64) as u32, rec))
+            .collect();
+        inserts.extend(created.iter().map(|(iid, r)| (*iid, r.embedding.clone())));
+
+        let build = || {
+            let mut batch = WriteBatch::new();
+            // Posting changes grouped by key: one set change per key per chunk
+            // rather than one per (record, key), most of a chunk's store write
+            // when records carry documents.
+            let mut post: HashMap<Vec<u8>, (Vec<u64>, Vec<u64>), FastState> = HashMap::default();
+            // Per sparse key, the records whose vectors change: (iid, old dims, new).
+            let mut sparse: Vec<Vec<SparseChange>> = vec![Vec::new(); sparse_keys.len()];
+            let mut sparse_change =
+                |batch: &mut WriteBatch, iid: u32, old: Option<&Record>, new: Option<&Record>| {
+                    let Some(sp) = &self.b.sp else { return };
+                    for (i, sk) in sparse_keys.iter().enumerate() {
+                        let (o, n) = (sparse_of(old, &sk.key), sparse_of(new, &sk.key));
+                        if o == n {
+                            continue;
+                        }
+                        let new_pairs: Vec<(u32, f32)> = n
+                            .map(|v| {
+                                v.indices
+                                    .iter()
+                                    .copied()
+                                    .zip(v.values.iter().copied())
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let old_dims: Vec<u32> = o.map(|v| v.indices.clone()).unwrap_or_default();
+                        for d in &old_dims {
+                            if new_pairs.binary_search_by_key(d, |p| p.0).is_err() {
+                                batch.delete(sp, posting::sparse_key(&sk.key, *d, iid));
+                            }
+                        }
+                        for (d, w) in &new_pairs {
+                            batch.put(sp, posting::sparse_key(&sk.key, *d, iid), w.to_le_bytes());
+                        }
+                        sparse[i].push(SparseChange {
+                            label: iid,
+                            old: old_dims,
+                            new: new_pairs,
+                        });
+                    }
+                };
+            for r in &touched {
+                match (&r.base, &r.current) {
+                    (Some((iid, old)), Some(new)) if r.created.is_none() => {
+                        let (a, b) = (postings_of(old, &skip), postings_of(new, &skip));
+                        for k in a.difference(&b) {
+                            post.entry(k.clone()).or_default().1.push(*iid as u64);
+                        }
+                        for k in b.difference(&a) {
+                            post.entry(k.clone()).or_default().0.push(*iid as u64);
+                        }
+                        batch.put(&self.b.rec, iid_key(*iid), encode_record_body(new));
+                        sparse_change(&mut batch, *iid, Some(old), Some(new));
+                        if old.embedding != new.embedding {
+                            batch.put(&self.b.emb, iid_key(*iid), encode_embedding(&new.embedding));
+                        }
+                    }
+                    (Some((iid, old)), _) => {
+                        for k in postings_of(old, &skip) {
+                            post.entry(k).or_default().1.push(*iid as u64);
+                        }
+                        batch.delete(&self.b.rec, iid_key(*iid));
+                        batch.delete(&self.b.emb, iid_key(*iid));
+                        batch.delete(&self.b.ids, old.id.as_bytes());
+                        sparse_change(&mut batch, *iid, Some(old), None);
+                    }
+                    (None, _) => {}
+                }
             }
-            sparse_change(&mut batch, iid, None, Some(rec));
-            inserts.push((iid, rec.embedding.clone()));
-        }
-        // A record's old and new postings differ, and an iid is either the
-        // old or the new one: no key both adds and removes one id.
-        for (k, (adds, dels)) in post {
-            batch.set_remove_many(&self.b.post, k.clone(), dels);
-            batch.set_add_many(&self.b.post, k, adds);
-        }
-        batch.put(&self.b.meta, OFFSET_KEY, last.to_le_bytes());
-        batch.put(&self.b.meta, NEXT_IID_KEY, next.to_le_bytes());
+            for (iid, rec) in &created {
+                let iid = *iid;
+                batch.put(&self.b.ids, rec.id.as_bytes(), iid_key(iid));
+                batch.put(&self.b.rec, iid_key(iid), encode_record_body(rec));
+                batch.put(&self.b.emb, iid_key(iid), encode_embedding(&rec.embedding));
+                for k in postings_of(rec, &skip) {
+                    post.entry(k).or_default().0.push(iid as u64);
+                }
+                sparse_change(&mut batch, iid, None, Some(rec));
+            }
+            // A record's old and new postings differ, and an iid is either the
+            // old or the new one: no key both adds and removes one id.
+            for (k, (adds, dels)) in post {
+                batch.set_remove_many(&self.b.post, k.clone(), dels);
+                batch.set_add_many(&self.b.post, k, adds);
+            }
+            batch.put(&self.b.meta, OFFSET_KEY, last.to_le_bytes());
+            batch.put(&self.b.meta, NEXT_IID_KEY, next.to_le_bytes());
+            (batch, sparse)
+        };
 
         // The index first: readers ignore labels the store does not hold yet, and
         // ids this chunk touches are still overlaid from the log tail.
-        if !inserts.is_empty() || !deletes.is_empty() {
+        let (batch, sparse) = if !inserts.is_empty() || !deletes.is_empty() {
             let idx = self.index_for(inserts.first().map(|v| v.1.len()))?;
             self.inflight.store(inserts.len(), Ordering::Release);
             if !changing.iids.is_empty() {
@@ -913,8 +943,12 @@ impl Segment {
             }
             let items: Vec<(u32, &[f32])> = inserts.iter().map(|(i, v)| (*i, &v[..])).collect();
             let threads = if items.len() >= 64 { 2 } else { 1 };
-            idx.insert_parallel(&items, threads)?;
-        }
+            let (inserted, built) = idx.insert_parallel_beside(&items, threads, build);
+            inserted?;
+            built
+        } else {
+            build()
+        };
         {
             let _x = self.snapshot.write();
             // Readers wait on this lock: a memtable rotation (flush
