@@ -136,6 +136,32 @@ def test_client_api_without_chromadb(tmp_path):
     assert out.strip() == "3 ['a', 'c', 'd']"
 
 
+def test_an_incompatible_chromadb_falls_back_to_the_own_client(tmp_path):
+    # A chromadb whose internals Indigo's chromadb flavour cannot use (here: one
+    # with no `chromadb.api`): `import indigo` warns and offers its own client.
+    fake = tmp_path / "fake" / "chromadb"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("__version__ = '0.3.0'\n")
+    out = ok(
+        child(
+            f"""
+            import sys, warnings
+            sys.path.insert(0, {str(tmp_path / "fake")!r})
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                import indigo
+            assert not indigo.CHROMADB
+            assert any("0.3.0" in str(x.message) for x in w), [str(x.message) for x in w]
+            c = indigo.PersistentClient(path=sys.argv[1]).create_collection("docs")
+            c.add(ids=["a"], embeddings=[[1.0, 2.0]])
+            print(c.count())
+            """,
+            tmp_path / "data",
+        )
+    )
+    assert out.strip() == "1"
+
+
 HOLD = """
 import sys, indigo
 c = indigo.PersistentClient(path=sys.argv[1]).get_or_create_collection("held")

@@ -14,15 +14,27 @@ socket. Without chromadb, the same API comes from `indigo._lite`, with
 `indigo.errors` holding equivalents of chromadb's error classes.
 """
 try:
-    import chromadb  # noqa: F401
+    import chromadb
 except ImportError:
+    chromadb = None
+
+CHROMADB = False
+if chromadb is not None:
+    try:
+        from ._client import EphemeralClient, PersistentClient
+
+        CHROMADB = True
+    except Exception as e:  # a chromadb whose internals differ from 1.5's
+        import warnings
+
+        warnings.warn(
+            f"indigo: chromadb {getattr(chromadb, '__version__', '?')} cannot carry Indigo's "
+            f"client ({type(e).__name__}: {e}); using Indigo's own client API instead. "
+            "Install the version Indigo supports for chromadb's: pip install 'indigo-db[chroma]'",
+            stacklevel=2,
+        )
+if not CHROMADB:
     from ._lite import EphemeralClient, PersistentClient
-
-    CHROMADB = False
-else:
-    from ._client import EphemeralClient, PersistentClient
-
-    CHROMADB = True
 
 from . import errors  # noqa: E402
 

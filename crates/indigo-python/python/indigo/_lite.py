@@ -47,11 +47,12 @@ def _call(core: Core, method: str, path: str, body: Any = None, params: Optional
         err = None
         try:
             j = json.loads(out)
+        except ValueError:
+            j = None
+        if isinstance(j, dict):
             cls = errors.error_types.get(j.get("error"))
             if cls is not None:
                 err = cls(j.get("message", ""))
-        except ValueError:
-            pass
         if err is not None:
             raise err
         raise Exception(out.decode(errors="replace"))
