@@ -436,3 +436,41 @@ fn sealed_files_outlive_the_condensation_that_removes_them() {
     let old = Hnsw::open(copy.path(), params()).unwrap();
     assert_eq!(old.len(), len);
 }
+
+/// Deleting the graph's top slots, condensing (the snapshot ends at the last
+/// slot in use) and inserting again loads back: new slots are taken from the
+/// lowest free, not from far past the snapshot's end, where a load takes a
+/// logged slot for damage ([`persist::MAX_SLOT_JUMP`]).
+#[test]
+fn inserts_after_a_snapshot_without_its_vacant_tail_load_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Hnsw::open(dir.path(), params()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut v = || -> Vec<f32> { (0..8).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    let n = 4 * persist::MAX_SLOT_JUMP as u32;
+    for i in 0..n {
+        idx.insert(i, &v()).unwrap();
+    }
+    for i in 50..n {
+        idx.delete(i).unwrap();
+    }
+    assert_eq!(idx.repair().unwrap(), (n - 50) as usize);
+    idx.condense_live().unwrap();
+    for i in n..n + 20 {
+        idx.insert(i, &v()).unwrap();
+    }
+    idx.sync().unwrap();
+    // The live graph keeps its vacant tail; a load has no reason to.
+    let trimmed = |mut g: GraphState| {
+        while g.slots.last().is_some_and(|s| s.is_none()) {
+            g.slots.pop();
+        }
+        g
+    };
+    let want = trimmed(idx.dump());
+    drop(idx);
+    assert_eq!(
+        trimmed(Hnsw::open(dir.path(), params()).unwrap().dump()),
+        want
+    );
+}

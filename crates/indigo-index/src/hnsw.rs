@@ -9,6 +9,7 @@
 //! the log records each node's changes in the order they happened.
 
 use std::cell::{RefCell, UnsafeCell};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
@@ -342,7 +343,10 @@ pub struct Hnsw {
     /// Held by an insert that may raise the top level, so two cannot race to.
     top_lock: Mutex<()>,
     labels: RwLock<HashMap<u32, u32>>,
-    free: Mutex<Vec<u32>>,
+    /// Vacant slots, lowest first: a snapshot leaves out the vacant slots at
+    /// the end, so after one the logs must add slots from its end upwards, as
+    /// a load checks (a slot far beyond the graph is a damaged log).
+    free: Mutex<FreeSlots>,
     tombstones: AtomicUsize,
     pub(crate) log: Option<Mutex<LogWriter>>,
     dir: Option<PathBuf>,
@@ -364,6 +368,8 @@ pub struct Hnsw {
     /// way, and searches starting on the wrong side miss them.
     inserting: Mutex<Vec<(u32, u8)>>,
 }
+
+type FreeSlots = BinaryHeap<Reverse<u32>>;
 
 /// Builds an index's arrays from its files (a [`persist::Sink`]): snapshot
 /// rows go straight into the slots, logged changes apply to them, and the
@@ -392,7 +398,7 @@ impl Loader {
     /// Room for slot `s`; `None` for a slot far beyond the graph (a damaged
     /// log, as [`GraphState::apply`] judges it).
     fn room(&mut self, s: usize) -> Option<()> {
-        if s > self.used + (1 << 20) {
+        if s > self.used + persist::MAX_SLOT_JUMP {
             return None;
         }
         if s >= self.slots.cap {
@@ -430,11 +436,11 @@ impl Loader {
             slots.grow(64);
         }
         let mut labels = HashMap::new();
-        let mut free = Vec::new();
+        let mut free = FreeSlots::new();
         let mut tombs = 0;
         for i in 0..self.used {
             match slots.state[i].load(Ordering::Relaxed) {
-                VACANT => free.push(i as u32),
+                VACANT => free.push(Reverse(i as u32)),
                 DELETED => tombs += 1,
                 _ => {
                     labels.insert(slots.labels[i].load(Ordering::Relaxed), i as u32);
@@ -442,7 +448,6 @@ impl Loader {
             }
         }
         slots.used.store(self.used as u32, Ordering::Relaxed);
-        free.reverse();
         *idx.slots.get_mut() = slots;
         *idx.labels.get_mut() = labels;
         *idx.free.get_mut() = free;
@@ -637,7 +642,7 @@ impl Hnsw {
             entry: RwLock::new(None),
             top_lock: Mutex::new(()),
             labels: RwLock::new(HashMap::new()),
-            free: Mutex::new(Vec::new()),
+            free: Mutex::new(FreeSlots::new()),
             tombstones: AtomicUsize::new(0),
             log: log.map(Mutex::new),
             dir,
@@ -741,11 +746,11 @@ impl Hnsw {
         let cap = st.slots.len().max(64);
         let mut slots = Slots::with_capacity(self.dim, self.m0, cap);
         let mut labels = HashMap::new();
-        let mut free = Vec::new();
+        let mut free = FreeSlots::new();
         let mut tombs = 0;
         for (i, s) in st.slots.iter().enumerate() {
             let Some(s) = s else {
-                free.push(i as u32);
+                free.push(Reverse(i as u32));
                 continue;
             };
             // SAFETY: the slot is in bounds and nothing else can see `slots` yet.
@@ -768,7 +773,6 @@ impl Hnsw {
             }
         }
         slots.used.store(st.slots.len() as u32, Ordering::Relaxed);
-        free.reverse();
         *self.slots.get_mut() = slots;
         *self.labels.get_mut() = labels;
         *self.free.get_mut() = free;
@@ -908,7 +912,7 @@ impl Hnsw {
     fn reserve_slot(&self) -> (parking_lot::RwLockReadGuard<'_, Slots>, u32) {
         loop {
             let g = self.slots.read();
-            if let Some(s) = self.free.lock().pop() {
+            if let Some(Reverse(s)) = self.free.lock().pop() {
                 return (g, s);
             }
             let cap = g.cap as u32;
@@ -1651,7 +1655,7 @@ impl Hnsw {
                 slots.set_links_locked(&mut meta, d, 0, &[]);
                 *meta = NodeMeta::default();
                 self.log(Op::Remove { slot: d })?;
-                free.push(d);
+                free.push(Reverse(d));
                 freed += 1;
             }
         }

@@ -23,6 +23,15 @@ pub(crate) const LOG_HEADER_LEN: usize = 8 + 4 + 4 + 1 + 4 + 4;
 /// Buffered log bytes are written to the OS beyond this size.
 const LOG_BUFFER: usize = 1 << 20;
 
+/// How far past the slots loaded so far a logged slot may be before the log is
+/// judged damaged (rather than sizing the arrays for it). Slots are taken
+/// lowest free first, so a log adds them from the snapshot's end upwards, out
+/// of order only by as many as insert at once.
+#[cfg(not(test))]
+pub(crate) const MAX_SLOT_JUMP: usize = 1 << 20;
+#[cfg(test)]
+pub(crate) const MAX_SLOT_JUMP: usize = 64;
+
 pub(crate) const NO_ENTRY: u32 = u32::MAX;
 
 /// What is fixed for the life of an index and recorded in every file header.
@@ -300,7 +309,7 @@ impl GraphState {
                 vector,
             } => {
                 let s = slot as usize;
-                if s > self.slots.len() + (1 << 20) {
+                if s > self.slots.len() + MAX_SLOT_JUMP {
                     return None;
                 }
                 if self.slots.len() <= s {
