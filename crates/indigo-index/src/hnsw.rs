@@ -106,6 +106,48 @@ unsafe impl Sync for Slots {}
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// `n` zeroed `T`s in memory straight from the allocator, not written here:
+/// fresh pages stay untouched until a slot is used, so capacity reserved
+/// ahead (a load's bound on what the logs add, growth by doubling) costs
+/// address space, not resident memory.
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+unsafe fn zeroed_vec<T>(n: usize) -> Vec<T> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Vec::new();
+    }
+    let layout = std::alloc::Layout::array::<T>(n).expect("slot arrays fit in memory");
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+    if p.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: allocated by the global allocator with T's layout for n values,
+    // all initialised (zero bytes are a valid T, by the caller).
+    unsafe { Vec::from_raw_parts(p, n, n) }
+}
+
+/// Grows `v` to `n` values, the new ones zero, without writing them (see
+/// [`zeroed_vec`]); the old ones are moved.
+///
+/// # Safety
+/// As for [`zeroed_vec`].
+unsafe fn grow_zeroed<T>(v: &mut Vec<T>, n: usize) {
+    if n <= v.len() {
+        return;
+    }
+    // SAFETY: by the caller.
+    let mut new = unsafe { zeroed_vec::<T>(n) };
+    // SAFETY: `new` holds n > len values; the old ones are moved out bitwise and
+    // `v` forgets them (len 0) before it is dropped.
+    unsafe {
+        std::ptr::copy_nonoverlapping(v.as_ptr(), new.as_mut_ptr(), v.len());
+        v.set_len(0);
+    }
+    *v = new;
+}
+
 impl Slots {
     fn with_capacity(dim: usize, m0: usize, cap: usize) -> Slots {
         let stride = dim.div_ceil(16);
@@ -115,10 +157,12 @@ impl Slots {
             cap,
             m0,
             used: AtomicU32::new(0),
-            vectors: UnsafeCell::new(vec![Line([0.0; 16]); cap * stride]),
-            state: (0..cap).map(|_| AtomicU8::new(VACANT)).collect(),
-            labels: (0..cap).map(|_| AtomicU32::new(0)).collect(),
-            links0: (0..cap * (m0 + 1)).map(|_| AtomicU32::new(0)).collect(),
+            // SAFETY (each): all-zero bytes are 0.0 floats, VACANT, label 0
+            // and link count 0.
+            vectors: UnsafeCell::new(unsafe { zeroed_vec(cap * stride) }),
+            state: unsafe { zeroed_vec(cap) },
+            labels: unsafe { zeroed_vec(cap) },
+            links0: unsafe { zeroed_vec(cap * (m0 + 1)) },
             meta: (0..cap).map(|_| Mutex::new(NodeMeta::default())).collect(),
         }
     }
@@ -251,15 +295,13 @@ impl Slots {
     }
 
     fn grow(&mut self, cap: usize) {
-        self.vectors
-            .get_mut()
-            .resize(cap * self.stride, Line([0.0; 16]));
-        self.state
-            .extend((self.cap..cap).map(|_| AtomicU8::new(VACANT)));
-        self.labels
-            .extend((self.cap..cap).map(|_| AtomicU32::new(0)));
-        self.links0
-            .extend((self.cap * (self.m0 + 1)..cap * (self.m0 + 1)).map(|_| AtomicU32::new(0)));
+        // SAFETY (each): as in `with_capacity`.
+        unsafe {
+            grow_zeroed(self.vectors.get_mut(), cap * self.stride);
+            grow_zeroed(&mut self.state, cap);
+            grow_zeroed(&mut self.labels, cap);
+            grow_zeroed(&mut self.links0, cap * (self.m0 + 1));
+        }
         self.meta
             .extend((self.cap..cap).map(|_| Mutex::new(NodeMeta::default())));
         self.cap = cap;
