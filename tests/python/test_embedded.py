@@ -136,12 +136,21 @@ def test_client_api_without_chromadb(tmp_path):
     assert out.strip() == "3 ['a', 'c', 'd']"
 
 
-def test_an_incompatible_chromadb_falls_back_to_the_own_client(tmp_path):
-    # A chromadb whose internals Indigo's chromadb flavour cannot use (here: one
-    # with no `chromadb.api`): `import indigo` warns and offers its own client.
+@pytest.mark.parametrize(
+    "init, says",
+    [
+        # Internals Indigo's chromadb flavour cannot use (no `chromadb.api`).
+        ("__version__ = '0.3.0'\n", "0.3.0"),
+        # An import that fails with something other than ImportError, as
+        # chromadb's own check of the sqlite3 version does.
+        ("raise RuntimeError('sqlite3 too old')\n", "sqlite3 too old"),
+    ],
+)
+def test_an_unusable_chromadb_falls_back_to_the_own_client(tmp_path, init, says):
+    # `import indigo` warns and offers its own client.
     fake = tmp_path / "fake" / "chromadb"
     fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("__version__ = '0.3.0'\n")
+    (fake / "__init__.py").write_text(init)
     out = ok(
         child(
             f"""
@@ -151,7 +160,7 @@ def test_an_incompatible_chromadb_falls_back_to_the_own_client(tmp_path):
                 warnings.simplefilter("always")
                 import indigo
             assert not indigo.CHROMADB
-            assert any("0.3.0" in str(x.message) for x in w), [str(x.message) for x in w]
+            assert any({says!r} in str(x.message) for x in w), [str(x.message) for x in w]
             c = indigo.PersistentClient(path=sys.argv[1]).create_collection("docs")
             c.add(ids=["a"], embeddings=[[1.0, 2.0]])
             print(c.count())

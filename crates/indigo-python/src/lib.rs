@@ -4,9 +4,10 @@
 //! instead of over a socket, so the embedded client behaves exactly as the
 //! server does (validation, errors, limits) with no server.
 //!
-//! Every call releases the GIL while Indigo works, and checks for signals every
-//! 100 ms, so Ctrl-C interrupts a long call (the request itself, once accepted,
-//! completes or not as one atomic write).
+//! Every call releases the GIL while Indigo works. Writes and `get`s, which can
+//! be long, run on the runtime while the caller checks for signals every 100 ms,
+//! so Ctrl-C interrupts them (the request itself, once accepted, completes or not
+//! as one atomic write); queries, searches and GETs run on the caller's thread.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -123,12 +124,25 @@ impl Core {
             let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await;
             (status, headers, bytes)
         };
-        if is_read(method, path) {
-            // Reads run on this thread, start to end: a query is a fraction of
-            // a millisecond of work, and handing it to the runtime's threads
-            // and back cost more than that.
-            let (status, headers, bytes) =
-                py.detach(|| self.rt.block_on(indigo_frontend::INLINE.scope(true, call)));
+        if is_quick(method, path) {
+            // Short reads run on this thread, start to end: a query is a
+            // fraction of a millisecond of work, and handing it to the
+            // runtime's threads and back cost more than that. A panic is an
+            // error here, as a failed task is below, not a PanicException.
+            let (status, headers, bytes) = py
+                .detach(|| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        self.rt.block_on(indigo_frontend::INLINE.scope(true, call))
+                    }))
+                })
+                .map_err(|p| {
+                    let why = p
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| p.downcast_ref::<&str>().copied())
+                        .unwrap_or("a panic");
+                    PyRuntimeError::new_err(format!("Indigo failed: {why}"))
+                })?;
             let bytes =
                 bytes.map_err(|e| PyRuntimeError::new_err(format!("reading a response: {e}")))?;
             return Ok((status, headers, PyBytes::new(py, &bytes)));
@@ -162,14 +176,12 @@ impl Core {
     }
 }
 
-/// Requests that only read: get, query, search, count and the other GETs.
-fn is_read(method: &str, path: &str) -> bool {
+/// Reads with bounded work: queries, searches (k results each) and the GETs
+/// (counts, collections, heartbeats). Not `get`: without a limit it returns a
+/// whole collection, and must stay interruptible.
+fn is_quick(method: &str, path: &str) -> bool {
     let path = path.split('?').next().unwrap_or(path);
-    method == "GET"
-        || (method == "POST"
-            && ["/get", "/query", "/search"]
-                .iter()
-                .any(|s| path.ends_with(s)))
+    method == "GET" || (method == "POST" && (path.ends_with("/query") || path.ends_with("/search")))
 }
 
 #[pymodule]

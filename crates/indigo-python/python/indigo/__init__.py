@@ -13,9 +13,20 @@ each request to Indigo in this process (`indigo._indigo.Core`) instead of over a
 socket. Without chromadb, the same API comes from `indigo._lite`, with
 `indigo.errors` holding equivalents of chromadb's error classes.
 """
+from . import _indigo  # noqa: F401  (the native module: its own error if it fails)
+
 try:
     import chromadb
 except ImportError:
+    chromadb = None
+except Exception as e:  # e.g. chromadb's own refusal of an old sqlite3
+    import warnings
+
+    warnings.warn(
+        f"indigo: chromadb is installed but failed to import ({type(e).__name__}: {e}); "
+        "using Indigo's own client API instead",
+        stacklevel=2,
+    )
     chromadb = None
 
 CHROMADB = False

@@ -49,8 +49,8 @@ def _call(core: Core, method: str, path: str, body: Any = None, params: Optional
             j = json.loads(out)
         except ValueError:
             j = None
-        if isinstance(j, dict):
-            cls = errors.error_types.get(j.get("error"))
+        if isinstance(j, dict) and isinstance(j.get("error"), str):
+            cls = errors.error_types.get(j["error"])
             if cls is not None:
                 err = cls(j.get("message", ""))
         if err is not None:

@@ -23,7 +23,7 @@ try:
         VersionMismatchError,
         error_types,
     )
-except ImportError:
+except Exception:  # no chromadb, or one that fails to import
 
     class ChromaError(Exception):
         """An error Indigo answered with Chroma's error JSON."""
