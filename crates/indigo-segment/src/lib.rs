@@ -922,7 +922,11 @@ impl Segment {
             // A record's old and new postings differ, and an iid is either the
             // old or the new one: no key both adds and removes one id.
             for (k, (adds, dels)) in post {
-                batch.set_remove_many(&self.b.post, k.clone(), dels);
+                // Most keys only gain ids (new records): no copy of the key
+                // for an empty removal.
+                if !dels.is_empty() {
+                    batch.set_remove_many(&self.b.post, k.clone(), dels);
+                }
                 batch.set_add_many(&self.b.post, k, adds);
             }
             batch.put(&self.b.meta, OFFSET_KEY, last.to_le_bytes());
