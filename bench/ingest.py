@@ -143,7 +143,7 @@ def indexed_progress(port, col_id):
     return 1.0 if r.status_code != 200 else r.json()["op_indexing_progress"]
 
 
-def workload(port, name, space, base, queries, docs, truths):
+def workload(port, name, space, base, queries, docs, truths, on_indexed=lambda: (0.0, 0.0)):
     import chromadb
     from chromadb.config import Settings
 
@@ -173,11 +173,14 @@ def workload(port, name, space, base, queries, docs, truths):
     while indexed_progress(port, col.id) < 1.0:
         time.sleep(0.01)
     indexed = time.perf_counter() - t0
+    server_cpu, client_cpu = on_indexed()
     lat, got = run_queries(col, queries)
     res = {
         "ack_rate": n / acked,
         "indexed_at_ack": progress_at_ack,
         "indexed_seconds": indexed,
+        "server_cpu_to_indexed": server_cpu,
+        "client_cpu_to_indexed": client_cpu,
         "backlog_p50": quantile(backlog_lat, 0.5),
         "backlog_p99": quantile(backlog_lat, 0.99),
         "query_p50": quantile(lat, 0.5),
@@ -206,11 +209,30 @@ def du(path):
     return total
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process and its children so far."""
+    total = 0.0
+    pids = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        pids += [int(k) for k in kids]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
 def run_server(cmd, port, what, data_dir, *wl, env=None):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
         wait_up(f"http://127.0.0.1:{port}", proc, what)
-        res = workload(port, what, *wl)
+        cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
+        res = workload(port, what, *wl, on_indexed=lambda: (cpu_seconds(proc.pid) - cpu0, time.process_time() - client0))
         res["rss_bytes"] = rss(proc.pid)
         res["disk_bytes"] = du(data_dir)
         return res
@@ -238,6 +260,8 @@ def report(title, ind, chr_, raw):
     line("acknowledged add rate", lambda r: r["ack_rate"], lambda v: f"{v:.0f} rec/s")
     line("indexed when the last add returned", lambda r: r["indexed_at_ack"], lambda v: f"{100 * v:.0f}%", False)
     line("time until all indexed", lambda r: r["indexed_seconds"], lambda v: f"{v:.1f} s")
+    line("server CPU until all indexed", lambda r: r["server_cpu_to_indexed"], lambda v: f"{v:.1f} s")
+    line("client CPU until all indexed (this process)", lambda r: r["client_cpu_to_indexed"], lambda v: f"{v:.1f} s")
     line("query p50 right after the last add", lambda r: r["backlog_p50"], ms)
     line("query p99 right after the last add", lambda r: r["backlog_p99"], ms)
     line("query p50 indexed", lambda r: r["query_p50"], ms)

@@ -112,6 +112,19 @@ pub trait Log: Send + Sync {
         after: LogOffset,
         limit: usize,
     ) -> Result<Vec<LogRecord>>;
+    /// Like [`Log::read`], but each payload may be cut to its first `prefix`
+    /// bytes: for callers that need only a header (counting a tail's record
+    /// operations), so they need not copy the rest.
+    fn read_prefixes(
+        &self,
+        collection: CollectionId,
+        after: LogOffset,
+        limit: usize,
+        prefix: usize,
+    ) -> Result<Vec<LogRecord>> {
+        let _ = prefix;
+        self.read(collection, after, limit)
+    }
     /// The newest acknowledged offset of `collection` (0 if none).
     fn head(&self, collection: CollectionId) -> LogOffset;
     /// Every consumer has `collection`'s records up to `upto`: the log may drop them.
@@ -671,6 +684,16 @@ impl Log for FileLog {
         after: LogOffset,
         limit: usize,
     ) -> Result<Vec<LogRecord>> {
+        self.read_prefixes(collection, after, limit, usize::MAX)
+    }
+
+    fn read_prefixes(
+        &self,
+        collection: CollectionId,
+        after: LogOffset,
+        limit: usize,
+        prefix: usize,
+    ) -> Result<Vec<LogRecord>> {
         let locs: Vec<Loc> = {
             let st = self.state.lock();
             let Some(c) = st.collections.get(&collection) else {
@@ -701,17 +724,21 @@ impl Log for FileLog {
                 file = Some((l.file, f));
             }
             let f = &file.as_ref().unwrap().1;
-            let mut buf = vec![0u8; l.len as usize];
-            f.read_exact_at(&mut buf, l.pos)
-                .map_err(|source| LogError::Io {
-                    op: "read log",
-                    path,
-                    source,
-                })?;
+            // Read straight into the shared buffer: `Arc::from(Vec)` would copy
+            // every payload a second time.
+            let zeroed = Arc::<[u8]>::new_zeroed_slice((l.len as usize).min(prefix));
+            // SAFETY: zero bytes are valid u8s.
+            let mut payload = unsafe { zeroed.assume_init() };
+            let buf = Arc::get_mut(&mut payload).expect("a fresh Arc is unique");
+            f.read_exact_at(buf, l.pos).map_err(|source| LogError::Io {
+                op: "read log",
+                path,
+                source,
+            })?;
             out.push(LogRecord {
                 collection,
                 offset: LogOffset(l.offset),
-                payload: buf.into(),
+                payload,
             });
         }
         Ok(out)

@@ -48,6 +48,24 @@ fn offsets_are_per_collection_and_survive_reopen() {
 }
 
 #[test]
+fn prefixes_are_the_payloads_first_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = FileLog::open(dir.path()).unwrap();
+    log.append(cid(1), b"abcdef").unwrap();
+    log.append(cid(1), b"xy").unwrap();
+    log.append(cid(1), b"").unwrap();
+    let r = log.read_prefixes(cid(1), LogOffset(0), 10, 3).unwrap();
+    assert_eq!(
+        r.iter()
+            .map(|r| (r.offset.0, &*r.payload))
+            .collect::<Vec<_>>(),
+        [(1, &b"abc"[..]), (2, b"xy"), (3, b"")]
+    );
+    let whole = log.read(cid(1), LogOffset(1), 10).unwrap();
+    assert_eq!(&*whole[0].payload, b"xy");
+}
+
+#[test]
 fn truncation_deletes_files_only_when_every_collection_is_past_them() {
     let fs: Arc<dyn FileSystem> = Arc::new(FaultFs::new());
     let log = open(&fs).unwrap();

@@ -62,7 +62,12 @@ pub fn count_ops(
     let mut n = 0;
     let mut at = after;
     while at < upto {
-        let recs = log.read(collection, indigo_log::LogOffset(at), 256)?;
+        let recs = log.read_prefixes(
+            collection,
+            indigo_log::LogOffset(at),
+            256,
+            WriteEntry::HEADER_LEN,
+        )?;
         if recs.is_empty() {
             break;
         }
@@ -348,6 +353,12 @@ pub struct Segment {
     /// move under them; the compactor holds it exclusively to install a batch.
     snapshot: RwLock<()>,
     applied: AtomicU64,
+    /// Record operations in the entries this process applied (moves with
+    /// `applied`, under the writer lock), and where the compactor last counted
+    /// from: its next version's count comes from here, not from re-reading
+    /// the log (which cost a second read of every entry).
+    applied_ops: AtomicU64,
+    ops_mark: Mutex<Option<(u64, u64)>>,
     next_iid: AtomicU64,
     /// Labels the compactor has put in the index but not yet in the store.
     inflight: AtomicUsize,
@@ -543,6 +554,8 @@ impl Segment {
             config: RwLock::new(config),
             snapshot: RwLock::new(()),
             applied: AtomicU64::new(applied),
+            applied_ops: AtomicU64::new(0),
+            ops_mark: Mutex::new(None),
             next_iid: AtomicU64::new(next_iid),
             inflight: AtomicUsize::new(0),
             changing: RwLock::default(),
@@ -959,6 +972,8 @@ impl Segment {
             // backpressure, an fsync of the old WAL) comes after it.
             self.store.write_unrotated(&batch)?;
             self.applied.store(last, Ordering::Release);
+            let ops: usize = entries.iter().map(|e| e.1.records.len()).sum();
+            self.applied_ops.fetch_add(ops as u64, Ordering::Release);
             self.next_iid.store(next, Ordering::Release);
             self.inflight.store(0, Ordering::Release);
             *self.changing.write() = Arc::default();
@@ -1090,13 +1105,36 @@ impl Segment {
 
     /// Makes everything applied durable; returns the offset it covers.
     pub fn sync(&self) -> Result<u64> {
+        Ok(self.sync_counted()?.0)
+    }
+
+    /// [`Segment::sync`], also returning how many record operations this
+    /// process has applied up to that offset (see [`Segment::ops_since`]).
+    pub fn sync_counted(&self) -> Result<(u64, u64)> {
         let _w = self.writer.lock();
         let applied = self.applied();
+        let ops = self.applied_ops.load(Ordering::Acquire);
         if let Some(i) = &*self.index.read() {
             i.sync()?;
         }
         self.store.sync()?;
-        Ok(applied)
+        Ok((applied, ops))
+    }
+
+    /// The record operations between log offset `from` and a point returned
+    /// by [`Segment::sync_counted`] (`upto`, `ops`), if this process applied
+    /// all of them and `from` is the last [`Segment::mark_ops`]; otherwise
+    /// `None` (the caller counts them in the log).
+    pub fn ops_since(&self, from: u64, upto: (u64, u64)) -> Option<u64> {
+        match *self.ops_mark.lock() {
+            Some((at, ops)) if at == from && upto.0 >= at => upto.1.checked_sub(ops),
+            _ => None,
+        }
+    }
+
+    /// Records that a count was taken at `at` (offset, ops) from [`Segment::sync_counted`].
+    pub fn mark_ops(&self, at: (u64, u64)) {
+        *self.ops_mark.lock() = Some(at);
     }
 
     /// Gives back space: once deletes outnumber live records, the store is merged

@@ -98,7 +98,9 @@ impl WriteEntry {
         out
     }
 
-    /// Decodes [`WriteEntry::encode`]'s output; the error says what is wrong.
+    /// Bytes of an encoded entry that [`WriteEntry::record_count`] reads.
+    pub const HEADER_LEN: usize = 6;
+
     /// How many record operations an encoded entry holds, from its header alone
     /// (indexing progress is counted in them, as Chroma does).
     pub fn record_count(buf: &[u8]) -> Result<u32, String> {
@@ -113,6 +115,7 @@ impl WriteEntry {
         }
     }
 
+    /// Decodes [`WriteEntry::encode`]'s output; the error says what is wrong.
     pub fn decode(buf: &[u8]) -> Result<WriteEntry, String> {
         let mut r = Reader { buf, pos: 0 };
         let v = r.u8()?;
