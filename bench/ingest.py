@@ -14,7 +14,7 @@ hnswlib and faiss in this process. Data: Fashion-MNIST (60k x 784, L2; Debian's
 dataset-fashion-mnist) and wordnet-minilm vectors cycled with noise to --records
 (cosine). Ground truth is exact (numpy).
 
-usage: bench/.venv/bin/python bench/ingest.py [--datasets fashion,wordnet] [--records 250000]
+usage: bench/.venv/bin/python bench/ingest.py [--datasets fashion,wordnet] [--records 500000]
 """
 import argparse
 import gzip
@@ -302,7 +302,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--indigo-bin", default=str(ROOT / "target" / "release" / "indigo"))
     ap.add_argument("--datasets", default="fashion,wordnet")
-    ap.add_argument("--records", type=int, default=250_000, help="size of the cycled wordnet set")
+    ap.add_argument("--records", type=int, default=500_000, help="size of the cycled wordnet set")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--no-chroma", action="store_true")
     ap.add_argument("--json")
