@@ -100,6 +100,7 @@ pub fn step(job: &Job, log: &dyn Log) -> Result<bool> {
 
 /// Makes what is applied durable, records it, and truncates the log below it.
 pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
+    let _one = job.segment.checkpointing();
     let counted = job.segment.sync_counted()?;
     let durable = counted.0;
     if durable > sysdb.checkpoint(CONSUMER, &job.id)? {
@@ -109,6 +110,11 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
         // The log above the last version is still there (truncated only below a
         // committed one): count the record operations this version adds.
         let (from, ops) = latest.as_ref().map_or((0, 0), |v| (v.log_offset, v.ops()));
+        if durable <= from {
+            // A version at or past this offset is already there.
+            log.truncate(job.log_id, LogOffset(durable))?;
+            return Ok(durable);
+        }
         let added = match job.segment.ops_since(from, counted) {
             Some(n) => n,
             None => indigo_segment::count_ops(log, job.log_id, from, durable)?,
@@ -116,7 +122,7 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
         let ops = ops + added;
         // One compactor per data directory: the swap cannot lose locally, but it is
         // the same commit the distributed compactor makes.
-        sysdb.commit_index_version(
+        let committed = sysdb.commit_index_version(
             &IndexVersion {
                 collection: job.id.clone(),
                 version: current + 1,
@@ -129,7 +135,9 @@ pub fn checkpoint(job: &Job, log: &dyn Log, sysdb: &dyn SysDb) -> Result<u64> {
             },
             current,
         )?;
-        job.segment.mark_ops(counted);
+        if committed {
+            job.segment.mark_ops(counted);
+        }
     }
     log.truncate(job.log_id, LogOffset(durable))?;
     Ok(durable)

@@ -1755,12 +1755,14 @@ impl Hnsw {
     /// arrays at most once. Growth is still at least a doubling: the compactor
     /// reserves once per chunk, and growing to the exact size each time copied
     /// (and zeroed) the whole index per chunk, quadratic in its size (17% of a
-    /// 60k × 784 ingest's CPU). Capacity not yet used is untouched zeroed memory.
+    /// 60k × 784 ingest's CPU). Capacity not yet used is zeroed memory, mostly
+    /// not yet touched.
     pub fn reserve(&self, additional: usize) {
         let mut w = self.slots.write();
         let want = w.used.load(Ordering::Acquire) as usize + additional;
         if want > w.cap {
-            let cap = want.max(w.cap * 2);
+            // Slot numbers are u32.
+            let cap = want.max(w.cap * 2).min(1 << 32);
             w.grow(cap);
         }
     }
@@ -1915,7 +1917,7 @@ impl Hnsw {
 
     /// Starts a thread that repairs tombstones and condenses the commit log. A
     /// condensation rewrites the whole graph, so while the index changes it waits
-    /// until the log outgrows both `log_bytes` and the graph itself: a fixed
+    /// until the log outgrows both `log_bytes` and twice the graph: a fixed
     /// threshold made a growing index rewrite itself every `log_bytes`
     /// (quadratic in its size; 25% of a 250k build), and this keeps the bytes
     /// rewritten over a build linear. Once the index is quiet (no change for a

@@ -359,6 +359,8 @@ pub struct Segment {
     /// the log (which cost a second read of every entry).
     applied_ops: AtomicU64,
     ops_mark: Mutex<Option<(u64, u64)>>,
+    /// Held through a whole checkpoint (see [`Segment::checkpointing`]).
+    checkpointing: Mutex<()>,
     next_iid: AtomicU64,
     /// Labels the compactor has put in the index but not yet in the store.
     inflight: AtomicUsize,
@@ -556,6 +558,7 @@ impl Segment {
             applied: AtomicU64::new(applied),
             applied_ops: AtomicU64::new(0),
             ops_mark: Mutex::new(None),
+            checkpointing: Mutex::new(()),
             next_iid: AtomicU64::new(next_iid),
             inflight: AtomicUsize::new(0),
             changing: RwLock::default(),
@@ -1132,9 +1135,20 @@ impl Segment {
         }
     }
 
-    /// Records that a count was taken at `at` (offset, ops) from [`Segment::sync_counted`].
+    /// Records that a count was taken at `at` (offset, ops) from
+    /// [`Segment::sync_counted`]; a mark never moves back.
     pub fn mark_ops(&self, at: (u64, u64)) {
-        *self.ops_mark.lock() = Some(at);
+        let mut m = self.ops_mark.lock();
+        if m.is_none_or(|(o, _)| o < at.0) {
+            *m = Some(at);
+        }
+    }
+
+    /// Serialises checkpoints of this segment (the compactor's thread and an
+    /// explicit drain): two interleaved ones could commit an older offset
+    /// after a newer one, and count the ops between them twice.
+    pub fn checkpointing(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.checkpointing.lock()
     }
 
     /// Gives back space: once deletes outnumber live records, the store is merged

@@ -655,3 +655,27 @@ fn indexing_status_counts_record_operations() {
     let c = db.get_collection(T, D, "ops").unwrap();
     assert_eq!(c.indexing_status().unwrap(), (303, 303));
 }
+
+/// Checkpoints racing each other (the background compactor and explicit
+/// drains from several threads) still count every operation once.
+#[test]
+fn racing_checkpoints_count_each_operation_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path(), true);
+    let c = db.create_collection(T, D, "race", None, None).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let (db, c) = (&db, &c);
+            s.spawn(move || {
+                for round in 0..20 {
+                    let ids: Vec<String> = (0..7).map(|i| format!("t{t}-{round}-{i}")).collect();
+                    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    c.add(batch(&refs, 3)).unwrap();
+                    db.compact().unwrap();
+                }
+            });
+        }
+    });
+    db.compact().unwrap();
+    assert_eq!(c.indexing_status().unwrap(), (420, 420));
+}
