@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench" / "peers"))
 sys.path.insert(0, str(ROOT / "bench"))
 from vecs import free_port, load_wordnet, quantile  # noqa: E402
-from server import rss, wait_up  # noqa: E402
+from server import process_tree, rss, wait_up  # noqa: E402
 
 DATA = Path(os.environ.get("INDIGO_DATA_DIR", "fixture"))
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -215,13 +215,7 @@ def du(path):
 def cpu_seconds(pid):
     """User + system CPU seconds of a process and its children so far."""
     total = 0.0
-    pids = [pid]
-    try:
-        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-        pids += [int(k) for k in kids]
-    except OSError:
-        pass
-    for p in pids:
+    for p in process_tree(pid):
         try:
             f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
             total += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")

@@ -28,16 +28,21 @@ from vecs import free_port, add_in_batches, load_wordnet, measure_queries  # noq
 DATA = Path(os.environ.get("INDIGO_DATA_DIR", "fixture"))
 
 
-def rss(pid):
-    """Resident bytes of a process and its children (chroma run may fork)."""
-    total = 0
+def process_tree(pid):
+    """A process and its children (chroma run may fork)."""
     pids = [pid]
     try:
         kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
         pids += [int(k) for k in kids]
     except OSError:
         pass
-    for p in pids:
+    return pids
+
+
+def rss(pid):
+    """Resident bytes of a process and its children."""
+    total = 0
+    for p in process_tree(pid):
         try:
             for line in open(f"/proc/{p}/status"):
                 if line.startswith("VmRSS:"):
