@@ -99,7 +99,7 @@ def load_interpolated(n, nq):
     j = nn[i, rng.integers(0, 10, size=n)]
     t = rng.uniform(0, 1, size=(n, 1)).astype(np.float32)
     base = base0[i] + t * (base0[j] - base0[i])
-    base[: len(base0)] = base0
+    base[: min(n, len(base0))] = base0[:n]
     base = (base / np.linalg.norm(base, axis=1, keepdims=True)).astype(np.float32)
     docs = [recs[k]["document"] for k in i]
     return f"wordnet-minilm interpolated, {n // 1000}k x 384 (cosine)", "cosine", base, queries, docs

@@ -112,9 +112,10 @@ fn filtered_recall_at_1_10_50_percent_with_exactly_k_results() {
         (10, (0..n).filter(|i| i % 10 == 3).collect()),
         (50, (0..n).filter(|i| i % 2 == 0).collect()),
     ] {
-        // The default policy (1%, and 5% of this 10k set, are scanned exactly;
-        // 10% and 50% walk the graph), then the graph walk forced at every
-        // selectivity (ACORN's below 2%).
+        // The default policy (on this 10k set 1%, 5% and 10% are at most the
+        // 3000-id cut-off and scanned exactly; 50% walks the graph), then the
+        // walk forced with the cut-off 0: ACORN's at 1%, the ordinary walk from
+        // 5% up.
         for (cutoff, floor) in [(3000usize, 0.95), (0, if pct == 1 { 0.90 } else { 0.95 })] {
             idx.set_flat_cutoff(cutoff);
             let got = search_all(&idx, &w, 10, Some(&allow));

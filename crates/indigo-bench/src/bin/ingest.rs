@@ -49,8 +49,9 @@ struct Args {
     /// Skip hnswlib and faiss.
     #[arg(long)]
     no_peers: bool,
-    /// Only: build the raw index and sweep filtered search (ef, cut-off) at
-    /// 1/10/50% (for tuning the filtered walk).
+    /// Only: build the raw index and sweep filtered search at 1/2/5/10/20/30/50%
+    /// (exact scan, as served, each ef with the scan off, and the ordinary walk
+    /// with the filter on its results), for tuning the filtered walk.
     #[arg(long)]
     filter_sweep: bool,
     /// Give each record a document (WordNet glosses from `testdata`, cycled), as
