@@ -7,7 +7,8 @@
 //!
 //! Data: wordnet-minilm-10k vectors grown to `--records` by interpolating between
 //! each gloss and one of its 10 nearest (cosine; `wordnet-noise`: the older noisy
-//! copies, whose near-ties make recall meaningless at 500k), or Fashion-MNIST (60k × 784, L2; Debian's `dataset-fashion-mnist`).
+//! copies, whose near-ties make recall meaningless at 500k), or Fashion-MNIST
+//! (60k × 784, L2; Debian's `dataset-fashion-mnist`).
 //!
 //! The pipeline's figure includes what the raw build does not: the log's fsyncs,
 //! store writes of records and postings, checkpoints.
@@ -105,7 +106,7 @@ fn load(args: &Args) -> Set {
     originals.chunks_mut(dim).for_each(normalise);
     // Each gloss's 10 nearest glosses (the segments new points lie on), as
     // bench/ingest.py's load_interpolated.
-    let near: Vec<Vec<u32>> = if noisy {
+    let near: Vec<Vec<u32>> = if noisy || args.records <= n0 {
         Vec::new()
     } else {
         let row = |i: usize| &originals[i * dim..(i + 1) * dim];
