@@ -38,6 +38,12 @@ pub trait ReadableFile: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The OS file descriptor, for a caller that maps the file into memory
+    /// (an index maps its snapshot's vector rows at a restart). `None` where
+    /// there is none, as under [`FaultFs`]: the caller reads instead.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 pub trait FileSystem: Send + Sync + 'static {
@@ -184,6 +190,10 @@ impl ReadableFile for StdReadable {
     }
     fn len(&self) -> u64 {
         self.len
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.file.as_raw_fd())
     }
 }
 

@@ -474,3 +474,193 @@ fn inserts_after_a_snapshot_without_its_vacant_tail_load_back() {
         want
     );
 }
+
+/// At 16 dimensions a row fills a cache line, so a load maps the snapshot's
+/// rows rather than copying them ([`persist::ROWS_OFFSET`]).
+fn params16() -> HnswParams {
+    let mut p = HnswParams::new(Space::L2, 16);
+    p.max_neighbors = 6;
+    p.ef_construction = 20;
+    p
+}
+
+fn v16(rng: &mut impl Rng) -> Vec<f32> {
+    (0..16).map(|_| rng.gen_range(-1.0..1.0)).collect()
+}
+
+/// Builds an index in `dir` whose snapshot holds tombstones and vacant slots
+/// and whose log holds changes after it, then closes it.
+fn snapshot_and_log16(dir: &Path, rng: &mut impl Rng) {
+    let idx = Hnsw::open(dir, params16()).unwrap();
+    for i in 0..400u32 {
+        idx.insert(i, &v16(rng)).unwrap();
+    }
+    for i in (0..400).step_by(3) {
+        idx.delete(i).unwrap();
+    }
+    idx.repair().unwrap();
+    idx.delete(1).unwrap();
+    idx.condense_live().unwrap();
+    for i in 400..430u32 {
+        idx.insert(i, &v16(rng)).unwrap();
+    }
+    idx.delete(2).unwrap();
+    idx.sync().unwrap();
+}
+
+/// Mappings of removed files under `dir` in this process.
+fn deleted_mappings(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&*dir.to_string_lossy()) && l.ends_with("(deleted)"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A load maps the snapshot's rows; changes to them (slots reused, the log
+/// replayed over them) stay in memory, the file is untouched, and the files
+/// load back as the graph.
+#[test]
+fn a_mapped_snapshot_is_changed_in_memory_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    snapshot_and_log16(dir.path(), &mut rng);
+    let snap = persist::snapshot_path(dir.path(), 1);
+    let bytes = std::fs::read(&snap).unwrap();
+    let plain = persist::load_read_only(&indigo_fs::StdFs, dir.path(), {
+        let p = params16();
+        persist::FileParams {
+            dim: 16,
+            space: p.space,
+            m: p.max_neighbors as u32,
+            ef_construction: p.ef_construction as u32,
+        }
+    })
+    .unwrap();
+    let idx = Hnsw::open(dir.path(), params16()).unwrap();
+    assert!(idx.rows_mapped());
+    assert_eq!(idx.dump(), plain, "the mapped load equals a plain one");
+    // Vacant slots inside the snapshot are reused first: their rows are
+    // written over mapped pages.
+    assert!(idx.stats().free_slots > 50);
+    let mut fresh = vec![];
+    for i in 1000..1100u32 {
+        let v = v16(&mut rng);
+        idx.insert(i, &v).unwrap();
+        fresh.push((i, v));
+    }
+    assert!(idx.rows_mapped());
+    for (i, v) in &fresh {
+        assert_eq!(idx.search(v, 1, None).unwrap()[0].label, *i);
+    }
+    idx.sync().unwrap();
+    assert_eq!(
+        std::fs::read(&snap).unwrap(),
+        bytes,
+        "the snapshot is untouched"
+    );
+    let want = idx.dump();
+    drop(idx);
+    assert_eq!(Hnsw::open(dir.path(), params16()).unwrap().dump(), want);
+}
+
+/// A condensation copies the rows off the mapped snapshot before removing it,
+/// so the removed file's space is not held by the mapping; both ways of
+/// condensing.
+#[test]
+fn a_condensation_lets_go_of_the_mapped_snapshot_it_removes() {
+    for live in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        snapshot_and_log16(dir.path(), &mut rng);
+        let idx = Hnsw::open(dir.path(), params16()).unwrap();
+        assert!(idx.rows_mapped());
+        idx.insert(5000, &v16(&mut rng)).unwrap();
+        let before = idx.dump();
+        if live {
+            idx.condense_live().unwrap();
+        } else {
+            idx.condense().unwrap();
+        }
+        assert!(!idx.rows_mapped(), "live={live}");
+        assert!(!persist::snapshot_path(dir.path(), 1).exists());
+        assert_eq!(deleted_mappings(dir.path()), Vec::<String>::new());
+        assert_eq!(idx.dump(), before, "the copy holds the same rows");
+        idx.insert(5001, &v16(&mut rng)).unwrap();
+        idx.sync().unwrap();
+        let want = idx.dump();
+        drop(idx);
+        let again = Hnsw::open(dir.path(), params16()).unwrap();
+        assert!(again.rows_mapped(), "the new snapshot is mapped in turn");
+        assert_eq!(again.dump(), want, "live={live}");
+    }
+}
+
+/// Inserts, deletes and condensations racing on an index that starts mapped.
+#[test]
+fn changes_beside_condensations_of_a_mapped_index_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_and_log16(dir.path(), &mut rand::rngs::StdRng::seed_from_u64(13));
+    let idx = std::sync::Arc::new(Hnsw::open(dir.path(), params16()).unwrap());
+    assert!(idx.rows_mapped());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..2u32 {
+            let idx = idx.clone();
+            let done = &done;
+            s.spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(u64::from(t));
+                for i in 0..600u32 {
+                    let key = 10_000 * (t + 1) + i;
+                    idx.insert(key, &v16(&mut rng)).unwrap();
+                    if i % 5 == 4 {
+                        idx.delete(key - 2).unwrap();
+                    }
+                    let _ = idx.search(&v16(&mut rng), 5, None).unwrap();
+                }
+                done.fetch_or(t == 1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        let idx = idx.clone();
+        let done = &done;
+        s.spawn(move || {
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || n < 2 {
+                if n % 2 == 0 {
+                    idx.condense().unwrap();
+                } else {
+                    idx.condense_live().unwrap();
+                }
+                n += 1;
+            }
+        });
+    });
+    assert!(!idx.rows_mapped());
+    idx.sync().unwrap();
+    let want = idx.dump();
+    drop(idx);
+    assert_eq!(Hnsw::open(dir.path(), params16()).unwrap().dump(), want);
+}
+
+/// A version 1 snapshot (rows right after the fixed fields) still loads, by
+/// reading its rows.
+#[test]
+fn a_version_1_snapshot_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    snapshot_and_log16(dir.path(), &mut rand::rngs::StdRng::seed_from_u64(14));
+    let want = Hnsw::open(dir.path(), params16()).unwrap().dump();
+    let snap = persist::snapshot_path(dir.path(), 1);
+    let v2 = std::fs::read(&snap).unwrap();
+    let fixed = persist::LOG_HEADER_LEN + 9;
+    assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), 2);
+    let mut v1 = v2[..fixed].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&v2[persist::ROWS_OFFSET as usize..v2.len() - 4]);
+    let crc = crc32c::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(&snap, v1).unwrap();
+    let idx = Hnsw::open(dir.path(), params16()).unwrap();
+    assert!(!idx.rows_mapped());
+    assert_eq!(idx.dump(), want);
+}

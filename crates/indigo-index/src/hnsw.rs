@@ -91,7 +91,7 @@ struct Slots {
     cap: usize,
     m0: usize,
     used: AtomicU32,
-    vectors: UnsafeCell<Vec<Line>>,
+    vectors: UnsafeCell<Rows>,
     state: Vec<AtomicU8>,
     labels: Vec<AtomicU32>,
     links0: Vec<AtomicU32>,
@@ -105,6 +105,148 @@ unsafe impl Sync for Slots {}
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([f32; 16]);
+
+/// Where the vector rows live: the index's own memory, or, after a load, a
+/// private mapping whose head is the snapshot's rows (see [`MappedRows`]).
+enum Rows {
+    Owned(Vec<Line>),
+    Mapped(MappedRows),
+}
+
+impl Rows {
+    fn as_mut_ptr(&mut self) -> *mut Line {
+        match self {
+            Rows::Owned(v) => v.as_mut_ptr(),
+            Rows::Mapped(m) => m.ptr,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Rows::Owned(v) => v.len(),
+            Rows::Mapped(m) => m.lines,
+        }
+    }
+
+    /// Grows to `n` lines, the new ones zero; a mapping's lines are copied
+    /// into the index's own memory.
+    fn grow(&mut self, n: usize) {
+        match self {
+            // SAFETY: all-zero bytes are 0.0 floats.
+            Rows::Owned(v) => unsafe { grow_zeroed(v, n) },
+            Rows::Mapped(_) => *self = Rows::Owned(self.owned_copy(n.max(self.len()))),
+        }
+    }
+
+    /// The first `n` lines in the index's own memory (zeros past those there
+    /// are).
+    fn owned_copy(&mut self, n: usize) -> Vec<Line> {
+        // SAFETY: all-zero bytes are 0.0 floats.
+        let mut v = unsafe { zeroed_vec::<Line>(n) };
+        let keep = self.len().min(n);
+        // SAFETY: both hold at least `keep` lines and do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.as_mut_ptr(), v.as_mut_ptr(), keep) };
+        v
+    }
+}
+
+/// Vector rows in one private mapping: the first `file_lines` lines map a
+/// snapshot's rows (file pages until a row is written: copy-on-write), the
+/// rest is anonymous memory. A restart then costs page-cache pages already
+/// filled, not fresh memory the system must zero (most of a 1M × 384
+/// restart's time on a virtual machine). A mapping keeps its file's blocks in
+/// use even after the file is removed, so the index copies the rows into its
+/// own memory before a condensation removes the snapshot
+/// ([`Hnsw::unmap_rows`]). Snapshots are never changed in place, so the
+/// mapped pages are never truncated under the index.
+struct MappedRows {
+    ptr: *mut Line,
+    /// Lines in the mapping.
+    lines: usize,
+}
+
+// SAFETY: the mapping is owned like a heap allocation; `Slots` governs
+// access to the rows.
+unsafe impl Send for MappedRows {}
+
+impl Drop for MappedRows {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` and the length are one mapping made by `map` and not
+        // unmapped elsewhere.
+        unsafe { libc::munmap(self.ptr.cast(), self.lines * 64) };
+    }
+}
+
+impl MappedRows {
+    /// `lines` lines, the first `rows` × `stride` of them mapped from `fd`
+    /// at `offset` (which the page size divides). `None` if the system
+    /// refuses; the caller then reads the rows instead.
+    #[cfg(all(target_os = "linux", target_endian = "little"))]
+    fn map(
+        fd: std::os::fd::RawFd,
+        offset: u64,
+        rows: usize,
+        stride: usize,
+        lines: usize,
+    ) -> Option<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        let file_bytes = rows * stride * 64;
+        if page <= 0
+            || !offset.is_multiple_of(page as u64)
+            || rows * stride > lines
+            || file_bytes == 0
+        {
+            return None;
+        }
+        let total = lines * 64;
+        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return None;
+        }
+        let me = MappedRows {
+            ptr: base.cast(),
+            lines,
+        };
+        // The file part replaces the head of the anonymous mapping. It may
+        // end mid-page: the rest of that page shows the file's next bytes
+        // (rows past the snapshot's are written before they are read).
+        // SAFETY: the range lies inside `base`'s mapping, which `me` owns.
+        let head = unsafe {
+            libc::mmap(
+                base,
+                file_bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if head == libc::MAP_FAILED {
+            return None;
+        }
+        // Fault the file pages in read-only now, in one call rather than
+        // page by page (the checksum reads them all next); no copy is made.
+        // SAFETY: advice on our own mapping; failure (an older kernel) is harmless.
+        unsafe { libc::madvise(base, file_bytes, libc::MADV_POPULATE_READ) };
+        Some(me)
+    }
+
+    #[cfg(not(all(target_os = "linux", target_endian = "little")))]
+    fn map(_: std::os::fd::RawFd, _: u64, _: usize, _: usize, _: usize) -> Option<Self> {
+        None
+    }
+}
 
 /// `n` zeroed `T`s in memory straight from the allocator, not written here:
 /// fresh pages stay untouched until a slot is used, so capacity reserved
@@ -159,7 +301,7 @@ impl Slots {
             used: AtomicU32::new(0),
             // SAFETY (each): all-zero bytes are 0.0 floats, VACANT, label 0
             // and link count 0.
-            vectors: UnsafeCell::new(unsafe { zeroed_vec(cap * stride) }),
+            vectors: UnsafeCell::new(Rows::Owned(unsafe { zeroed_vec(cap * stride) })),
             state: unsafe { zeroed_vec(cap) },
             labels: unsafe { zeroed_vec(cap) },
             links0: unsafe { zeroed_vec(cap * (m0 + 1)) },
@@ -295,9 +437,9 @@ impl Slots {
     }
 
     fn grow(&mut self, cap: usize) {
+        self.vectors.get_mut().grow(cap * self.stride);
         // SAFETY (each): as in `with_capacity`.
         unsafe {
-            grow_zeroed(self.vectors.get_mut(), cap * self.stride);
             grow_zeroed(&mut self.state, cap);
             grow_zeroed(&mut self.labels, cap);
             grow_zeroed(&mut self.links0, cap * (self.m0 + 1));
@@ -511,6 +653,26 @@ impl persist::Sink for Loader {
         }
         self.used = n;
         self.entry = entry;
+    }
+
+    fn map_rows(
+        &mut self,
+        file: &dyn indigo_fs::ReadableFile,
+        offset: u64,
+        n: usize,
+    ) -> Option<&[u8]> {
+        // Only rows that fill whole lines lie in the file as they do in memory.
+        if self.dim * 4 != self.slots.stride * 64 || n > self.slots.cap {
+            return None;
+        }
+        let lines = self.slots.cap * self.slots.stride;
+        let rows = MappedRows::map(file.raw_fd()?, offset, n, self.slots.stride, lines)?;
+        *self.slots.vectors.get_mut() = Rows::Mapped(rows);
+        // SAFETY: the first n rows are mapped, and nothing writes them while
+        // the reader holds this borrow of the loader.
+        Some(unsafe {
+            std::slice::from_raw_parts(self.slots.row_ptr(0) as *const u8, n * self.dim * 4)
+        })
     }
 
     fn vector(&mut self, i: usize, row: &[u8]) {
@@ -1853,6 +2015,12 @@ impl Hnsw {
             return Ok(());
         };
         let _m = self.maint.lock();
+        if self.rows_mapped() {
+            // Changes wait for the copy: only the first condensation after
+            // a load that mapped the snapshot.
+            let _still = self.mutate.write();
+            self.unmap_rows();
+        }
         let gen = {
             let mut l = log.lock();
             l.sync()?;
@@ -1861,6 +2029,33 @@ impl Hnsw {
             gen
         };
         persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
+    }
+
+    /// Whether the vector rows are (partly) a mapped snapshot.
+    pub(crate) fn rows_mapped(&self) -> bool {
+        let s = self.slots.read();
+        // SAFETY: only the variant is read; it changes under `slots` for writing.
+        matches!(unsafe { &*s.vectors.get() }, Rows::Mapped(_))
+    }
+
+    /// Copies the vector rows off a mapped snapshot into the index's own
+    /// memory (see [`MappedRows`]), before a condensation removes that
+    /// snapshot: the mapping would keep its blocks in use. The caller holds
+    /// `mutate` for writing, so no row is written and the arrays do not grow
+    /// meanwhile; searches go on until the swap.
+    fn unmap_rows(&self) {
+        if !self.rows_mapped() {
+            return;
+        }
+        let copy = {
+            let s = self.slots.read();
+            // SAFETY: rows are only read while `mutate` is held for writing.
+            let rows = unsafe { &mut *s.vectors.get() };
+            rows.owned_copy(rows.len())
+        };
+        let old = std::mem::replace(self.slots.write().vectors.get_mut(), Rows::Owned(copy));
+        // Unmapped after the lock is released.
+        drop(old);
     }
 
     /// Condenses from memory: with changes held off, closes the commit log and
@@ -1882,6 +2077,8 @@ impl Hnsw {
             *l = LogWriter::create(&*self.fs, dir, gen + 1, &self.file_params())?;
             gen
         };
+        // Before the snapshot this condensation removes goes.
+        self.unmap_rows();
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire);
         let n = (0..used)
