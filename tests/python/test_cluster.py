@@ -368,3 +368,31 @@ def test_a_fork_under_writes_outlives_its_deleted_source(make_cluster):
     got = fork.get(include=["documents"])
     assert dict(zip(got["ids"], got["documents"])) == {**have, "mine": "doc mine"}
     assert fork.query(query_embeddings=[vec(10**6)], n_results=1)["ids"] == [["mine"]]
+
+
+def test_writes_wait_for_the_compactor_past_the_backlog_bound(make_cluster):
+    """Backpressure as on a single node: past the bound on unindexed record
+    operations a write waits for the compactor, and with none running it is
+    refused with 429 and Chroma's error JSON, changing nothing."""
+    cl = make_cluster(
+        nodes=[("log", ["log"]), ("q1", ["query"])],
+        env={"INDIGO_MAX_UNINDEXED_RECORDS": "100", "INDIGO_BACKLOG_WAIT_SECS": "1"},
+    )
+    client = cl.client()
+    col = client.create_collection("backlog")
+    batch = lambda lo: dict(ids=[f"b{i}" for i in range(lo, lo + 60)],
+                            embeddings=[vec(i) for i in range(lo, lo + 60)])
+    col.add(**batch(0))  # into an empty backlog: admitted whatever its size
+    r = httpx.post(f"{cl.url}{C}/{col.id}/add", json=batch(60), timeout=60)
+    assert r.status_code == 429, r.text
+    assert "waiting to be indexed" in r.json()["message"]
+    assert col.count() == 60, "the refused write changed nothing"
+    cl.start_node("bg", ["compactor"])
+
+    def added():
+        col.add(**batch(60))
+        return True
+
+    wait_for("the compactor to make room", added)
+    assert col.count() == 120
+    wait_for("everything indexed", lambda: version_of(cl, col) >= 1)

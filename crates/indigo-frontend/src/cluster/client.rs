@@ -9,8 +9,11 @@
 //! nothing was written); when the outcome is unknown the client is told so.
 //! Reads are repeatable and go to the next query node on any failure.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use indigo::rules;
 use indigo::{
@@ -35,6 +38,12 @@ pub struct ClusterDb {
     default_index: indigo::schema::VectorIndexKind,
     /// The object-store log, to seed forks' logs (`None`: forks are refused).
     fork_log: Option<Arc<indigo_objlog::ObjectLog>>,
+    /// The bound on each collection's unindexed record operations (`None`:
+    /// writes never wait). See [`ClusterDb::admit`].
+    backlog: Option<indigo::BacklogLimit>,
+    /// Per collection, the backlog the last check found plus what this
+    /// frontend admitted since, and when it checked.
+    backlog_seen: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 /// A fork copies at most this much of its source's log not yet folded into a
@@ -77,6 +86,73 @@ impl ClusterDb {
             health,
             default_index: Default::default(),
             fork_log: None,
+            backlog: None,
+            backlog_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Holds writes to the bound on each collection's unindexed record
+    /// operations (the `records` part of the limit; its `bytes` are a single
+    /// node's).
+    pub fn with_backlog(mut self, limit: indigo::BacklogLimit) -> Self {
+        self.backlog = Some(limit);
+        self
+    }
+
+    /// Record operations logged for `id` after its current index version,
+    /// from its log node.
+    fn unindexed(&self, id: &str) -> Result<u64> {
+        let from = self
+            .sysdb
+            .latest_index_version(id)
+            .map_err(sys)?
+            .map_or(0, |v| v.log_offset);
+        Ok(self.head_and_ops(id, Some(from))?.1)
+    }
+
+    /// Backpressure, as a single node applies it: a write of `ops` record
+    /// operations waits while the collection's backlog (logged, not yet in an
+    /// index version) would pass the bound, unless the backlog is empty; it
+    /// is refused (429) when the compactor makes no headway for the limit's
+    /// `wait`. Asking the log node costs two round trips, so a frontend asks
+    /// again only once a second or when its own count since the last answer
+    /// (what it admitted) passes half the bound; writes through other
+    /// frontends are seen at the next answer, so with F frontends the
+    /// backlog may pass the bound by up to F halves of it.
+    fn admit(&self, id: &str, ops: u64) -> Result<()> {
+        let Some(limit) = self.backlog else {
+            return Ok(());
+        };
+        if let Some((seen, at)) = self.backlog_seen.lock().get_mut(id) {
+            if at.elapsed() < Duration::from_secs(1) && *seen + ops <= limit.records / 2 {
+                *seen += ops;
+                return Ok(());
+            }
+        }
+        let (mut progress_at, mut least) = (Instant::now(), u64::MAX);
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let pending = self.unindexed(id)?;
+            if pending == 0 || pending + ops <= limit.records {
+                self.backlog_seen
+                    .lock()
+                    .insert(id.to_string(), (pending + ops, Instant::now()));
+                return Ok(());
+            }
+            if pending < least {
+                least = pending;
+                progress_at = Instant::now();
+            }
+            if progress_at.elapsed() >= limit.wait {
+                return Err(Error::Backlog(format!(
+                    "collection {id} has {pending} record operations waiting to be indexed, \
+                     over its bound of {}, and indexing made no headway for {:?}; check \
+                     /api/v2/healthcheck (is a compactor running?) and retry later",
+                    limit.records, limit.wait
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -550,6 +626,7 @@ impl RemoteCollection {
                 .discover_keys(&self.info.id, &keys)
                 .map_err(sys)?;
         }
+        self.db.admit(&self.info.id, entry.records.len() as u64)?;
         self.db.append(&self.info.id, &entry.encode())?;
         Ok(())
     }

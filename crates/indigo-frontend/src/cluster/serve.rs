@@ -163,6 +163,7 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
             health.clone(),
         )
         .with_default_index(settings.default_index()?)
+        .with_backlog(settings.backlog())
         .with_forks(Arc::new(ObjectLog::new(objects.clone(), log_opts.clone())));
         app = app.merge(crate::router_for(
             Db::Cluster(Arc::new(db)),
