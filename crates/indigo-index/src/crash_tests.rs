@@ -664,3 +664,35 @@ fn a_version_1_snapshot_still_loads() {
     assert!(!idx.rows_mapped());
     assert_eq!(idx.dump(), want);
 }
+
+/// Rows of two lines (32 dimensions) map too, and growing past the loaded
+/// capacity copies the mapping into the index's own memory; either way the
+/// graph loads back.
+#[test]
+fn a_mapped_index_of_wider_rows_grows_into_its_own_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = params16();
+    p.dim = 32;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let mut v = || -> Vec<f32> { (0..32).map(|_| rng.gen_range(-1.0..1.0)).collect() };
+    {
+        let idx = Hnsw::open(dir.path(), p.clone()).unwrap();
+        for i in 0..300u32 {
+            idx.insert(i, &v()).unwrap();
+        }
+        idx.condense_live().unwrap();
+    }
+    let idx = Hnsw::open(dir.path(), p.clone()).unwrap();
+    assert!(idx.rows_mapped());
+    let probe = v();
+    let before = idx.search(&probe, 10, None).unwrap();
+    for i in 300..1000u32 {
+        idx.insert(i, &v()).unwrap();
+    }
+    assert!(!idx.rows_mapped(), "growth copied the rows");
+    assert!(idx.search(&probe, 10, None).unwrap()[0].distance <= before[0].distance);
+    idx.sync().unwrap();
+    let want = idx.dump();
+    drop(idx);
+    assert_eq!(Hnsw::open(dir.path(), p).unwrap().dump(), want);
+}

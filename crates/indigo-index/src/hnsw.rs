@@ -8,7 +8,7 @@
 //! once, and the commit-log lock is only ever taken inside a node lock (or alone), so
 //! the log records each node's changes in the order they happened.
 
-use std::cell::{RefCell, UnsafeCell};
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ struct Slots {
     cap: usize,
     m0: usize,
     used: AtomicU32,
-    vectors: UnsafeCell<Rows>,
+    vectors: Rows,
     state: Vec<AtomicU8>,
     labels: Vec<AtomicU32>,
     links0: Vec<AtomicU32>,
@@ -106,81 +106,69 @@ unsafe impl Sync for Slots {}
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
-/// Where the vector rows live: the index's own memory, or, after a load, a
-/// private mapping whose head is the snapshot's rows (see [`MappedRows`]).
-enum Rows {
-    Owned(Vec<Line>),
-    Mapped(MappedRows),
+/// The vector rows: `lines` cache lines from `ptr`, in the index's own memory
+/// (a zeroed allocation) or, after a load, in a private mapping whose head is
+/// the snapshot's rows. Held as a raw pointer, not a `Vec`, so that rows are
+/// written through it (each by the one thread that reserved its slot) without
+/// a reference to the whole array ever being formed.
+///
+/// A mapping's file part is page-cache pages until a row is written
+/// (copy-on-write), so a restart does not wait for the system to zero fresh
+/// memory for the rows (most of a 1M × 384 restart on a virtual machine). It
+/// keeps the snapshot's blocks in use even once the file is removed, so the
+/// index copies the rows into its own memory before its condensation removes
+/// the snapshot ([`Hnsw::copy_rows_off`]); a closed index lets go when it is
+/// dropped. Snapshots are never changed in place, so mapped pages are never
+/// truncated under the index; a disk error faulting a page back in after
+/// the load is a SIGBUS, as for any mapped file.
+struct Rows {
+    ptr: *mut Line,
+    lines: usize,
+    mapped: bool,
+}
+
+// SAFETY: the rows are owned like a heap allocation; `Slots` governs access.
+unsafe impl Send for Rows {}
+
+impl Drop for Rows {
+    fn drop(&mut self) {
+        if self.mapped {
+            // SAFETY: `ptr` and the length are one mapping made by `map`.
+            unsafe { libc::munmap(self.ptr.cast(), self.lines * 64) };
+        } else {
+            // SAFETY: made from such a vector by `owned` (length = capacity).
+            drop(unsafe { Vec::from_raw_parts(self.ptr, self.lines, self.lines) });
+        }
+    }
 }
 
 impl Rows {
-    fn as_mut_ptr(&mut self) -> *mut Line {
-        match self {
-            Rows::Owned(v) => v.as_mut_ptr(),
-            Rows::Mapped(m) => m.ptr,
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Rows::Owned(v) => v.len(),
-            Rows::Mapped(m) => m.lines,
-        }
-    }
-
-    /// Grows to `n` lines, the new ones zero; a mapping's lines are copied
-    /// into the index's own memory.
-    fn grow(&mut self, n: usize) {
-        match self {
-            // SAFETY: all-zero bytes are 0.0 floats.
-            Rows::Owned(v) => unsafe { grow_zeroed(v, n) },
-            Rows::Mapped(_) => *self = Rows::Owned(self.owned_copy(n.max(self.len()))),
-        }
-    }
-
-    /// The first `n` lines in the index's own memory (zeros past those there
-    /// are).
-    fn owned_copy(&mut self, n: usize) -> Vec<Line> {
+    /// `n` zero lines of the index's own, untouched until used (see [`zeroed_vec`]).
+    fn zeroed(n: usize) -> Rows {
         // SAFETY: all-zero bytes are 0.0 floats.
-        let mut v = unsafe { zeroed_vec::<Line>(n) };
-        let keep = self.len().min(n);
-        // SAFETY: both hold at least `keep` lines and do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.as_mut_ptr(), v.as_mut_ptr(), keep) };
-        v
+        let v = std::mem::ManuallyDrop::new(unsafe { zeroed_vec::<Line>(n) });
+        debug_assert_eq!(v.len(), v.capacity());
+        Rows {
+            ptr: v.as_ptr() as *mut Line,
+            lines: v.len(),
+            mapped: false,
+        }
     }
-}
 
-/// Vector rows in one private mapping: the first `file_lines` lines map a
-/// snapshot's rows (file pages until a row is written: copy-on-write), the
-/// rest is anonymous memory. A restart then costs page-cache pages already
-/// filled, not fresh memory the system must zero (most of a 1M × 384
-/// restart's time on a virtual machine). A mapping keeps its file's blocks in
-/// use even after the file is removed, so the index copies the rows into its
-/// own memory before a condensation removes the snapshot
-/// ([`Hnsw::unmap_rows`]). Snapshots are never changed in place, so the
-/// mapped pages are never truncated under the index.
-struct MappedRows {
-    ptr: *mut Line,
-    /// Lines in the mapping.
-    lines: usize,
-}
-
-// SAFETY: the mapping is owned like a heap allocation; `Slots` governs
-// access to the rows.
-unsafe impl Send for MappedRows {}
-
-impl Drop for MappedRows {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` and the length are one mapping made by `map` and not
-        // unmapped elsewhere.
-        unsafe { libc::munmap(self.ptr.cast(), self.lines * 64) };
+    /// `n` lines of the index's own (zeros past the first `keep`, which
+    /// are copied from these rows; `keep` ≤ both lengths).
+    fn owned_copy(&self, n: usize, keep: usize) -> Rows {
+        let new = Rows::zeroed(n);
+        let keep = keep.min(n).min(self.lines);
+        // SAFETY: both hold at least `keep` lines and do not overlap; the
+        // caller keeps those lines from being written meanwhile.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, new.ptr, keep) };
+        new
     }
-}
 
-impl MappedRows {
     /// `lines` lines, the first `rows` × `stride` of them mapped from `fd`
     /// at `offset` (which the page size divides). `None` if the system
-    /// refuses; the caller then reads the rows instead.
+    /// refuses or cannot read the file now; the caller then reads the rows.
     #[cfg(all(target_os = "linux", target_endian = "little"))]
     fn map(
         fd: std::os::fd::RawFd,
@@ -188,15 +176,11 @@ impl MappedRows {
         rows: usize,
         stride: usize,
         lines: usize,
-    ) -> Option<Self> {
+    ) -> Option<Rows> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let file_bytes = rows * stride * 64;
-        if page <= 0
-            || !offset.is_multiple_of(page as u64)
-            || rows * stride > lines
-            || file_bytes == 0
-        {
+        if page <= 0 || !offset.is_multiple_of(page as u64) || rows * stride > lines || rows == 0 {
             return None;
         }
         let total = lines * 64;
@@ -214,9 +198,10 @@ impl MappedRows {
         if base == libc::MAP_FAILED {
             return None;
         }
-        let me = MappedRows {
+        let me = Rows {
             ptr: base.cast(),
             lines,
+            mapped: true,
         };
         // The file part replaces the head of the anonymous mapping. It may
         // end mid-page: the rest of that page shows the file's next bytes
@@ -233,17 +218,41 @@ impl MappedRows {
             )
         };
         if head == libc::MAP_FAILED {
+            // A failed MAP_FIXED may have unmapped part of the range: put
+            // anonymous memory back before `me` unmaps it all, or, failing
+            // that, leave the range alone rather than unmap a stranger's.
+            // SAFETY: as above.
+            let back = unsafe {
+                libc::mmap(
+                    base,
+                    file_bytes,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if back == libc::MAP_FAILED {
+                std::mem::forget(me);
+            }
             return None;
         }
         // Fault the file pages in read-only now, in one call rather than
         // page by page (the checksum reads them all next); no copy is made.
-        // SAFETY: advice on our own mapping; failure (an older kernel) is harmless.
-        unsafe { libc::madvise(base, file_bytes, libc::MADV_POPULATE_READ) };
+        // A read error here is the load's to report, by reading the file:
+        // touching the mapping would be a SIGBUS. EINVAL: a kernel without
+        // the advice (before 5.14); the pages then come as they are read.
+        // SAFETY: advice on our own mapping.
+        if unsafe { libc::madvise(base, file_bytes, libc::MADV_POPULATE_READ) } != 0
+            && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+        {
+            return None;
+        }
         Some(me)
     }
 
     #[cfg(not(all(target_os = "linux", target_endian = "little")))]
-    fn map(_: std::os::fd::RawFd, _: u64, _: usize, _: usize, _: usize) -> Option<Self> {
+    fn map(_: std::os::fd::RawFd, _: u64, _: usize, _: usize, _: usize) -> Option<Rows> {
         None
     }
 }
@@ -301,7 +310,7 @@ impl Slots {
             used: AtomicU32::new(0),
             // SAFETY (each): all-zero bytes are 0.0 floats, VACANT, label 0
             // and link count 0.
-            vectors: UnsafeCell::new(Rows::Owned(unsafe { zeroed_vec(cap * stride) })),
+            vectors: Rows::zeroed(cap * stride),
             state: unsafe { zeroed_vec(cap) },
             labels: unsafe { zeroed_vec(cap) },
             links0: unsafe { zeroed_vec(cap * (m0 + 1)) },
@@ -313,11 +322,7 @@ impl Slots {
     fn row_ptr(&self, slot: u32) -> *mut f32 {
         debug_assert!((slot as usize) < self.cap);
         // SAFETY: slot < cap, so the row lies inside the allocation.
-        unsafe {
-            (*self.vectors.get())
-                .as_mut_ptr()
-                .add(slot as usize * self.stride) as *mut f32
-        }
+        unsafe { self.vectors.ptr.add(slot as usize * self.stride) as *mut f32 }
     }
 
     #[inline]
@@ -436,8 +441,13 @@ impl Slots {
         }
     }
 
-    fn grow(&mut self, cap: usize) {
-        self.vectors.get_mut().grow(cap * self.stride);
+    /// Grows to `cap` slots, of which the first `used` hold rows worth
+    /// keeping (the rest of the old capacity is zeros, or, past a mapped
+    /// snapshot, rows not yet written: not copied, so not touched).
+    fn grow(&mut self, cap: usize, used: usize) {
+        self.vectors = self
+            .vectors
+            .owned_copy(cap * self.stride, used * self.stride);
         // SAFETY (each): as in `with_capacity`.
         unsafe {
             grow_zeroed(&mut self.state, cap);
@@ -588,7 +598,7 @@ impl Loader {
         if s >= self.slots.cap {
             // No snapshot sized them: the logs' bound, or doubling past it.
             let cap = (s + 1).max(self.slots.cap * 2).max(self.added).max(64);
-            self.slots.grow(cap);
+            self.slots.grow(cap, self.used);
         }
         self.used = self.used.max(s + 1);
         Some(())
@@ -617,7 +627,7 @@ impl Loader {
         let mut slots = self.slots;
         if slots.cap < 64 {
             // Growth doubles the capacity: never from zero.
-            slots.grow(64);
+            slots.grow(64, self.used);
         }
         let mut labels = HashMap::new();
         let mut free = FreeSlots::new();
@@ -666,8 +676,7 @@ impl persist::Sink for Loader {
             return None;
         }
         let lines = self.slots.cap * self.slots.stride;
-        let rows = MappedRows::map(file.raw_fd()?, offset, n, self.slots.stride, lines)?;
-        *self.slots.vectors.get_mut() = Rows::Mapped(rows);
+        self.slots.vectors = Rows::map(file.raw_fd()?, offset, n, self.slots.stride, lines)?;
         // SAFETY: the first n rows are mapped, and nothing writes them while
         // the reader holds this borrow of the loader.
         Some(unsafe {
@@ -1130,9 +1139,10 @@ impl Hnsw {
             }
             drop(g);
             let mut w = self.slots.write();
-            if w.used.load(Ordering::Acquire) as usize >= w.cap {
+            let used = w.used.load(Ordering::Acquire) as usize;
+            if used >= w.cap {
                 let cap = (w.cap * 2).max(64);
-                w.grow(cap);
+                w.grow(cap, used);
             }
         }
     }
@@ -1934,11 +1944,12 @@ impl Hnsw {
     /// not yet touched.
     pub fn reserve(&self, additional: usize) {
         let mut w = self.slots.write();
-        let want = w.used.load(Ordering::Acquire) as usize + additional;
+        let used = w.used.load(Ordering::Acquire) as usize;
+        let want = used + additional;
         if want > w.cap {
             // Slot numbers are u32.
             let cap = want.max(w.cap * 2).min(1 << 32);
-            w.grow(cap);
+            w.grow(cap, used);
         }
     }
 
@@ -2015,12 +2026,7 @@ impl Hnsw {
             return Ok(());
         };
         let _m = self.maint.lock();
-        if self.rows_mapped() {
-            // Changes wait for the copy: only the first condensation after
-            // a load that mapped the snapshot.
-            let _still = self.mutate.write();
-            self.unmap_rows();
-        }
+        self.copy_rows_off(false);
         let gen = {
             let mut l = log.lock();
             l.sync()?;
@@ -2032,28 +2038,75 @@ impl Hnsw {
     }
 
     /// Whether the vector rows are (partly) a mapped snapshot.
+    #[cfg(test)]
     pub(crate) fn rows_mapped(&self) -> bool {
-        let s = self.slots.read();
-        // SAFETY: only the variant is read; it changes under `slots` for writing.
-        matches!(unsafe { &*s.vectors.get() }, Rows::Mapped(_))
+        self.slots.read().vectors.mapped
     }
 
     /// Copies the vector rows off a mapped snapshot into the index's own
-    /// memory (see [`MappedRows`]), before a condensation removes that
-    /// snapshot: the mapping would keep its blocks in use. The caller holds
-    /// `mutate` for writing, so no row is written and the arrays do not grow
-    /// meanwhile; searches go on until the swap.
-    fn unmap_rows(&self) {
-        if !self.rows_mapped() {
+    /// memory (see [`Rows`]), before a condensation removes that snapshot:
+    /// the mapping would keep its blocks in use. The caller holds `maint`, so
+    /// no slot in use is freed and rewritten meanwhile (only repair frees
+    /// them); those rows are copied while changes go on, `slots` read a chunk
+    /// at a time so that a grow waiting behind it never holds searches off
+    /// for long. Then, with changes held off (`mutate` for writing, which the
+    /// caller holds if `held`), the rows of slots taken meanwhile are copied
+    /// and the copy replaces the mapping. Does nothing if the rows are not
+    /// mapped (or a grow copied them meanwhile).
+    fn copy_rows_off(&self, held: bool) {
+        const CHUNK: usize = 1 << 16;
+        let (base, lines, stride, used0) = {
+            let s = self.slots.read();
+            if !s.vectors.mapped {
+                return;
+            }
+            let used = s.used.load(Ordering::Acquire) as usize;
+            (s.vectors.ptr, s.vectors.lines, s.stride, used)
+        };
+        let copy = Rows::zeroed(lines);
+        let mut copied = vec![false; used0];
+        let row = |from: &Rows, i: usize| {
+            // SAFETY: slot i's row lies in both (same length); its slot is in
+            // use, so nothing writes it (see above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    from.ptr.add(i * stride),
+                    copy.ptr.add(i * stride),
+                    stride,
+                )
+            }
+        };
+        for lo in (0..used0).step_by(CHUNK) {
+            let s = self.slots.read();
+            if s.vectors.ptr != base {
+                return;
+            }
+            for (i, done) in copied
+                .iter_mut()
+                .enumerate()
+                .take(used0.min(lo + CHUNK))
+                .skip(lo)
+            {
+                // Acquire: the row was written before the state said so.
+                if s.state(i as u32) != VACANT {
+                    row(&s.vectors, i);
+                    *done = true;
+                }
+            }
+        }
+        let _still = (!held).then(|| self.mutate.write());
+        let mut s = self.slots.write();
+        if s.vectors.ptr != base {
             return;
         }
-        let copy = {
-            let s = self.slots.read();
-            // SAFETY: rows are only read while `mutate` is held for writing.
-            let rows = unsafe { &mut *s.vectors.get() };
-            rows.owned_copy(rows.len())
-        };
-        let old = std::mem::replace(self.slots.write().vectors.get_mut(), Rows::Owned(copy));
+        let used = s.used.load(Ordering::Acquire) as usize;
+        for i in 0..used {
+            if !copied.get(i).copied().unwrap_or(false) && s.state(i as u32) != VACANT {
+                row(&s.vectors, i);
+            }
+        }
+        let old = std::mem::replace(&mut s.vectors, copy);
+        drop(s);
         // Unmapped after the lock is released.
         drop(old);
     }
@@ -2078,7 +2131,7 @@ impl Hnsw {
             gen
         };
         // Before the snapshot this condensation removes goes.
-        self.unmap_rows();
+        self.copy_rows_off(true);
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire);
         let n = (0..used)
