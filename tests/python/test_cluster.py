@@ -387,6 +387,22 @@ def test_writes_wait_for_the_compactor_past_the_backlog_bound(make_cluster):
     assert r.status_code == 429, r.text
     assert "waiting to be indexed" in r.json()["message"]
     assert col.count() == 60, "the refused write changed nothing"
+    # Concurrent writers through the frontend are admitted one at a time and
+    # counted before they are logged: of four 30-record writes exactly one
+    # fits under the bound (60 + 30 <= 100 < 60 + 60).
+    codes = []
+    def write(k):
+        r = httpx.post(f"{cl.url}{C}/{col.id}/add", timeout=60,
+                       json=dict(ids=[f"c{k}-{i}" for i in range(30)],
+                                 embeddings=[vec(1000 + 30 * k + i) for i in range(30)]))
+        codes.append(r.status_code)
+    ts = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(codes) == [201, 429, 429, 429], codes
+    assert col.count() == 90
     cl.start_node("bg", ["compactor"])
 
     def added():
@@ -394,5 +410,5 @@ def test_writes_wait_for_the_compactor_past_the_backlog_bound(make_cluster):
         return True
 
     wait_for("the compactor to make room", added)
-    assert col.count() == 120
+    assert col.count() == 150
     wait_for("everything indexed", lambda: version_of(cl, col) >= 1)

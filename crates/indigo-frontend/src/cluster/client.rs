@@ -41,9 +41,47 @@ pub struct ClusterDb {
     /// The bound on each collection's unindexed record operations (`None`:
     /// writes never wait). See [`ClusterDb::admit`].
     backlog: Option<indigo::BacklogLimit>,
-    /// Per collection, the backlog the last check found plus what this
-    /// frontend admitted since, and when it checked.
-    backlog_seen: Mutex<HashMap<String, (u64, Instant)>>,
+    /// Per collection, what this frontend knows of the backlog.
+    backlog_seen: Mutex<HashMap<String, Seen>>,
+}
+
+/// One collection's backlog as a frontend sees it (see [`ClusterDb::admit`]).
+#[derive(Default)]
+struct Seen {
+    /// The log node's last answer (operations after the current version), and when.
+    answer: Option<(u64, Instant)>,
+    /// Operations this frontend appended since that answer, and admitted
+    /// but not yet appended: both on top of it.
+    appended: u64,
+    in_flight: u64,
+    /// Writers waiting their turn, admitted in this order: a write larger
+    /// than the bound waits for the backlog to empty, and small ones must
+    /// not keep it from ever doing so.
+    waiting: std::collections::BTreeSet<u64>,
+    next_ticket: u64,
+}
+
+impl Seen {
+    fn estimate(&self) -> u64 {
+        self.answer.map_or(0, |a| a.0) + self.appended + self.in_flight
+    }
+}
+
+/// A write admitted by [`ClusterDb::admit`]: counted as in flight until it
+/// is dropped (after its append, whatever the outcome).
+struct Admitted<'a> {
+    db: &'a ClusterDb,
+    id: String,
+    ops: u64,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.db.backlog_seen.lock().get_mut(&self.id) {
+            s.in_flight -= self.ops;
+            s.appended += self.ops;
+        }
+    }
 }
 
 /// A fork copies at most this much of its source's log not yet folded into a
@@ -99,56 +137,120 @@ impl ClusterDb {
         self
     }
 
-    /// Record operations logged for `id` after its current index version,
-    /// from its log node.
-    fn unindexed(&self, id: &str) -> Result<u64> {
+    /// The offset of `id`'s current index version and the record operations
+    /// logged after it, from its log node.
+    fn unindexed(&self, id: &str) -> Result<(u64, u64)> {
         let from = self
             .sysdb
             .latest_index_version(id)
             .map_err(sys)?
             .map_or(0, |v| v.log_offset);
-        Ok(self.head_and_ops(id, Some(from))?.1)
+        Ok((from, self.head_and_ops(id, Some(from))?.1))
     }
 
-    /// Backpressure, as a single node applies it: a write of `ops` record
-    /// operations waits while the collection's backlog (logged, not yet in an
-    /// index version) would pass the bound, unless the backlog is empty; it
-    /// is refused (429) when the compactor makes no headway for the limit's
-    /// `wait`. Asking the log node costs two round trips, so a frontend asks
-    /// again only once a second or when its own count since the last answer
-    /// (what it admitted) passes half the bound; writes through other
-    /// frontends are seen at the next answer, so with F frontends the
-    /// backlog may pass the bound by up to F halves of it.
-    fn admit(&self, id: &str, ops: u64) -> Result<()> {
+    /// Backpressure: a write of `ops` record operations waits while the
+    /// collection's backlog (logged, not yet in an index version) would pass
+    /// the bound, unless the backlog is empty, and is refused (429) when the
+    /// compactor makes no headway (no new version, no smaller backlog, no
+    /// writer ahead admitted) for the limit's `wait`. Writers through one
+    /// frontend are admitted in arrival order, and what it admitted counts
+    /// against the bound until the log node's next answer includes it.
+    ///
+    /// The log node is asked when the estimate passes half the bound or the
+    /// last answer is a second old. Writes through other frontends show only
+    /// in answers, so with F frontends the backlog can pass the bound by up
+    /// to F halves of it. If the backlog cannot be measured (log node or
+    /// catalogue unreachable), the write goes ahead: its append will fail or
+    /// succeed on its own.
+    fn admit(&self, id: &str, ops: u64) -> Result<Option<Admitted<'_>>> {
         let Some(limit) = self.backlog else {
-            return Ok(());
+            return Ok(None);
         };
-        if let Some((seen, at)) = self.backlog_seen.lock().get_mut(id) {
-            if at.elapsed() < Duration::from_secs(1) && *seen + ops <= limit.records / 2 {
-                *seen += ops;
-                return Ok(());
+        let ticket = {
+            let mut m = self.backlog_seen.lock();
+            if m.len() > 10_000 {
+                m.retain(|_, s| s.in_flight > 0 || !s.waiting.is_empty());
+            }
+            let s = m.entry(id.to_string()).or_default();
+            s.next_ticket += 1;
+            s.waiting.insert(s.next_ticket);
+            s.next_ticket
+        };
+        // Leaves the line however this ends.
+        struct InLine<'a>(&'a ClusterDb, &'a str, u64);
+        impl Drop for InLine<'_> {
+            fn drop(&mut self) {
+                if let Some(s) = self.0.backlog_seen.lock().get_mut(self.1) {
+                    s.waiting.remove(&self.2);
+                }
             }
         }
-        let (mut progress_at, mut least) = (Instant::now(), u64::MAX);
+        let _line = InLine(self, id, ticket);
+        let admit = |s: &mut Seen| {
+            s.in_flight += ops;
+            Ok(Some(Admitted {
+                db: self,
+                id: id.to_string(),
+                ops,
+            }))
+        };
+        let (mut progress_at, mut last) = (Instant::now(), None);
         let mut pause = Duration::from_millis(20);
         loop {
-            let pending = self.unindexed(id)?;
-            if pending == 0 || pending + ops <= limit.records {
-                self.backlog_seen
-                    .lock()
-                    .insert(id.to_string(), (pending + ops, Instant::now()));
-                return Ok(());
+            let mut ask = false;
+            {
+                let mut m = self.backlog_seen.lock();
+                let s = m.entry(id.to_string()).or_default();
+                let first = *s.waiting.first().unwrap_or(&ticket);
+                if first == ticket {
+                    let est = s.estimate();
+                    let fresh = s
+                        .answer
+                        .is_some_and(|a| a.1.elapsed() < Duration::from_secs(1));
+                    if fresh && (est == 0 || est + ops <= limit.records / 2) {
+                        return admit(s);
+                    }
+                    ask = true;
+                } else if last != Some((u64::MAX, first)) {
+                    // Behind another writer: the line moving is headway.
+                    last = Some((u64::MAX, first));
+                    progress_at = Instant::now();
+                }
             }
-            if pending < least {
-                least = pending;
-                progress_at = Instant::now();
-            }
-            if progress_at.elapsed() >= limit.wait {
+            if ask {
+                let answer = self.unindexed(id);
+                let mut m = self.backlog_seen.lock();
+                let s = m.entry(id.to_string()).or_default();
+                let Ok((folded, pending)) = answer else {
+                    return admit(s);
+                };
+                s.answer = Some((pending, Instant::now()));
+                s.appended = 0;
+                let est = s.estimate();
+                if est == 0 || est + ops <= limit.records {
+                    return admit(s);
+                }
+                let headway = match last {
+                    Some((f, p)) if f != u64::MAX => folded > f || pending < p,
+                    _ => true,
+                };
+                if headway {
+                    progress_at = Instant::now();
+                }
+                last = Some((folded, pending));
+                if progress_at.elapsed() >= limit.wait {
+                    return Err(Error::Backlog(format!(
+                        "collection {id} has {est} record operations waiting to be indexed, \
+                         over its bound of {}, and indexing made no headway for {:?}; check \
+                         /api/v2/healthcheck (is a compactor running?) and retry later",
+                        limit.records, limit.wait
+                    )));
+                }
+            } else if progress_at.elapsed() >= limit.wait {
                 return Err(Error::Backlog(format!(
-                    "collection {id} has {pending} record operations waiting to be indexed, \
-                     over its bound of {}, and indexing made no headway for {:?}; check \
-                     /api/v2/healthcheck (is a compactor running?) and retry later",
-                    limit.records, limit.wait
+                    "collection {id}: writes ahead of this one waited {:?} for indexing to \
+                     make room; retry later",
+                    limit.wait
                 )));
             }
             std::thread::sleep(pause);
@@ -591,6 +693,8 @@ impl RemoteCollection {
             return Ok(());
         }
         let (entry, dim) = rules::prepare_write(kind, records, &self.db.limits)?;
+        // Before anything changes: a refused write changes nothing.
+        let admitted = self.db.admit(&self.info.id, entry.records.len() as u64)?;
         if let Some(dim) = dim {
             match self.info.dimension {
                 Some(d) if d == dim => {}
@@ -626,8 +730,8 @@ impl RemoteCollection {
                 .discover_keys(&self.info.id, &keys)
                 .map_err(sys)?;
         }
-        self.db.admit(&self.info.id, entry.records.len() as u64)?;
         self.db.append(&self.info.id, &entry.encode())?;
+        drop(admitted);
         Ok(())
     }
 

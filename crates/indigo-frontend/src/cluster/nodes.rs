@@ -59,9 +59,49 @@ pub fn log_id(id: &str) -> Option<CollectionId> {
 /// A log node.
 pub struct LogNode {
     pub log: Arc<ObjectLog>,
+    /// The record operations of each entry this node appended, by offset, per
+    /// collection. Frontends ask for the operations after the current index
+    /// version before writes (backpressure); counting them from the log would
+    /// read every unindexed entry back from object storage each time.
+    ops: Mutex<HashMap<CollectionId, std::collections::BTreeMap<u64, u32>>>,
 }
 
+/// Entries [`LogNode::ops`] remembers per collection; past it the oldest half
+/// goes (their counts then come from the log).
+const MAX_COUNTED: usize = 1 << 20;
+
 impl LogNode {
+    pub fn new(log: Arc<ObjectLog>) -> LogNode {
+        LogNode {
+            log,
+            ops: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn counted(&self, lid: CollectionId, offset: u64, ops: u32) {
+        let mut m = self.ops.lock();
+        let e = m.entry(lid).or_default();
+        e.insert(offset, ops);
+        if e.len() > MAX_COUNTED {
+            let mid = *e.keys().nth(MAX_COUNTED / 2).unwrap();
+            *e = e.split_off(&mid);
+        }
+    }
+
+    /// The operations in entries `after + 1 ..= head`, if this node appended
+    /// every one of them (offsets are consecutive); forgets those at or
+    /// before `after` (folded: versions only move forward).
+    fn ops_after(&self, lid: CollectionId, after: u64, head: u64) -> Option<u64> {
+        if head <= after {
+            return Some(0);
+        }
+        let mut m = self.ops.lock();
+        let e = m.get_mut(&lid)?;
+        *e = e.split_off(&(after + 1));
+        let r = e.range(after + 1..=head);
+        (r.clone().count() as u64 == head - after).then(|| r.map(|(_, &n)| u64::from(n)).sum())
+    }
+
     pub fn routes(self: Arc<Self>) -> Router {
         Router::new()
             .route("/internal/v1/log/{id}/append", post(append))
@@ -93,16 +133,23 @@ async fn append(
         Err(r) => return *r,
     };
     // Nothing that is not a write request reaches the log.
-    if let Err(e) = WriteEntry::decode(&body) {
-        return reply(
-            400,
-            "InvalidArgumentError",
-            format!("not a write request: {e}"),
-        );
-    }
-    let r = tokio::task::spawn_blocking(move || node.log.append(lid, &body)).await;
+    let ops = match WriteEntry::decode(&body) {
+        Ok(e) => e.records.len() as u32,
+        Err(e) => {
+            return reply(
+                400,
+                "InvalidArgumentError",
+                format!("not a write request: {e}"),
+            )
+        }
+    };
+    let n = node.clone();
+    let r = tokio::task::spawn_blocking(move || n.log.append(lid, &body)).await;
     match r {
-        Ok(Ok(off)) => Json(json!({"offset": off.0})).into_response(),
+        Ok(Ok(off)) => {
+            node.counted(lid, off.0, ops);
+            Json(json!({"offset": off.0})).into_response()
+        }
         Ok(Err(LogError::Fenced(m))) => reply(409, "Fenced", m),
         Ok(Err(LogError::Ambiguous(m))) => reply(503, "Ambiguous", m),
         Ok(Err(e)) => reply(500, "InternalError", e.to_string()),
@@ -130,8 +177,11 @@ async fn head(
         let head = node.log.refresh(lid).map_err(|e| e.to_string())?.0;
         let mut v = json!({ "head": head });
         if let Some(after) = q.ops_after {
-            let ops = indigo_segment::count_ops(&*node.log, lid, after, head)
-                .map_err(|e| e.to_string())?;
+            let ops = match node.ops_after(lid, after, head) {
+                Some(n) => n,
+                None => indigo_segment::count_ops(&*node.log, lid, after, head)
+                    .map_err(|e| e.to_string())?,
+            };
             v["ops"] = json!(ops);
         }
         Ok(v)

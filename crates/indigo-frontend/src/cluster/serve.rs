@@ -137,7 +137,7 @@ pub fn start(settings: Settings, rt: &tokio::runtime::Runtime) -> Result<Running
     let body_limit = axum::extract::DefaultBodyLimit::max(settings.max_payload_bytes * 2);
     if has("log") {
         let log = Arc::new(ObjectLog::new(objects.clone(), log_opts.clone()));
-        app = app.merge(Arc::new(LogNode { log }).routes().layer(body_limit));
+        app = app.merge(Arc::new(LogNode::new(log)).routes().layer(body_limit));
     }
     if has("query") {
         let log = Arc::new(ObjectLog::new(objects.clone(), log_opts.clone()));
