@@ -218,23 +218,10 @@ impl Rows {
             )
         };
         if head == libc::MAP_FAILED {
-            // A failed MAP_FIXED may have unmapped part of the range: put
-            // anonymous memory back before `me` unmaps it all, or, failing
-            // that, leave the range alone rather than unmap a stranger's.
-            // SAFETY: as above.
-            let back = unsafe {
-                libc::mmap(
-                    base,
-                    file_bytes,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                    -1,
-                    0,
-                )
-            };
-            if back == libc::MAP_FAILED {
-                std::mem::forget(me);
-            }
+            // A failed MAP_FIXED may have unmapped part of the range, and
+            // another thread may have mapped something there since: leave
+            // the range (untouched address space) rather than unmap it.
+            std::mem::forget(me);
             return None;
         }
         // Fault the file pages in read-only now, in one call rather than
@@ -2055,13 +2042,15 @@ impl Hnsw {
     /// mapped (or a grow copied them meanwhile).
     fn copy_rows_off(&self, held: bool) {
         const CHUNK: usize = 1 << 16;
-        let (base, lines, stride, used0) = {
+        // No mapping is made after a load: while the rows are mapped, they
+        // are this mapping (a grow meanwhile copies them and ends it).
+        let (lines, stride, used0) = {
             let s = self.slots.read();
             if !s.vectors.mapped {
                 return;
             }
             let used = s.used.load(Ordering::Acquire) as usize;
-            (s.vectors.ptr, s.vectors.lines, s.stride, used)
+            (s.vectors.lines, s.stride, used)
         };
         let copy = Rows::zeroed(lines);
         let mut copied = vec![false; used0];
@@ -2078,7 +2067,7 @@ impl Hnsw {
         };
         for lo in (0..used0).step_by(CHUNK) {
             let s = self.slots.read();
-            if s.vectors.ptr != base {
+            if !s.vectors.mapped {
                 return;
             }
             for (i, done) in copied
@@ -2094,20 +2083,21 @@ impl Hnsw {
                 }
             }
         }
-        let _still = (!held).then(|| self.mutate.write());
-        let mut s = self.slots.write();
-        if s.vectors.ptr != base {
-            return;
-        }
-        let used = s.used.load(Ordering::Acquire) as usize;
-        for i in 0..used {
-            if !copied.get(i).copied().unwrap_or(false) && s.state(i as u32) != VACANT {
-                row(&s.vectors, i);
+        let old = {
+            let _still = (!held).then(|| self.mutate.write());
+            let mut s = self.slots.write();
+            if !s.vectors.mapped {
+                return;
             }
-        }
-        let old = std::mem::replace(&mut s.vectors, copy);
-        drop(s);
-        // Unmapped after the lock is released.
+            let used = s.used.load(Ordering::Acquire) as usize;
+            for i in 0..used {
+                if !copied.get(i).copied().unwrap_or(false) && s.state(i as u32) != VACANT {
+                    row(&s.vectors, i);
+                }
+            }
+            std::mem::replace(&mut s.vectors, copy)
+        };
+        // Unmapped once changes and searches go on again.
         drop(old);
     }
 

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use indigo::rules;
 use indigo::{
@@ -43,6 +43,8 @@ pub struct ClusterDb {
     backlog: Option<indigo::BacklogLimit>,
     /// Per collection, what this frontend knows of the backlog.
     backlog_seen: Mutex<HashMap<String, Seen>>,
+    /// Signalled when the line moves, an answer comes or a write is done.
+    backlog_turn: parking_lot::Condvar,
 }
 
 /// One collection's backlog as a frontend sees it (see [`ClusterDb::admit`]).
@@ -50,6 +52,10 @@ pub struct ClusterDb {
 struct Seen {
     /// The log node's last answer (operations after the current version), and when.
     answer: Option<(u64, Instant)>,
+    /// The version offset and backlog of the last answer, and when indexing
+    /// last made headway (a new version, or a smaller backlog).
+    last: Option<(u64, u64)>,
+    headway_at: Option<Instant>,
     /// Operations this frontend appended since that answer, and admitted
     /// but not yet appended: both on top of it.
     appended: u64,
@@ -68,19 +74,24 @@ impl Seen {
 }
 
 /// A write admitted by [`ClusterDb::admit`]: counted as in flight until it
-/// is dropped (after its append, whatever the outcome).
+/// is dropped, then as appended if its append was tried (its outcome may be
+/// unknown).
 struct Admitted<'a> {
     db: &'a ClusterDb,
     id: String,
     ops: u64,
+    tried: bool,
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.db.backlog_seen.lock().get_mut(&self.id) {
             s.in_flight -= self.ops;
-            s.appended += self.ops;
+            if self.tried {
+                s.appended += self.ops;
+            }
         }
+        self.db.backlog_turn.notify_all();
     }
 }
 
@@ -126,6 +137,7 @@ impl ClusterDb {
             fork_log: None,
             backlog: None,
             backlog_seen: Mutex::new(HashMap::new()),
+            backlog_turn: parking_lot::Condvar::new(),
         }
     }
 
@@ -150,22 +162,24 @@ impl ClusterDb {
 
     /// Backpressure: a write of `ops` record operations waits while the
     /// collection's backlog (logged, not yet in an index version) would pass
-    /// the bound, unless the backlog is empty, and is refused (429) when the
-    /// compactor makes no headway (no new version, no smaller backlog, no
-    /// writer ahead admitted) for the limit's `wait`. Writers through one
+    /// the bound, unless the backlog is empty, and is refused (429) once
+    /// indexing has made no headway (no new version, no smaller backlog) for
+    /// the limit's `wait` since the write arrived. Writers through one
     /// frontend are admitted in arrival order, and what it admitted counts
     /// against the bound until the log node's next answer includes it.
     ///
-    /// The log node is asked when the estimate passes half the bound or the
-    /// last answer is a second old. Writes through other frontends show only
-    /// in answers, so with F frontends the backlog can pass the bound by up
-    /// to F halves of it. If the backlog cannot be measured (log node or
-    /// catalogue unreachable), the write goes ahead: its append will fail or
-    /// succeed on its own.
+    /// The log node is asked unless its last answer is fresh: under 100 ms
+    /// old (then up to the bound) or under a second and the estimate under
+    /// half the bound. Writes through other frontends show only in answers,
+    /// so with F frontends the backlog can pass the bound by up to about F
+    /// halves of it. If the backlog cannot be measured (log node or catalogue
+    /// unreachable), the write goes ahead: its append fails or succeeds on
+    /// its own.
     fn admit(&self, id: &str, ops: u64) -> Result<Option<Admitted<'_>>> {
         let Some(limit) = self.backlog else {
             return Ok(None);
         };
+        let arrived = Instant::now();
         let ticket = {
             let mut m = self.backlog_seen.lock();
             if m.len() > 10_000 {
@@ -183,77 +197,82 @@ impl ClusterDb {
                 if let Some(s) = self.0.backlog_seen.lock().get_mut(self.1) {
                     s.waiting.remove(&self.2);
                 }
+                self.0.backlog_turn.notify_all();
             }
         }
         let _line = InLine(self, id, ticket);
-        let admit = |s: &mut Seen| {
+        let admitted = |s: &mut Seen| {
             s.in_flight += ops;
             Ok(Some(Admitted {
                 db: self,
                 id: id.to_string(),
                 ops,
+                tried: false,
             }))
         };
-        let (mut progress_at, mut last) = (Instant::now(), None);
+        let refused = |est: u64| {
+            Err(Error::Backlog(format!(
+                "collection {id} has {est} record operations waiting to be indexed, over its \
+                 bound of {}, and indexing made no headway for {:?}; check /api/v2/healthcheck \
+                 (is a compactor running?) and retry later",
+                limit.records, limit.wait
+            )))
+        };
         let mut pause = Duration::from_millis(20);
+        let mut m = self.backlog_seen.lock();
         loop {
-            let mut ask = false;
-            {
-                let mut m = self.backlog_seen.lock();
-                let s = m.entry(id.to_string()).or_default();
-                let first = *s.waiting.first().unwrap_or(&ticket);
-                if first == ticket {
-                    let est = s.estimate();
-                    let fresh = s
-                        .answer
-                        .is_some_and(|a| a.1.elapsed() < Duration::from_secs(1));
-                    if fresh && (est == 0 || est + ops <= limit.records / 2) {
-                        return admit(s);
-                    }
-                    ask = true;
-                } else if last != Some((u64::MAX, first)) {
-                    // Behind another writer: the line moving is headway.
-                    last = Some((u64::MAX, first));
-                    progress_at = Instant::now();
+            let s = m.entry(id.to_string()).or_default();
+            let stalled_since = s.headway_at.map_or(arrived, |h| h.max(arrived));
+            if *s.waiting.first().unwrap_or(&ticket) != ticket {
+                // Behind another writer: wait for the line to move.
+                if stalled_since.elapsed() >= limit.wait {
+                    return refused(s.estimate());
                 }
+                self.backlog_turn
+                    .wait_for(&mut m, Duration::from_millis(50));
+                continue;
             }
-            if ask {
-                let answer = self.unindexed(id);
-                let mut m = self.backlog_seen.lock();
-                let s = m.entry(id.to_string()).or_default();
-                let Ok((folded, pending)) = answer else {
-                    return admit(s);
-                };
-                s.answer = Some((pending, Instant::now()));
-                s.appended = 0;
-                let est = s.estimate();
-                if est == 0 || est + ops <= limit.records {
-                    return admit(s);
+            let est = s.estimate();
+            let age = s.answer.map(|a| a.1.elapsed());
+            let room = |bound: u64| est == 0 || est + ops <= bound;
+            match age {
+                Some(a) if a < Duration::from_millis(100) && room(limit.records) => {
+                    return admitted(s)
                 }
-                let headway = match last {
-                    Some((f, p)) if f != u64::MAX => folded > f || pending < p,
-                    _ => true,
-                };
-                if headway {
-                    progress_at = Instant::now();
+                Some(a) if a < Duration::from_secs(1) && room(limit.records / 2) => {
+                    return admitted(s)
                 }
-                last = Some((folded, pending));
-                if progress_at.elapsed() >= limit.wait {
-                    return Err(Error::Backlog(format!(
-                        "collection {id} has {est} record operations waiting to be indexed, \
-                         over its bound of {}, and indexing made no headway for {:?}; check \
-                         /api/v2/healthcheck (is a compactor running?) and retry later",
-                        limit.records, limit.wait
-                    )));
-                }
-            } else if progress_at.elapsed() >= limit.wait {
-                return Err(Error::Backlog(format!(
-                    "collection {id}: writes ahead of this one waited {:?} for indexing to \
-                     make room; retry later",
-                    limit.wait
-                )));
+                _ => {}
             }
-            std::thread::sleep(pause);
+            // Ask the log node, without the lock. Appends counted before
+            // the question may be in the answer too: they leave `appended`
+            // when it comes (counting later ones twice errs on the safe side).
+            let before = s.appended;
+            let answer = MutexGuard::unlocked(&mut m, || self.unindexed(id));
+            let s = m.entry(id.to_string()).or_default();
+            let Ok((folded, pending)) = answer else {
+                return admitted(s);
+            };
+            s.answer = Some((pending, Instant::now()));
+            s.appended -= before.min(s.appended);
+            let moved = match s.last {
+                Some((f, p)) => folded > f || pending < p,
+                None => true,
+            };
+            if moved {
+                s.headway_at = Some(Instant::now());
+            }
+            s.last = Some((folded, pending));
+            self.backlog_turn.notify_all();
+            let est = s.estimate();
+            if est == 0 || est + ops <= limit.records {
+                return admitted(s);
+            }
+            let stalled_since = s.headway_at.map_or(arrived, |h| h.max(arrived));
+            if stalled_since.elapsed() >= limit.wait {
+                return refused(est);
+            }
+            self.backlog_turn.wait_for(&mut m, pause);
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
@@ -693,17 +712,19 @@ impl RemoteCollection {
             return Ok(());
         }
         let (entry, dim) = rules::prepare_write(kind, records, &self.db.limits)?;
+        if let (Some(dim), Some(d)) = (dim, self.info.dimension) {
+            if d != dim {
+                return Err(Error::DimensionMismatch {
+                    expected: d,
+                    got: dim,
+                });
+            }
+        }
         // Before anything changes: a refused write changes nothing.
-        let admitted = self.db.admit(&self.info.id, entry.records.len() as u64)?;
+        let mut admitted = self.db.admit(&self.info.id, entry.records.len() as u64)?;
         if let Some(dim) = dim {
             match self.info.dimension {
-                Some(d) if d == dim => {}
-                Some(d) => {
-                    return Err(Error::DimensionMismatch {
-                        expected: d,
-                        got: dim,
-                    })
-                }
+                Some(_) => {}
                 None => match self.db.sysdb.set_dimension(&self.info.id, dim) {
                     Ok(()) => {}
                     Err(SysDbError::InvalidArgument(_)) => {
@@ -729,6 +750,9 @@ impl RemoteCollection {
                 .sysdb
                 .discover_keys(&self.info.id, &keys)
                 .map_err(sys)?;
+        }
+        if let Some(a) = &mut admitted {
+            a.tried = true;
         }
         self.db.append(&self.info.id, &entry.encode())?;
         drop(admitted);

@@ -66,9 +66,12 @@ pub struct LogNode {
     ops: Mutex<HashMap<CollectionId, std::collections::BTreeMap<u64, u32>>>,
 }
 
-/// Entries [`LogNode::ops`] remembers per collection; past it the oldest half
-/// goes (their counts then come from the log).
-const MAX_COUNTED: usize = 1 << 20;
+/// Entries [`LogNode::ops`] remembers per collection (past it the oldest half
+/// goes), and collections (past it all are forgotten): counts not remembered
+/// come from the log. A backlog is normally a few entries: the bound is
+/// thousands of records.
+const MAX_COUNTED: usize = 1 << 16;
+const MAX_COUNTED_COLLECTIONS: usize = 4096;
 
 impl LogNode {
     pub fn new(log: Arc<ObjectLog>) -> LogNode {
@@ -80,6 +83,9 @@ impl LogNode {
 
     fn counted(&self, lid: CollectionId, offset: u64, ops: u32) {
         let mut m = self.ops.lock();
+        if m.len() >= MAX_COUNTED_COLLECTIONS && !m.contains_key(&lid) {
+            m.clear();
+        }
         let e = m.entry(lid).or_default();
         e.insert(offset, ops);
         if e.len() > MAX_COUNTED {
@@ -143,13 +149,16 @@ async fn append(
             )
         }
     };
-    let n = node.clone();
-    let r = tokio::task::spawn_blocking(move || n.log.append(lid, &body)).await;
+    // Counted on the blocking thread: it runs to the end even if the
+    // request is dropped meanwhile.
+    let r = tokio::task::spawn_blocking(move || {
+        let off = node.log.append(lid, &body)?;
+        node.counted(lid, off.0, ops);
+        Ok(off)
+    })
+    .await;
     match r {
-        Ok(Ok(off)) => {
-            node.counted(lid, off.0, ops);
-            Json(json!({"offset": off.0})).into_response()
-        }
+        Ok(Ok(off)) => Json(json!({"offset": off.0})).into_response(),
         Ok(Err(LogError::Fenced(m))) => reply(409, "Fenced", m),
         Ok(Err(LogError::Ambiguous(m))) => reply(503, "Ambiguous", m),
         Ok(Err(e)) => reply(500, "InternalError", e.to_string()),
