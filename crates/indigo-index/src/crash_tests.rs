@@ -47,6 +47,17 @@ fn replay(ops: &[Op]) -> GraphState {
     st
 }
 
+/// Syncs `idx`, closes it and checks that its files load back as the graph
+/// it held; returns the reopened index.
+fn reloads_as_is(idx: Hnsw, dir: &Path, p: HnswParams) -> Hnsw {
+    idx.sync().unwrap();
+    let want = idx.dump();
+    drop(idx);
+    let back = Hnsw::open(dir, p).unwrap();
+    assert_eq!(back.dump(), want);
+    back
+}
+
 /// Byte offset at which each record ends, from the record layout.
 fn record_ends(path: &Path) -> Vec<u64> {
     let b = std::fs::read(path).unwrap();
@@ -211,10 +222,8 @@ fn condensations_from_memory_beside_changes_lose_nothing() {
     idx.repair().unwrap();
     idx.condense_live().unwrap();
     idx.insert(77_777, &[0.1; 8]).unwrap();
-    idx.sync().unwrap();
-    let want = idx.dump();
-    drop(idx);
-    assert_eq!(Hnsw::open(dir.path(), params()).unwrap().dump(), want);
+    let idx = std::sync::Arc::into_inner(idx).unwrap();
+    reloads_as_is(idx, dir.path(), params());
 }
 
 #[test]
@@ -560,9 +569,7 @@ fn a_mapped_snapshot_is_changed_in_memory_only() {
         bytes,
         "the snapshot is untouched"
     );
-    let want = idx.dump();
-    drop(idx);
-    assert_eq!(Hnsw::open(dir.path(), params16()).unwrap().dump(), want);
+    reloads_as_is(idx, dir.path(), params16());
 }
 
 /// A condensation copies the rows off the mapped snapshot before removing it,
@@ -588,12 +595,8 @@ fn a_condensation_lets_go_of_the_mapped_snapshot_it_removes() {
         assert_eq!(deleted_mappings(dir.path()), Vec::<String>::new());
         assert_eq!(idx.dump(), before, "the copy holds the same rows");
         idx.insert(5001, &v16(&mut rng)).unwrap();
-        idx.sync().unwrap();
-        let want = idx.dump();
-        drop(idx);
-        let again = Hnsw::open(dir.path(), params16()).unwrap();
+        let again = reloads_as_is(idx, dir.path(), params16());
         assert!(again.rows_mapped(), "the new snapshot is mapped in turn");
-        assert_eq!(again.dump(), want, "live={live}");
     }
 }
 
@@ -637,10 +640,8 @@ fn changes_beside_condensations_of_a_mapped_index_lose_nothing() {
         });
     });
     assert!(!idx.rows_mapped());
-    idx.sync().unwrap();
-    let want = idx.dump();
-    drop(idx);
-    assert_eq!(Hnsw::open(dir.path(), params16()).unwrap().dump(), want);
+    let idx = std::sync::Arc::into_inner(idx).unwrap();
+    reloads_as_is(idx, dir.path(), params16());
 }
 
 /// A version 1 snapshot (rows right after the fixed fields) still loads, by
@@ -691,8 +692,5 @@ fn a_mapped_index_of_wider_rows_grows_into_its_own_memory() {
     }
     assert!(!idx.rows_mapped(), "growth copied the rows");
     assert!(idx.search(&probe, 10, None).unwrap()[0].distance <= before[0].distance);
-    idx.sync().unwrap();
-    let want = idx.dump();
-    drop(idx);
-    assert_eq!(Hnsw::open(dir.path(), p).unwrap().dump(), want);
+    reloads_as_is(idx, dir.path(), p);
 }
