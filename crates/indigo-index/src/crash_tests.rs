@@ -694,3 +694,43 @@ fn a_mapped_index_of_wider_rows_grows_into_its_own_memory() {
     assert!(idx.search(&probe, 10, None).unwrap()[0].distance <= before[0].distance);
     reloads_as_is(idx, dir.path(), p);
 }
+
+/// Rows past a mebibyte are an anonymous mapping that grows in place
+/// (`mremap`) while two threads insert: every vector reads back as inserted,
+/// and searches find them.
+#[test]
+fn rows_grown_in_place_keep_every_vector() {
+    let mut p = HnswParams::new(Space::L2, 64);
+    p.ef_construction = 64;
+    let idx = Hnsw::new(p);
+    idx.set_ef_search(100);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let vs: Vec<Vec<f32>> = (0..5000)
+        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let items: Vec<(u32, &[f32])> = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, &v[..]))
+        .collect();
+    idx.insert_parallel(&items[..2000], 2).unwrap();
+    assert!(!idx.rows_anon(), "2048 rows of 256 bytes stay on the heap");
+    // 2048 -> 4500 slots copies into a mapping of 1.1 MiB; 4500 -> 9000 remaps it.
+    idx.insert_parallel(&items[2000..4500], 2).unwrap();
+    assert!(idx.rows_anon());
+    idx.insert_parallel(&items[4500..], 2).unwrap();
+    assert!(idx.rows_anon());
+    assert_eq!(idx.stats().slots, 5000);
+    for (i, v) in vs.iter().enumerate() {
+        assert_eq!(
+            idx.get_vector(i as u32).as_deref(),
+            Some(&v[..]),
+            "vector {i}"
+        );
+    }
+    let found = (0..5000)
+        .step_by(7)
+        .filter(|&i| idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32)
+        .count();
+    assert!(found * 100 >= 715 * 95, "{found} of 715 found themselves");
+}

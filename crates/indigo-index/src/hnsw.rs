@@ -124,7 +124,20 @@ struct Line([f32; 16]);
 struct Rows {
     ptr: *mut Line,
     lines: usize,
-    mapped: bool,
+    kind: RowsKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RowsKind {
+    /// From the global allocator (small arrays, other platforms).
+    Heap,
+    /// An anonymous mapping of the index's own: it grows by `mremap`, which
+    /// moves the pages instead of copying them into fresh ones (each doubling
+    /// of a 60k × 784 index otherwise copied up to 100 MB under the write lock
+    /// and had the system zero as much again).
+    Anon,
+    /// A mapped snapshot's rows over an anonymous reservation ([`Rows::map`]).
+    Snapshot,
 }
 
 // SAFETY: the rows are owned like a heap allocation; `Slots` governs access.
@@ -132,27 +145,80 @@ unsafe impl Send for Rows {}
 
 impl Drop for Rows {
     fn drop(&mut self) {
-        if self.mapped {
-            // SAFETY: `ptr` and the length are one mapping made by `map`.
-            unsafe { libc::munmap(self.ptr.cast(), self.lines * 64) };
-        } else {
-            // SAFETY: made from such a vector by `owned` (length = capacity).
+        if self.kind == RowsKind::Heap {
+            // SAFETY: made from such a vector by `zeroed` (length = capacity).
             drop(unsafe { Vec::from_raw_parts(self.ptr, self.lines, self.lines) });
+        } else {
+            // SAFETY: `ptr` and the length are one mapping made by `zeroed`,
+            // `grow_in_place` or `map`.
+            unsafe { libc::munmap(self.ptr.cast(), self.lines * 64) };
         }
     }
 }
 
+/// Row arrays at least this large are anonymous mappings of their own.
+const ANON_ROWS_BYTES: usize = 1 << 20;
+
 impl Rows {
-    /// `n` zero lines of the index's own, untouched until used (see [`zeroed_vec`]).
+    /// `n` zero lines of the index's own, untouched until used (see
+    /// [`zeroed_vec`]): an anonymous mapping from [`ANON_ROWS_BYTES`] up.
     fn zeroed(n: usize) -> Rows {
+        #[cfg(target_os = "linux")]
+        if n * 64 >= ANON_ROWS_BYTES {
+            // SAFETY: a fresh anonymous mapping (zero pages, made on first
+            // touch); nothing else refers to it.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    n * 64,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                return Rows {
+                    ptr: p.cast(),
+                    lines: n,
+                    kind: RowsKind::Anon,
+                };
+            }
+        }
         // SAFETY: all-zero bytes are 0.0 floats.
         let v = std::mem::ManuallyDrop::new(unsafe { zeroed_vec::<Line>(n) });
         debug_assert_eq!(v.len(), v.capacity());
         Rows {
             ptr: v.as_ptr() as *mut Line,
             lines: v.len(),
-            mapped: false,
+            kind: RowsKind::Heap,
         }
+    }
+
+    /// Grows an anonymous mapping to `n` lines, the new ones zero, moving its
+    /// pages; false if these rows are not one (or the system refuses), and
+    /// the caller copies them instead. The caller has these rows to itself.
+    fn grow_in_place(&mut self, n: usize) -> bool {
+        #[cfg(target_os = "linux")]
+        if self.kind == RowsKind::Anon && n >= self.lines {
+            // SAFETY: our own mapping of exactly this length; its old address
+            // is not used again unless the call fails (then it is unchanged).
+            let p = unsafe {
+                libc::mremap(
+                    self.ptr.cast(),
+                    self.lines * 64,
+                    n * 64,
+                    libc::MREMAP_MAYMOVE,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                self.ptr = p.cast();
+                self.lines = n;
+                return true;
+            }
+        }
+        let _ = n;
+        false
     }
 
     /// `n` lines of the index's own (zeros past the first `keep`, which
@@ -201,7 +267,7 @@ impl Rows {
         let me = Rows {
             ptr: base.cast(),
             lines,
-            mapped: true,
+            kind: RowsKind::Snapshot,
         };
         // The file part replaces the head of the anonymous mapping. It may
         // end mid-page: the rest of that page shows the file's next bytes
@@ -432,9 +498,11 @@ impl Slots {
     /// keeping (the rest of the old capacity is zeros, or, past a mapped
     /// snapshot, rows not yet written: not copied, so not touched).
     fn grow(&mut self, cap: usize, used: usize) {
-        self.vectors = self
-            .vectors
-            .owned_copy(cap * self.stride, used * self.stride);
+        if !self.vectors.grow_in_place(cap * self.stride) {
+            self.vectors = self
+                .vectors
+                .owned_copy(cap * self.stride, used * self.stride);
+        }
         // SAFETY (each): as in `with_capacity`.
         unsafe {
             grow_zeroed(&mut self.state, cap);
@@ -447,11 +515,16 @@ impl Slots {
     }
 }
 
+/// `search_layer`'s "accept every live node".
+const ALL: Option<fn(u32) -> bool> = None;
+
 /// Per-thread search scratch: visited marks (reset in O(1) by bumping an epoch)
 /// and the heaps, kept between searches to avoid allocating.
 struct Scratch {
-    marks: Vec<u32>,
-    epoch: u32,
+    /// 16-bit marks, as hnswlib's visited lists: half the cache lines of
+    /// 32-bit ones, and a search misses cache on about every mark it reads.
+    marks: Vec<u16>,
+    epoch: u16,
     cands: BinaryHeap<std::cmp::Reverse<Scored>>,
     results: BinaryHeap<Scored>,
     buf: Vec<u32>,
@@ -460,7 +533,7 @@ struct Scratch {
 impl Scratch {
     /// Starts a search over `cap` slots: clears the heaps and returns a fresh epoch
     /// (a slot is visited when its mark equals it).
-    fn begin(&mut self, cap: usize) -> u32 {
+    fn begin(&mut self, cap: usize) -> u16 {
         if self.marks.len() < cap {
             self.marks = vec![0; cap];
             self.epoch = 0;
@@ -1188,7 +1261,7 @@ impl Hnsw {
         }
         let mut eps = vec![cur];
         for lc in (0..=level.min(top) as usize).rev() {
-            let found = self.search_layer(&slots, &q, &eps, self.ef_construction, lc, |_| true);
+            let found = self.search_layer(&slots, &q, &eps, self.ef_construction, lc, ALL);
             let live: Vec<Scored> = found
                 .iter()
                 .copied()
@@ -1393,8 +1466,8 @@ impl Hnsw {
     }
 
     /// Best-first search on one level. Every non-vacant node is a stepping stone;
-    /// only live nodes whose label `accept` approves enter the results. Sorted
-    /// ascending.
+    /// only live nodes whose label `accept` approves (all, if `None`: no label
+    /// is then read) enter the results. Sorted ascending.
     fn search_layer<F: Fn(u32) -> bool>(
         &self,
         slots: &Slots,
@@ -1402,12 +1475,14 @@ impl Hnsw {
         eps: &[Scored],
         ef: usize,
         lc: usize,
-        accept: F,
+        accept: Option<F>,
     ) -> Vec<Scored> {
         SCRATCH.with(|sc| {
             let sc = &mut *sc.borrow_mut();
             let epoch = sc.begin(slots.cap);
-            let ok = |id: u32| slots.state(id) == LIVE && accept(slots.label(id));
+            let ok = |id: u32| {
+                slots.state(id) == LIVE && accept.as_ref().is_none_or(|a| a(slots.label(id)))
+            };
             let Scratch {
                 marks,
                 cands,
@@ -1597,9 +1672,11 @@ impl Hnsw {
             cur = self.greedy(&slots, &q, cur, lc);
         }
         let found = match allow {
-            Some(a) if walk_all => self.search_layer(&slots, &q, &[cur], ef, 0, |l| a.contains(l)),
+            Some(a) if walk_all => {
+                self.search_layer(&slots, &q, &[cur], ef, 0, Some(|l| a.contains(l)))
+            }
             Some(a) => self.search_filtered(&slots, &q, cur, ef, a),
-            None => self.search_layer(&slots, &q, &[cur], ef, 0, |_| true),
+            None => self.search_layer(&slots, &q, &[cur], ef, 0, ALL),
         };
         let out: Vec<Neighbor> = found
             .iter()
@@ -1655,7 +1732,7 @@ impl Hnsw {
         for lc in (1..=top as usize).rev() {
             cur = self.greedy(&slots, &q, cur, lc);
         }
-        let found = self.search_layer(&slots, &q, &[cur], ef, 0, accept);
+        let found = self.search_layer(&slots, &q, &[cur], ef, 0, Some(accept));
         Ok(found
             .iter()
             .take(k)
@@ -1893,7 +1970,7 @@ impl Hnsw {
         for lc in (1..=top as usize).rev() {
             cur = self.greedy(slots, &q, cur, lc);
         }
-        let found = self.search_layer(slots, &q, &[cur], self.ef_construction, 0, |_| true);
+        let found = self.search_layer(slots, &q, &[cur], self.ef_construction, 0, ALL);
         let mut live: Vec<Scored> = found
             .into_iter()
             .filter(|s| s.id != i && reached.contains(s.id))
@@ -2024,10 +2101,17 @@ impl Hnsw {
         persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
     }
 
+    /// Whether the vector rows are an anonymous mapping of the index's own
+    /// (grown in place).
+    #[cfg(test)]
+    pub(crate) fn rows_anon(&self) -> bool {
+        self.slots.read().vectors.kind == RowsKind::Anon
+    }
+
     /// Whether the vector rows are (partly) a mapped snapshot.
     #[cfg(test)]
     pub(crate) fn rows_mapped(&self) -> bool {
-        self.slots.read().vectors.mapped
+        self.slots.read().vectors.kind == RowsKind::Snapshot
     }
 
     /// Copies the vector rows off a mapped snapshot into the index's own
@@ -2046,7 +2130,7 @@ impl Hnsw {
         // are this mapping (a grow meanwhile copies them and ends it).
         let (lines, stride, used0) = {
             let s = self.slots.read();
-            if !s.vectors.mapped {
+            if s.vectors.kind != RowsKind::Snapshot {
                 return;
             }
             let used = s.used.load(Ordering::Acquire) as usize;
@@ -2067,7 +2151,7 @@ impl Hnsw {
         };
         for lo in (0..used0).step_by(CHUNK) {
             let s = self.slots.read();
-            if !s.vectors.mapped {
+            if s.vectors.kind != RowsKind::Snapshot {
                 return;
             }
             for (i, done) in copied
@@ -2086,7 +2170,7 @@ impl Hnsw {
         let old = {
             let _still = (!held).then(|| self.mutate.write());
             let mut s = self.slots.write();
-            if !s.vectors.mapped {
+            if s.vectors.kind != RowsKind::Snapshot {
                 return;
             }
             let used = s.used.load(Ordering::Acquire) as usize;
