@@ -153,6 +153,10 @@ pub struct Options {
     pub backlog: BacklogLimit,
     /// The memory open collections may hold before idle ones are hibernated.
     pub memory: MemoryBudget,
+    /// The longest applied changes wait for a checkpoint (an index version)
+    /// while more keep arriving; a collection whose log is folded to its head
+    /// is checkpointed at once (at most every 100 ms).
+    pub checkpoint_every: std::time::Duration,
 }
 
 /// A budget for the memory of open collections (their HNSW graphs and store
@@ -191,6 +195,7 @@ impl std::fmt::Debug for Options {
             .field("default_index", &self.default_index)
             .field("backlog", &self.backlog)
             .field("memory", &self.memory)
+            .field("checkpoint_every", &self.checkpoint_every)
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +210,7 @@ impl Default for Options {
             default_index: schema::VectorIndexKind::Hnsw,
             backlog: BacklogLimit::default(),
             memory: MemoryBudget::default(),
+            checkpoint_every: indigo_compactor::CHECKPOINT_EVERY,
         }
     }
 }
@@ -464,6 +470,7 @@ impl Indigo {
                 inner.log.clone(),
                 inner.sysdb.clone(),
                 inner.env.health.clone(),
+                inner.options.checkpoint_every,
             ))
         });
         Ok(Indigo { inner, worker })

@@ -112,3 +112,41 @@ fn a_batch_larger_than_the_bound_goes_through() {
     }
     assert_eq!(c.count().unwrap(), 300);
 }
+
+/// A write becomes an index version once the compactor has folded it, not at
+/// the next periodic checkpoint: with that period set to an hour, the version
+/// still comes (the test waits for the outcome; were the rule missing, it
+/// would wait forever: nothing else checkpoints under 256 entries).
+#[test]
+fn a_folded_log_is_checkpointed_without_waiting_for_the_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Indigo::open_with(
+        dir.path(),
+        indigo::Options {
+            checkpoint_every: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = db
+        .create_collection("default_tenant", "default_database", "prompt", None, None)
+        .unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    for round in 0..3 {
+        let vecs: Vec<Vec<f32>> = (0..50)
+            .map(|_| (0..DIM).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+            .collect();
+        let ids = (0..50).map(|i| format!("r{round}-{i}")).collect();
+        c.add(Batch::new(ids, vecs)).unwrap();
+        let want = 50 * (round + 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while c.indexing_status().unwrap() != (want, want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: {:?} indexed after two minutes",
+                c.indexing_status().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
