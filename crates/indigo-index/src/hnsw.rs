@@ -159,6 +159,23 @@ impl Drop for Rows {
 /// Row arrays at least this large are anonymous mappings of their own.
 const ANON_ROWS_BYTES: usize = 1 << 20;
 
+/// Row arrays at least this large ask for transparent huge pages.
+const HUGE_ROWS_BYTES: usize = 32 << 20;
+
+/// Asks for 2 MiB pages on a large row mapping. A walk reads rows scattered
+/// over the whole array, and with 4 KiB pages nearly every row it scores
+/// missed the TLB: Fashion-MNIST's 60k × 784 build took 8.1 s instead of
+/// 9.3 s with them (mean of four alternated builds in one process, two
+/// threads). At most the last, partly used 2 MiB page is memory not yet
+/// needed. A system without them refuses the advice, which changes nothing.
+#[cfg(target_os = "linux")]
+fn advise_huge(p: *mut libc::c_void, bytes: usize) {
+    if bytes >= HUGE_ROWS_BYTES {
+        // SAFETY: advice on a mapping of our own; no memory is changed.
+        unsafe { libc::madvise(p, bytes, libc::MADV_HUGEPAGE) };
+    }
+}
+
 impl Rows {
     /// `n` zero lines of the index's own, untouched until used (see
     /// [`zeroed_vec`]): an anonymous mapping from [`ANON_ROWS_BYTES`] up.
@@ -178,6 +195,7 @@ impl Rows {
                 )
             };
             if p != libc::MAP_FAILED {
+                advise_huge(p, n * 64);
                 return Rows {
                     ptr: p.cast(),
                     lines: n,
@@ -212,6 +230,7 @@ impl Rows {
                 )
             };
             if p != libc::MAP_FAILED {
+                advise_huge(p, n * 64);
                 self.ptr = p.cast();
                 self.lines = n;
                 return true;
@@ -2396,5 +2415,53 @@ impl Hnsw {
         if let Some(l) = &self.log {
             l.lock().close();
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The `VmFlags` of the mapping holding `p` (from /proc/self/smaps).
+    fn vm_flags(p: *const Line) -> String {
+        let at = p as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for l in smaps.lines() {
+            let range = l.split_whitespace().next().and_then(|r| r.split_once('-'));
+            if let Some((a, b)) = range {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&at);
+                    continue;
+                }
+            }
+            if inside && l.starts_with("VmFlags:") {
+                return l.to_string();
+            }
+        }
+        panic!("no mapping holds {at:x}")
+    }
+
+    /// Large row arrays ask for huge pages, when made and when grown in
+    /// place; small ones do not.
+    #[test]
+    fn large_rows_ask_for_huge_pages() {
+        if !Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            return; // a kernel without them refuses the advice
+        }
+        let small = Rows::zeroed((4 << 20) / 64);
+        assert_eq!(small.kind, RowsKind::Anon);
+        assert!(
+            !vm_flags(small.ptr).contains(" hg"),
+            "{}",
+            vm_flags(small.ptr)
+        );
+        let mut rows = Rows::zeroed((16 << 20) / 64);
+        assert!(!vm_flags(rows.ptr).contains(" hg"));
+        assert!(rows.grow_in_place((64 << 20) / 64));
+        assert!(vm_flags(rows.ptr).contains(" hg"), "{}", vm_flags(rows.ptr));
+        let big = Rows::zeroed((40 << 20) / 64);
+        assert!(vm_flags(big.ptr).contains(" hg"), "{}", vm_flags(big.ptr));
     }
 }
