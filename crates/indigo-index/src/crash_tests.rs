@@ -696,7 +696,7 @@ fn a_mapped_index_of_wider_rows_grows_into_its_own_memory() {
 }
 
 /// Rows past a mebibyte are an anonymous mapping that grows in place
-/// (`mremap`) while two threads insert: every vector reads back as inserted,
+/// (`mremap`) between parallel inserts: every vector reads back as inserted,
 /// and searches find them.
 #[test]
 fn rows_grown_in_place_keep_every_vector() {
@@ -713,13 +713,17 @@ fn rows_grown_in_place_keep_every_vector() {
         .enumerate()
         .map(|(i, v)| (i as u32, &v[..]))
         .collect();
+    let grown = || crate::hnsw::GROWN_IN_PLACE.with(|g| g.get());
     idx.insert_parallel(&items[..2000], 2).unwrap();
-    assert!(!idx.rows_anon(), "2048 rows of 256 bytes stay on the heap");
-    // 2048 -> 4500 slots copies into a mapping of 1.1 MiB; 4500 -> 9000 remaps it.
+    assert!(!idx.rows_anon(), "2000 rows of 256 bytes stay on the heap");
+    // 2000 -> 4500 slots copies into a mapping of 1.1 MiB; 4500 -> 9000 remaps
+    // it (`reserve`, on this thread, before the inserting threads start).
     idx.insert_parallel(&items[2000..4500], 2).unwrap();
     assert!(idx.rows_anon());
+    let before = grown();
     idx.insert_parallel(&items[4500..], 2).unwrap();
     assert!(idx.rows_anon());
+    assert_eq!(grown(), before + 1, "grown in place");
     assert_eq!(idx.stats().slots, 5000);
     for (i, v) in vs.iter().enumerate() {
         assert_eq!(

@@ -159,6 +159,12 @@ impl Drop for Rows {
 /// Row arrays at least this large are anonymous mappings of their own.
 const ANON_ROWS_BYTES: usize = 1 << 20;
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread grew rows in place (tests check the path ran).
+    pub(crate) static GROWN_IN_PLACE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Row arrays at least this large ask for transparent huge pages.
 const HUGE_ROWS_BYTES: usize = 32 << 20;
 
@@ -233,6 +239,8 @@ impl Rows {
                 advise_huge(p, n * 64);
                 self.ptr = p.cast();
                 self.lines = n;
+                #[cfg(test)]
+                GROWN_IN_PLACE.with(|g| g.set(g.get() + 1));
                 return true;
             }
         }
