@@ -12,31 +12,36 @@ use rand::{Rng, SeedableRng};
 
 const DIM: usize = 24;
 
+/// A database in `dir` with `options`, and a new collection `name` in it.
+fn open(
+    dir: &std::path::Path,
+    options: indigo::Options,
+    name: &str,
+) -> (Indigo, indigo::Collection) {
+    let db = Indigo::open_with(dir, options).unwrap();
+    let c = db
+        .create_collection("default_tenant", "default_database", name, None, None)
+        .unwrap();
+    (db, c)
+}
+
+/// Options with a backlog bound of `records` (and waits long enough never to refuse).
+fn bounded(records: u64) -> indigo::Options {
+    indigo::Options {
+        backlog: BacklogLimit {
+            records,
+            bytes: 1 << 30,
+            wait: Duration::from_secs(600),
+        },
+        ..Default::default()
+    }
+}
+
 #[test]
 fn writers_wait_while_the_backlog_is_over_its_bound() {
     let dir = tempfile::tempdir().unwrap();
     let bound = 1500;
-    let db = Indigo::open_with(
-        dir.path(),
-        indigo::Options {
-            backlog: BacklogLimit {
-                records: bound,
-                bytes: 1 << 30,
-                wait: Duration::from_secs(600),
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let c = db
-        .create_collection(
-            "default_tenant",
-            "default_database",
-            "backpressure",
-            None,
-            None,
-        )
-        .unwrap();
+    let (db, c) = open(dir.path(), bounded(bound), "backpressure");
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut vecs = Vec::new();
     // Two writers, so admissions race; each batch is 400 records.
@@ -90,21 +95,7 @@ fn writers_wait_while_the_backlog_is_over_its_bound() {
 #[test]
 fn a_batch_larger_than_the_bound_goes_through() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Indigo::open_with(
-        dir.path(),
-        indigo::Options {
-            backlog: BacklogLimit {
-                records: 10,
-                bytes: 1 << 30,
-                wait: Duration::from_secs(600),
-            },
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let c = db
-        .create_collection("default_tenant", "default_database", "big", None, None)
-        .unwrap();
+    let (_db, c) = open(dir.path(), bounded(10), "big");
     for b in 0..3 {
         let ids = (0..100).map(|i| format!("b{b}-{i}")).collect();
         let vecs = (0..100).map(|i| vec![i as f32, b as f32]).collect();
@@ -120,17 +111,11 @@ fn a_batch_larger_than_the_bound_goes_through() {
 #[test]
 fn a_folded_log_is_checkpointed_without_waiting_for_the_period() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Indigo::open_with(
-        dir.path(),
-        indigo::Options {
-            checkpoint_every: Duration::from_secs(3600),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let c = db
-        .create_collection("default_tenant", "default_database", "prompt", None, None)
-        .unwrap();
+    let options = indigo::Options {
+        checkpoint_every: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let (_db, c) = open(dir.path(), options, "prompt");
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     for round in 0..3 {
         let vecs: Vec<Vec<f32>> = (0..50)
