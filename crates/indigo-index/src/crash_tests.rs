@@ -738,3 +738,65 @@ fn rows_grown_in_place_keep_every_vector() {
         .count();
     assert!(found * 100 >= 715 * 95, "{found} of 715 found themselves");
 }
+
+/// Every row's 8-bit code (what builds score) is its row's encoding: through
+/// growth, deletes and repair; after a restart (which leaves them unwritten)
+/// once the first insert or repair has run; and the graph built on them finds
+/// what exact search finds.
+#[test]
+fn codes_follow_rows_through_growth_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = HnswParams::new(Space::L2, 64);
+    p.ef_construction = 64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
+    let vs: Vec<Vec<f32>> = (0..4000)
+        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let items: Vec<(u32, &[f32])> = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, &v[..]))
+        .collect();
+    {
+        let idx = Hnsw::open(dir.path(), p.clone()).unwrap();
+        idx.insert_parallel(&items[..3000], 2).unwrap();
+        for i in (0..3000).step_by(5) {
+            idx.delete(i).unwrap();
+        }
+        idx.repair().unwrap();
+        assert!(idx.codes_written());
+        assert_eq!(idx.stale_codes(), Vec::<u32>::new());
+        idx.condense_live().unwrap();
+        idx.insert_parallel(&items[3000..3500], 2).unwrap();
+        idx.sync().unwrap();
+    }
+    // Snapshot plus log: the codes wait for the first change.
+    let idx = Hnsw::open(dir.path(), p.clone()).unwrap();
+    assert!(!idx.codes_written());
+    assert!(!idx.search(&vs[1], 10, None).unwrap().is_empty());
+    assert!(!idx.codes_written(), "a search does not write them");
+    idx.insert_parallel(&items[3500..], 2).unwrap();
+    assert!(idx.codes_written());
+    assert_eq!(idx.stale_codes(), Vec::<u32>::new());
+    idx.set_ef_search(64);
+    let live: Vec<usize> = (0..4000).filter(|i| i % 5 != 0 || *i >= 3000).collect();
+    let found = live
+        .iter()
+        .step_by(7)
+        .filter(|&&i| idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32)
+        .count();
+    let probes = live.iter().step_by(7).count();
+    assert!(
+        found * 100 >= probes * 95,
+        "{found} of {probes} found themselves"
+    );
+    idx.sync().unwrap();
+    drop(idx);
+    // A repair first also writes them.
+    let idx = Hnsw::open(dir.path(), p).unwrap();
+    idx.delete(3999).unwrap();
+    assert!(!idx.codes_written());
+    idx.repair().unwrap();
+    assert!(idx.codes_written());
+    assert_eq!(idx.stale_codes(), Vec::<u32>::new());
+}

@@ -18,7 +18,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 
-use crate::distance::Space;
+use crate::distance::{decode, encode, Code, Space};
 use crate::persist::{self, FileParams, GraphState, LogWriter, Op, NO_ENTRY};
 use crate::topk::{Scored, TopK};
 use crate::{check_vector, IndexError, Neighbor, Result};
@@ -92,6 +92,10 @@ struct Slots {
     m0: usize,
     used: AtomicU32,
     vectors: Rows,
+    /// Code row stride in 64-byte blocks ([`CODE_HEAD`] + `dim` bytes).
+    cstride: usize,
+    /// Each row again in 8 bits ([`crate::distance::Code`]): what builds walk.
+    codes: Rows,
     state: Vec<AtomicU8>,
     labels: Vec<AtomicU32>,
     links0: Vec<AtomicU32>,
@@ -155,6 +159,9 @@ impl Drop for Rows {
         }
     }
 }
+
+/// Bytes before a code row's codes: its offset and step (two f32s).
+const CODE_HEAD: usize = 8;
 
 /// Row arrays at least this large are anonymous mappings of their own.
 const ANON_ROWS_BYTES: usize = 1 << 20;
@@ -391,6 +398,8 @@ impl Slots {
             // SAFETY (each): all-zero bytes are 0.0 floats, VACANT, label 0
             // and link count 0.
             vectors: Rows::zeroed(cap * stride),
+            cstride: (CODE_HEAD + dim).div_ceil(64),
+            codes: Rows::zeroed(cap * (CODE_HEAD + dim).div_ceil(64)),
             state: unsafe { zeroed_vec(cap) },
             labels: unsafe { zeroed_vec(cap) },
             links0: unsafe { zeroed_vec(cap * (m0 + 1)) },
@@ -415,6 +424,58 @@ impl Slots {
     /// SAFETY: the caller reserved `slot` and has not published it yet.
     unsafe fn write_vector(&self, slot: u32, v: &[f32]) {
         std::slice::from_raw_parts_mut(self.row_ptr(slot), self.dim).copy_from_slice(v);
+        self.write_code(slot, v);
+    }
+
+    #[inline]
+    fn code_ptr(&self, slot: u32) -> *mut u8 {
+        debug_assert!((slot as usize) < self.cap);
+        // SAFETY: slot < cap, so the row lies inside the allocation.
+        unsafe { self.codes.ptr.add(slot as usize * self.cstride) as *mut u8 }
+    }
+
+    /// `slot`'s vector in 8 bits.
+    #[inline]
+    fn code(&self, slot: u32) -> Code<'_> {
+        let p = self.code_ptr(slot);
+        // SAFETY: as for `vector`; the head is two aligned f32s.
+        unsafe {
+            Code {
+                base: (p as *const f32).read(),
+                step: (p as *const f32).add(1).read(),
+                codes: std::slice::from_raw_parts(p.add(CODE_HEAD), self.dim),
+            }
+        }
+    }
+
+    /// SAFETY: as for `write_vector`.
+    unsafe fn write_code(&self, slot: u32, v: &[f32]) {
+        let p = self.code_ptr(slot);
+        let (base, step) = encode(
+            v,
+            std::slice::from_raw_parts_mut(p.add(CODE_HEAD), self.dim),
+        );
+        (p as *mut f32).write(base);
+        (p as *mut f32).add(1).write(step);
+    }
+
+    /// As [`Slots::prefetch`], for `slot`'s code row (all of it).
+    #[inline]
+    fn prefetch_code(&self, slot: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let p = self.code_ptr(slot) as *const i8;
+            for l in 0..self.cstride {
+                // SAFETY: prefetch never faults, and the address is inside the row.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        p.add(64 * l),
+                    );
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = slot;
     }
 
     #[inline]
@@ -530,6 +591,11 @@ impl Slots {
                 .vectors
                 .owned_copy(cap * self.stride, used * self.stride);
         }
+        if !self.codes.grow_in_place(cap * self.cstride) {
+            self.codes = self
+                .codes
+                .owned_copy(cap * self.cstride, used * self.cstride);
+        }
         // SAFETY (each): as in `with_capacity`.
         unsafe {
             grow_zeroed(&mut self.state, cap);
@@ -539,6 +605,49 @@ impl Slots {
         self.meta
             .extend((self.cap..cap).map(|_| Mutex::new(NodeMeta::default())));
         self.cap = cap;
+    }
+}
+
+/// How a walk scores nodes against its query.
+trait Scorer {
+    fn prefetch(&self, slots: &Slots, id: u32);
+    fn score(&self, slots: &Slots, id: u32) -> f32;
+}
+
+/// Searches: the query against the f32 rows, exact.
+struct Exact<'a> {
+    space: Space,
+    q: &'a [f32],
+}
+
+impl Scorer for Exact<'_> {
+    #[inline]
+    fn prefetch(&self, slots: &Slots, id: u32) {
+        slots.prefetch(id, usize::MAX);
+    }
+    #[inline]
+    fn score(&self, slots: &Slots, id: u32) -> f32 {
+        self.space.distance(self.q, slots.vector(id))
+    }
+}
+
+/// Builds: the new vector against the 8-bit code rows. A build walks far
+/// more nodes than it keeps, and each f32 row scored was a fresh read from
+/// memory (3 KiB for 784 dimensions); codes are a quarter of that. The
+/// links chosen differ only where distances are within a code step.
+struct Coded<'a> {
+    space: Space,
+    q: &'a [f32],
+}
+
+impl Scorer for Coded<'_> {
+    #[inline]
+    fn prefetch(&self, slots: &Slots, id: u32) {
+        slots.prefetch_code(id);
+    }
+    #[inline]
+    fn score(&self, slots: &Slots, id: u32) -> f32 {
+        self.space.distance_code(self.q, slots.code(id))
     }
 }
 
@@ -648,6 +757,13 @@ pub struct Hnsw {
     /// scores the others: otherwise neighbours built side by side link only one
     /// way, and searches starting on the wrong side miss them.
     inserting: Mutex<Vec<(u32, u8)>>,
+    /// Whether every row's 8-bit code is written. A load leaves them to the
+    /// first change that walks by them ([`Hnsw::ensure_codes`]): encoding 1M
+    /// rows (and backing 400 MB of fresh pages) is no reason to make the
+    /// first query after a restart wait.
+    coded: AtomicBool,
+    /// Held while [`Hnsw::ensure_codes`] writes them.
+    coding: Mutex<()>,
 }
 
 type FreeSlots = BinaryHeap<Reverse<u32>>;
@@ -719,6 +835,8 @@ impl Loader {
         let mut labels = HashMap::new();
         let mut free = FreeSlots::new();
         let mut tombs = 0;
+        // The rows' codes are left to the first build (see `Hnsw::coded`).
+        idx.coded.store(self.used == 0, Ordering::Release);
         for i in 0..self.used {
             match slots.state[i].load(Ordering::Relaxed) {
                 VACANT => free.push(Reverse(i as u32)),
@@ -952,7 +1070,31 @@ impl Hnsw {
             closed: AtomicBool::new(false),
             changed: Default::default(),
             inserting: Mutex::new(Vec::new()),
+            coded: AtomicBool::new(true),
+            coding: Mutex::new(()),
         }
+    }
+
+    /// Writes every row's code if a load left them unwritten. Called by each
+    /// change that scores codes before it reads one; only such changes read
+    /// codes, and they wait here until all are written.
+    fn ensure_codes(&self) {
+        if self.coded.load(Ordering::Acquire) {
+            return;
+        }
+        let _coding = self.coding.lock();
+        if self.coded.load(Ordering::Acquire) {
+            return;
+        }
+        let slots = self.slots.read();
+        for i in 0..slots.used.load(Ordering::Acquire) {
+            if slots.state(i) != VACANT {
+                // SAFETY: no change that reads codes runs until `coded` is
+                // set (they wait on `coding`), and searches read only rows.
+                unsafe { slots.write_code(i, slots.vector(i)) };
+            }
+        }
+        self.coded.store(true, Ordering::Release);
     }
 
     fn file_params(&self) -> FileParams {
@@ -1043,6 +1185,8 @@ impl Hnsw {
     }
 
     fn restore(&mut self, st: &GraphState) {
+        // Rows are written with their codes below.
+        *self.coded.get_mut() = true;
         let cap = st.slots.len().max(64);
         let mut slots = Slots::with_capacity(self.dim, self.m0, cap);
         let mut labels = HashMap::new();
@@ -1169,8 +1313,12 @@ impl Hnsw {
                     .sum::<usize>()
             })
             .sum();
-        let per_slot =
-            self.dim * 4 + (self.m0 + 1) * 4 + 1 + 4 + std::mem::size_of::<Mutex<NodeMeta>>();
+        let per_slot = self.dim * 4
+            + slots.cstride * 64
+            + (self.m0 + 1) * 4
+            + 1
+            + 4
+            + std::mem::size_of::<Mutex<NodeMeta>>();
         // The label map: 8 bytes an entry plus about one control byte (hashbrown).
         let label_bytes = self.labels.read().capacity() * 9;
         let (mut links, mut live) = (0usize, 0usize);
@@ -1239,6 +1387,7 @@ impl Hnsw {
     pub fn insert(&self, label: u32, v: &[f32]) -> Result<()> {
         check_vector(self.dim, v)?;
         let _changing = self.mutate.read_recursive();
+        self.ensure_codes();
         let q = self.space.prepare(v);
         self.delete(label)?;
         let level = self.random_level(label, 0);
@@ -1279,16 +1428,20 @@ impl Hnsw {
             return Ok(());
         };
 
+        let coded = Coded {
+            space: self.space,
+            q: &q,
+        };
         let mut cur = Scored {
-            dist: self.space.distance(&q, slots.vector(ep)),
+            dist: coded.score(&slots, ep),
             id: ep,
         };
         for lc in (level as usize + 1..=top as usize).rev() {
-            cur = self.greedy(&slots, &q, cur, lc);
+            cur = self.greedy(&slots, &coded, cur, lc);
         }
         let mut eps = vec![cur];
         for lc in (0..=level.min(top) as usize).rev() {
-            let found = self.search_layer(&slots, &q, &eps, self.ef_construction, lc, ALL);
+            let found = self.search_layer(&slots, &coded, &eps, self.ef_construction, lc, ALL);
             let live: Vec<Scored> = found
                 .iter()
                 .copied()
@@ -1305,16 +1458,17 @@ impl Hnsw {
                 .into_iter()
                 .filter(|&p| slots.state(p) == LIVE && !neighbors.iter().any(|s| s.id == p))
                 .map(|p| Scored {
-                    dist: self.space.distance(&q, slots.vector(p)),
+                    dist: coded.score(&slots, p),
                     id: p,
                 })
                 .collect();
             extra.sort_unstable();
+            let mut dec = vec![0.0; self.dim];
             for c in extra {
                 if neighbors.len() >= self.m {
                     break;
                 }
-                if self.diverse(&slots, &c, &neighbors) {
+                if self.diverse(&slots, &c, &neighbors, &mut dec) {
                     neighbors.push(c);
                 }
             }
@@ -1366,11 +1520,14 @@ impl Hnsw {
         cap: usize,
     ) -> Vec<u32> {
         let mut cands: Vec<Scored> = chosen.to_vec();
-        let base = slots.vector(slot);
+        let base = Coded {
+            space: self.space,
+            q: slots.vector(slot),
+        };
         for &id in existing {
             if id != slot && !cands.iter().any(|c| c.id == id) {
                 cands.push(Scored {
-                    dist: self.space.distance(base, slots.vector(id)),
+                    dist: base.score(slots, id),
                     id,
                 });
             }
@@ -1403,11 +1560,14 @@ impl Hnsw {
         if links.len() < cap {
             links.push(new);
         } else {
-            let base = slots.vector(at);
+            let base = Coded {
+                space: self.space,
+                q: slots.vector(at),
+            };
             let mut cands: Vec<Scored> = links
                 .iter()
                 .map(|&id| Scored {
-                    dist: self.space.distance(base, slots.vector(id)),
+                    dist: base.score(slots, id),
                     id,
                 })
                 .collect();
@@ -1433,10 +1593,18 @@ impl Hnsw {
     /// not a tie at distance 0: copies of the base would all be kept, and lists
     /// full of duplicates made every later link a full re-selection (a compactor
     /// spent minutes on one small collection of Chroma's test data).
-    fn diverse(&self, slots: &Slots, c: &Scored, kept: &[Scored]) -> bool {
-        let v = slots.vector(c.id);
+    /// Distances are between codes (`c` decoded into `dec`, `dim` long).
+    fn diverse(&self, slots: &Slots, c: &Scored, kept: &[Scored], dec: &mut [f32]) -> bool {
+        if kept.is_empty() {
+            return true;
+        }
+        decode(slots.code(c.id), dec);
+        let v = Coded {
+            space: self.space,
+            q: dec,
+        };
         kept.iter().all(|r| {
-            let d = self.space.distance(v, slots.vector(r.id));
+            let d = v.score(slots, r.id);
             d > c.dist || (d == c.dist && c.dist > 0.0)
         })
     }
@@ -1445,11 +1613,12 @@ impl Hnsw {
     /// the base than to every neighbour kept so far. `cands` is sorted ascending.
     fn select(&self, slots: &Slots, cands: &[Scored], m: usize) -> Vec<Scored> {
         let mut out: Vec<Scored> = Vec::with_capacity(m);
+        let mut dec = vec![0.0; self.dim];
         for c in cands {
             if out.len() >= m {
                 break;
             }
-            if self.diverse(slots, c, &out) {
+            if self.diverse(slots, c, &out, &mut dec) {
                 out.push(*c);
             }
         }
@@ -1460,22 +1629,28 @@ impl Hnsw {
     /// The search loops' hot path: the rows of the next two ids load while each
     /// distance is computed, which is what keeps the walk from stalling on memory.
     #[inline]
-    fn score_each(&self, slots: &Slots, q: &[f32], ids: &[u32], mut f: impl FnMut(u32, f32)) {
+    fn score_each<S: Scorer>(
+        &self,
+        slots: &Slots,
+        q: &S,
+        ids: &[u32],
+        mut f: impl FnMut(u32, f32),
+    ) {
         const AHEAD: usize = 2;
         for &n in ids.iter().take(AHEAD) {
-            slots.prefetch(n, usize::MAX);
+            q.prefetch(slots, n);
         }
         for (j, &n) in ids.iter().enumerate() {
             if let Some(&next) = ids.get(j + AHEAD) {
-                slots.prefetch(next, usize::MAX);
+                q.prefetch(slots, next);
             }
             if slots.state(n) != VACANT {
-                f(n, self.space.distance(q, slots.vector(n)));
+                f(n, q.score(slots, n));
             }
         }
     }
 
-    fn greedy(&self, slots: &Slots, q: &[f32], mut cur: Scored, lc: usize) -> Scored {
+    fn greedy<S: Scorer>(&self, slots: &Slots, q: &S, mut cur: Scored, lc: usize) -> Scored {
         let mut buf = Vec::with_capacity(self.m0);
         loop {
             let mut changed = false;
@@ -1495,10 +1670,10 @@ impl Hnsw {
     /// Best-first search on one level. Every non-vacant node is a stepping stone;
     /// only live nodes whose label `accept` approves (all, if `None`: no label
     /// is then read) enter the results. Sorted ascending.
-    fn search_layer<F: Fn(u32) -> bool>(
+    fn search_layer<S: Scorer, F: Fn(u32) -> bool>(
         &self,
         slots: &Slots,
-        q: &[f32],
+        q: &S,
         eps: &[Scored],
         ef: usize,
         lc: usize,
@@ -1568,7 +1743,7 @@ impl Hnsw {
     fn search_filtered(
         &self,
         slots: &Slots,
-        q: &[f32],
+        q: &Exact<'_>,
         entry: Scored,
         ef: usize,
         allow: &RoaringBitmap,
@@ -1695,15 +1870,19 @@ impl Hnsw {
             dist: self.space.distance(&q, slots.vector(ep)),
             id: ep,
         };
+        let exact = Exact {
+            space: self.space,
+            q: &q,
+        };
         for lc in (1..=top as usize).rev() {
-            cur = self.greedy(&slots, &q, cur, lc);
+            cur = self.greedy(&slots, &exact, cur, lc);
         }
         let found = match allow {
             Some(a) if walk_all => {
-                self.search_layer(&slots, &q, &[cur], ef, 0, Some(|l| a.contains(l)))
+                self.search_layer(&slots, &exact, &[cur], ef, 0, Some(|l| a.contains(l)))
             }
-            Some(a) => self.search_filtered(&slots, &q, cur, ef, a),
-            None => self.search_layer(&slots, &q, &[cur], ef, 0, ALL),
+            Some(a) => self.search_filtered(&slots, &exact, cur, ef, a),
+            None => self.search_layer(&slots, &exact, &[cur], ef, 0, ALL),
         };
         let out: Vec<Neighbor> = found
             .iter()
@@ -1756,10 +1935,14 @@ impl Hnsw {
             dist: self.space.distance(&q, slots.vector(ep)),
             id: ep,
         };
+        let exact = Exact {
+            space: self.space,
+            q: &q,
+        };
         for lc in (1..=top as usize).rev() {
-            cur = self.greedy(&slots, &q, cur, lc);
+            cur = self.greedy(&slots, &exact, cur, lc);
         }
-        let found = self.search_layer(&slots, &q, &[cur], ef, 0, Some(accept));
+        let found = self.search_layer(&slots, &exact, &[cur], ef, 0, Some(accept));
         Ok(found
             .iter()
             .take(k)
@@ -1822,6 +2005,7 @@ impl Hnsw {
     pub fn repair(&self) -> Result<usize> {
         let _m = self.maint.lock();
         let _changing = self.mutate.read_recursive();
+        self.ensure_codes();
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire);
         let dead: RoaringBitmap = (0..used).filter(|&i| slots.state(i) == DELETED).collect();
@@ -1844,9 +2028,12 @@ impl Hnsw {
                 // do; pruning here once cut the only way on along a line of
                 // points); the dead ones' links are the candidates to replace them,
                 // taken by the heuristic against what is kept.
-                let base = slots.vector(i);
+                let base = Coded {
+                    space: self.space,
+                    q: slots.vector(i),
+                };
                 let score = |c: u32| Scored {
-                    dist: self.space.distance(base, slots.vector(c)),
+                    dist: base.score(&slots, c),
                     id: c,
                 };
                 let mut kept: Vec<Scored> = buf
@@ -1889,11 +2076,12 @@ impl Hnsw {
                 let mut scored: Vec<Scored> = cands.into_iter().map(score).collect();
                 scored.sort_unstable();
                 let cap = if lc == 0 { self.m0 } else { self.m };
+                let mut dec = vec![0.0; self.dim];
                 for c in scored {
                     if kept.len() >= cap {
                         break;
                     }
-                    if self.diverse(&slots, &c, &kept) {
+                    if self.diverse(&slots, &c, &kept, &mut dec) {
                         kept.push(c);
                     }
                 }
@@ -1989,15 +2177,19 @@ impl Hnsw {
             return Ok(());
         };
         let q = slots.vector(i).to_vec();
+        let coded = Coded {
+            space: self.space,
+            q: &q,
+        };
         let at_ep = Scored {
-            dist: self.space.distance(&q, slots.vector(ep)),
+            dist: coded.score(slots, ep),
             id: ep,
         };
         let mut cur = at_ep;
         for lc in (1..=top as usize).rev() {
-            cur = self.greedy(slots, &q, cur, lc);
+            cur = self.greedy(slots, &coded, cur, lc);
         }
-        let found = self.search_layer(slots, &q, &[cur], self.ef_construction, 0, ALL);
+        let found = self.search_layer(slots, &coded, &[cur], self.ef_construction, 0, ALL);
         let mut live: Vec<Scored> = found
             .into_iter()
             .filter(|s| s.id != i && reached.contains(s.id))
@@ -2126,6 +2318,28 @@ impl Hnsw {
             gen
         };
         persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
+    }
+
+    /// Whether every row's code is written (a load leaves them to the first
+    /// change).
+    #[cfg(test)]
+    pub(crate) fn codes_written(&self) -> bool {
+        self.coded.load(Ordering::Acquire)
+    }
+
+    /// The slots whose code is not their row's encoding.
+    #[cfg(test)]
+    pub(crate) fn stale_codes(&self) -> Vec<u32> {
+        let slots = self.slots.read();
+        let mut want = vec![0u8; self.dim];
+        (0..slots.used.load(Ordering::Acquire))
+            .filter(|&i| slots.state(i) != VACANT)
+            .filter(|&i| {
+                let (base, step) = encode(slots.vector(i), &mut want);
+                let c = slots.code(i);
+                (c.base, c.step, c.codes) != (base, step, &want[..])
+            })
+            .collect()
     }
 
     /// Whether the vector rows are an anonymous mapping of the index's own
