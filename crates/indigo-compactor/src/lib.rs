@@ -251,6 +251,7 @@ fn run(
     lower_priority();
     let mut last_checkpoint = Instant::now();
     let mut retries: HashMap<String, Retry> = HashMap::new();
+    let mut busy = false;
     loop {
         let all = jobs.jobs();
         if s.stop.load(Ordering::Acquire) {
@@ -325,6 +326,14 @@ fn run(
             last_checkpoint = Instant::now();
         }
         jobs.idle_pass(log, sysdb);
+        // Folding frees what it allocated per chunk; once the work is done,
+        // those pages go back rather than sit in this thread's heap.
+        if did {
+            busy = true;
+        } else if busy {
+            busy = false;
+            indigo_health::trim();
+        }
         if !did || waiting {
             let mut w = s.wake.lock();
             if !*w {

@@ -136,9 +136,14 @@ async fn blocking<T: Send + 'static>(
     if INLINE.try_with(|i| *i).unwrap_or(false) {
         return tokio::task::block_in_place(f);
     }
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(500, "InternalError", format!("worker failed: {e}")))?
+    tokio::task::spawn_blocking(|| {
+        let r = f();
+        // Blocking threads never park; a write's buffers are megabytes.
+        indigo_health::trim_now_and_then();
+        r
+    })
+    .await
+    .map_err(|e| ApiError::new(500, "InternalError", format!("worker failed: {e}")))?
 }
 
 /// The router of the whole API over a local database.

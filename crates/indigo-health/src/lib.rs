@@ -16,6 +16,43 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
+/// The process's way to hand free memory back to the system, if its binary
+/// set one ([`set_trim`]): the allocator is the binary's choice, and a
+/// background thread that goes idle is the one that knows its free pages will
+/// not be reused soon.
+static TRIM: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets the trim hook (once; later calls change nothing).
+pub fn set_trim(f: fn()) {
+    let _ = TRIM.set(f);
+}
+
+/// Runs the trim hook, if set: called by a background thread as it goes
+/// from work to idle.
+pub fn trim() {
+    if let Some(f) = TRIM.get() {
+        f();
+    }
+}
+
+thread_local! {
+    /// When this thread last trimmed (see [`trim_now_and_then`]).
+    static TRIMMED: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// [`trim`], at most once a second on this thread: for threads that go idle
+/// between every few requests (a trim walks the thread's whole heap).
+pub fn trim_now_and_then() {
+    TRIMMED.with(|t| {
+        if t.get()
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            trim();
+            t.set(Some(Instant::now()));
+        }
+    })
+}
+
 /// The compactor folding a collection's log into its segment.
 pub const COMPACTOR: &str = "compactor";
 /// A store writing a frozen memtable into a segment file.
@@ -193,6 +230,24 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    /// The hook runs on every `trim`, and `trim_now_and_then` runs it at most
+    /// once a second per thread.
+    #[test]
+    fn trims_now_and_then() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        set_trim(|| {
+            CALLS.fetch_add(1, Ordering::SeqCst);
+        });
+        trim_now_and_then();
+        trim_now_and_then();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 1);
+        std::thread::spawn(trim_now_and_then).join().unwrap();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 2, "once per thread");
+        trim();
+        assert_eq!(CALLS.load(Ordering::SeqCst), 3);
+    }
+
     use super::*;
 
     #[test]

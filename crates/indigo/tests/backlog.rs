@@ -135,3 +135,36 @@ fn a_folded_log_is_checkpointed_without_waiting_for_the_period() {
         }
     }
 }
+
+/// A compactor that has folded the log and goes idle runs the process's trim
+/// hook (the server's hands the allocator's free pages back).
+#[test]
+fn an_idle_compactor_trims() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static TRIMS: AtomicUsize = AtomicUsize::new(0);
+    indigo_health::set_trim(|| {
+        TRIMS.fetch_add(1, Ordering::SeqCst);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, c) = open(dir.path(), indigo::Options::default(), "trim");
+    let before = TRIMS.load(Ordering::SeqCst);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+    let vecs: Vec<Vec<f32>> = (0..200)
+        .map(|_| (0..DIM).map(|_| rng.gen_range(-1.0f32..1.0)).collect())
+        .collect();
+    c.add(Batch::new(
+        (0..200).map(|i| format!("t{i}")).collect(),
+        vecs,
+    ))
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while c.indexing_status().unwrap() != (200, 200) || TRIMS.load(Ordering::SeqCst) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?} indexed, {} trims, after two minutes",
+            c.indexing_status().unwrap(),
+            TRIMS.load(Ordering::SeqCst) - before
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

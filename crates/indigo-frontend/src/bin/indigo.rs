@@ -118,6 +118,23 @@ enum Command {
 /// mimalloc's `purge_delay` option (its index in `mi_option_t`).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
+/// Hands this thread's free allocator pages back to the system.
+fn trim() {
+    // SAFETY: mimalloc's collect has no preconditions.
+    unsafe { libmimalloc_sys::mi_collect(true) };
+}
+
+/// A runtime with request threads that trim as they park, at most once a
+/// second each (a collect walks the thread's heap; parking happens between
+/// every few requests).
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(indigo_health::trim_now_and_then)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn main() {
     // Give freed memory back to the OS soon: a server's memory should follow its
     // data, not the peak of its last compaction (mimalloc's default kept up to
@@ -131,6 +148,10 @@ fn main() {
         // SAFETY: sets a process-wide allocator option before any other thread exists.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 250) };
     }
+    // The delay counts only while a thread keeps allocating: a thread that goes
+    // idle kept its free pages (30-40 MiB after a 60k x 784 ingest, with
+    // 54 MiB of the heap in use). Idle threads hand them back instead.
+    indigo_health::set_trim(trim);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("INDIGO_LOG")
@@ -233,10 +254,7 @@ fn load_settings(config: Option<&std::path::Path>) -> Settings {
 
 /// `indigo serve`: the roles given, until SIGINT/SIGTERM.
 fn serve(settings: Settings) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = runtime()?;
     let mut running = indigo_frontend::cluster::serve::start(settings, &rt)?;
     tracing::info!(
         "Indigo {} listening on http://{} (member {})",
@@ -421,10 +439,7 @@ fn run(settings: Settings) -> Result<(), String> {
         e => format!("cannot open {}: {e}", settings.path.display()),
     })?;
     let db = Arc::new(db);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = runtime()?;
     let addr = format!("{}:{}", settings.host, settings.port);
     let path = settings.path.clone();
     let app = indigo_frontend::router(db.clone(), settings);
