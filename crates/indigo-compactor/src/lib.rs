@@ -240,6 +240,9 @@ struct Retry {
     checkpointed: Option<Instant>,
 }
 
+/// How long the compactor has nothing to do before it trims.
+const TRIM_AFTER: Duration = Duration::from_millis(250);
+
 fn run(
     s: &Shared,
     jobs: &dyn Jobs,
@@ -251,7 +254,7 @@ fn run(
     lower_priority();
     let mut last_checkpoint = Instant::now();
     let mut retries: HashMap<String, Retry> = HashMap::new();
-    let mut busy = false;
+    let mut worked: Option<Instant> = None;
     loop {
         let all = jobs.jobs();
         if s.stop.load(Ordering::Acquire) {
@@ -326,12 +329,13 @@ fn run(
             last_checkpoint = Instant::now();
         }
         jobs.idle_pass(log, sysdb);
-        // Folding frees what it allocated per chunk; once the work is done,
-        // those pages go back rather than sit in this thread's heap.
+        // Folding frees what it allocated per chunk; once the work has
+        // stopped for a while (not between two batches of a trickle), those
+        // pages go back rather than sit in this thread's heap.
         if did {
-            busy = true;
-        } else if busy {
-            busy = false;
+            worked = Some(Instant::now());
+        } else if worked.is_some_and(|t| t.elapsed() >= TRIM_AFTER) {
+            worked = None;
             indigo_health::trim();
         }
         if !did || waiting {

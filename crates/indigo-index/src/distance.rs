@@ -1,6 +1,7 @@
 //! Distance functions with Chroma's definitions: `l2` is the squared Euclidean
 //! distance, `cosine` is 1 − cosine similarity, `ip` is 1 − dot product.
-//! Kernels come from simsimd (AVX2/AVX-512/NEON picked at run time).
+//! Our AVX2 + FMA kernels where the CPU has them, simsimd's otherwise; builds
+//! score 8-bit codes of the vectors ([`Code`]), searches the vectors.
 
 use simsimd::SpatialSimilarity;
 
@@ -77,9 +78,9 @@ pub struct Code<'a> {
     pub codes: &'a [u8],
 }
 
-/// Encodes `v` into `out` (same length); returns the offset and step.
-/// Non-finite ranges (overflowing `max - min`) fall back to the widest
-/// finite step, so codes stay defined.
+/// Encodes `v` into `out` (same length); returns the offset and step. A
+/// range too small for its reciprocal (subnormal) encodes as a constant row;
+/// non-finite values give defined codes, not meaningful ones.
 pub fn encode(v: &[f32], out: &mut [u8]) -> (f32, f32) {
     debug_assert_eq!(v.len(), out.len());
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
@@ -91,12 +92,10 @@ pub fn encode(v: &[f32], out: &mut [u8]) -> (f32, f32) {
         out.fill(0);
         return (0.0, 0.0);
     }
-    let mut step = (hi - lo) / 255.0;
-    if !step.is_finite() {
-        step = f32::MAX / 255.0;
-    }
-    if step > 0.0 {
-        let inv = 1.0 / step;
+    // Divided first: `hi - lo` overflows for rows spanning most of f32.
+    let step = hi / 255.0 - lo / 255.0;
+    let inv = 1.0 / step;
+    if step > 0.0 && inv.is_finite() {
         for (o, &x) in out.iter_mut().zip(v) {
             // Non-negative, so + 0.5 and truncation round to nearest (and
             // `as` saturates at 255).
@@ -104,6 +103,7 @@ pub fn encode(v: &[f32], out: &mut [u8]) -> (f32, f32) {
         }
     } else {
         out.fill(0);
+        return (lo, 0.0);
     }
     (lo, step)
 }
@@ -171,7 +171,7 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 /// AVX2 + FMA kernels with four independent accumulators. simsimd's AVX2
 /// kernels chain every FMA into one register, so a 784-d distance waits on
 /// about a hundred FMA latencies back to back; four chains let the loads, not the
-/// latency, set the pace (the HNSW build spends most of its time here).
+/// latency, set the pace (searches spend most of their time here).
 #[cfg(target_arch = "x86_64")]
 mod fma {
     use std::arch::x86_64::*;
@@ -511,7 +511,15 @@ mod tests {
             },
             &mut back,
         );
-        assert!(back.iter().all(|x| x.is_finite()));
+        // The ends decode to the ends (the step did not overflow), the zeros
+        // to within half a step.
+        assert!(back[0] >= f32::MAX / 2.0, "{}", back[0]);
+        assert_eq!(back[1], -f32::MAX);
+        assert!(back[2..].iter().all(|x| x.abs() <= step * 0.501));
+        // A subnormal range encodes as a constant row.
+        let tiny: Vec<f32> = (0..40).map(|i| i as f32 * 1e-45).collect();
+        let (base, step) = encode(&tiny, &mut codes);
+        assert_eq!((base, step), (0.0, 0.0));
         wide[2] = f32::INFINITY;
         let (base, step) = encode(&wide, &mut codes);
         assert!(!base.is_nan() && !step.is_nan());

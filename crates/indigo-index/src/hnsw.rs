@@ -82,7 +82,9 @@ struct NodeMeta {
 /// different path. Vector rows are written once, by the thread that reserved the
 /// slot, before the node is linked anywhere; readers reach a row only through a link
 /// published after that write (a release store of the count, or a mutex), so a row
-/// is never read while being written.
+/// is never read while being written. A row's code is written with it, and
+/// rewritten only by [`Hnsw::ensure_codes`] after a load, while every reader of
+/// codes (inserts, repair) waits for it; searches read rows, never codes.
 struct Slots {
     dim: usize,
     /// Row stride in 64-byte blocks: rows start on cache-line boundaries, so a
@@ -102,7 +104,8 @@ struct Slots {
     meta: Vec<Mutex<NodeMeta>>,
 }
 
-// SAFETY: see the type's comment: each row has one writer, before publication.
+// SAFETY: see the type's comment: each row (and code) has one writer, before
+// publication or while no reader of it runs.
 unsafe impl Sync for Slots {}
 
 /// One cache line of vector data.
@@ -438,7 +441,8 @@ impl Slots {
     #[inline]
     fn code(&self, slot: u32) -> Code<'_> {
         let p = self.code_ptr(slot);
-        // SAFETY: as for `vector`; the head is two aligned f32s.
+        // SAFETY: in bounds, and not written while read (see the type's
+        // comment); the head is two aligned f32s.
         unsafe {
             Code {
                 base: (p as *const f32).read(),
@@ -758,7 +762,7 @@ pub struct Hnsw {
     /// way, and searches starting on the wrong side miss them.
     inserting: Mutex<Vec<(u32, u8)>>,
     /// Whether every row's 8-bit code is written. A load leaves them to the
-    /// first change that walks by them ([`Hnsw::ensure_codes`]): encoding 1M
+    /// first insert or repair ([`Hnsw::ensure_codes`]): encoding 1M
     /// rows (and backing 400 MB of fresh pages) is no reason to make the
     /// first query after a restart wait.
     coded: AtomicBool,
@@ -1086,13 +1090,25 @@ impl Hnsw {
         if self.coded.load(Ordering::Acquire) {
             return;
         }
-        let slots = self.slots.read();
-        for i in 0..slots.used.load(Ordering::Acquire) {
-            if slots.state(i) != VACANT {
-                // SAFETY: no change that reads codes runs until `coded` is
-                // set (they wait on `coding`), and searches read only rows.
-                unsafe { slots.write_code(i, slots.vector(i)) };
+        // A chunk at a time: a writer waiting for the slots (a `reserve`)
+        // would otherwise hold up searches for the whole pass.
+        const CHUNK: u32 = 4096;
+        let mut at = 0;
+        loop {
+            let slots = self.slots.read();
+            let used = slots.used.load(Ordering::Acquire);
+            if at >= used {
+                break;
             }
+            for i in at..used.min(at + CHUNK) {
+                if slots.state(i) != VACANT {
+                    // SAFETY: no change that reads codes runs until `coded`
+                    // is set (they wait on `coding`), and searches read only
+                    // rows.
+                    unsafe { slots.write_code(i, slots.vector(i)) };
+                }
+            }
+            at = used.min(at + CHUNK);
         }
         self.coded.store(true, Ordering::Release);
     }
