@@ -97,6 +97,7 @@ struct Slots {
     /// Code row stride in 64-byte blocks ([`CODE_HEAD`] + `dim` bytes).
     cstride: usize,
     /// Each row again in 8 bits ([`crate::distance::Code`]): what builds walk.
+    /// Empty below [`CODED_MIN_DIM`] (`cstride` 0).
     codes: Rows,
     state: Vec<AtomicU8>,
     labels: Vec<AtomicU32>,
@@ -165,6 +166,22 @@ impl Drop for Rows {
 
 /// Bytes before a code row's codes: its offset and step (two f32s).
 const CODE_HEAD: usize = 8;
+
+/// Builds score codes from this many dimensions up (an f32 row of four cache
+/// lines or more). Below, a row is a line or two either way, and per-row codes
+/// of a few values are coarse: a row `[i, 1, 2]` codes its 2 with a step of
+/// i / 255, and a build of 500 such points (`tests/repair.rs`) once left a
+/// point its search could not reach.
+const CODED_MIN_DIM: usize = 64;
+
+/// A code row's stride in cache lines; 0 (no codes) below [`CODED_MIN_DIM`].
+fn code_stride(dim: usize) -> usize {
+    if dim >= CODED_MIN_DIM {
+        (CODE_HEAD + dim).div_ceil(64)
+    } else {
+        0
+    }
+}
 
 /// Row arrays at least this large are anonymous mappings of their own.
 const ANON_ROWS_BYTES: usize = 1 << 20;
@@ -401,8 +418,8 @@ impl Slots {
             // SAFETY (each): all-zero bytes are 0.0 floats, VACANT, label 0
             // and link count 0.
             vectors: Rows::zeroed(cap * stride),
-            cstride: (CODE_HEAD + dim).div_ceil(64),
-            codes: Rows::zeroed(cap * (CODE_HEAD + dim).div_ceil(64)),
+            cstride: code_stride(dim),
+            codes: Rows::zeroed(cap * code_stride(dim)),
             state: unsafe { zeroed_vec(cap) },
             labels: unsafe { zeroed_vec(cap) },
             links0: unsafe { zeroed_vec(cap * (m0 + 1)) },
@@ -427,7 +444,9 @@ impl Slots {
     /// SAFETY: the caller reserved `slot` and has not published it yet.
     unsafe fn write_vector(&self, slot: u32, v: &[f32]) {
         std::slice::from_raw_parts_mut(self.row_ptr(slot), self.dim).copy_from_slice(v);
-        self.write_code(slot, v);
+        if self.cstride > 0 {
+            self.write_code(slot, v);
+        }
     }
 
     #[inline]
@@ -452,7 +471,7 @@ impl Slots {
         }
     }
 
-    /// SAFETY: as for `write_vector`.
+    /// SAFETY: as for `write_vector`; the rows have codes (`cstride` > 0).
     unsafe fn write_code(&self, slot: u32, v: &[f32]) {
         let p = self.code_ptr(slot);
         let (base, step) = encode(
@@ -595,7 +614,7 @@ impl Slots {
                 .vectors
                 .owned_copy(cap * self.stride, used * self.stride);
         }
-        if !self.codes.grow_in_place(cap * self.cstride) {
+        if self.cstride > 0 && !self.codes.grow_in_place(cap * self.cstride) {
             self.codes = self
                 .codes
                 .owned_copy(cap * self.cstride, used * self.cstride);
@@ -638,7 +657,8 @@ impl Scorer for Exact<'_> {
 /// Builds: the new vector against the 8-bit code rows. A build walks far
 /// more nodes than it keeps, and each f32 row scored was a fresh read from
 /// memory (3 KiB for 784 dimensions); codes are a quarter of that. The
-/// links chosen differ only where distances are within a code step.
+/// links chosen differ only where distances are within a code step. Rows
+/// without codes (below [`CODED_MIN_DIM`]) are scored exactly.
 struct Coded<'a> {
     space: Space,
     q: &'a [f32],
@@ -647,11 +667,19 @@ struct Coded<'a> {
 impl Scorer for Coded<'_> {
     #[inline]
     fn prefetch(&self, slots: &Slots, id: u32) {
-        slots.prefetch_code(id);
+        if slots.cstride > 0 {
+            slots.prefetch_code(id);
+        } else {
+            slots.prefetch(id, usize::MAX);
+        }
     }
     #[inline]
     fn score(&self, slots: &Slots, id: u32) -> f32 {
-        self.space.distance_code(self.q, slots.code(id))
+        if slots.cstride > 0 {
+            self.space.distance_code(self.q, slots.code(id))
+        } else {
+            self.space.distance(self.q, slots.vector(id))
+        }
     }
 }
 
@@ -1083,7 +1111,7 @@ impl Hnsw {
     /// change that scores codes before it reads one; only such changes read
     /// codes, and they wait here until all are written.
     fn ensure_codes(&self) {
-        if self.coded.load(Ordering::Acquire) {
+        if self.coded.load(Ordering::Acquire) || code_stride(self.dim) == 0 {
             return;
         }
         let _coding = self.coding.lock();
@@ -1614,7 +1642,11 @@ impl Hnsw {
         if kept.is_empty() {
             return true;
         }
-        decode(slots.code(c.id), dec);
+        if slots.cstride > 0 {
+            decode(slots.code(c.id), dec);
+        } else {
+            dec.copy_from_slice(slots.vector(c.id));
+        }
         let v = Coded {
             space: self.space,
             q: dec,

@@ -87,6 +87,39 @@ fn collinear_points_stay_findable_through_parallel_builds_and_repair() {
     assert_eq!(fails, 0);
 }
 
+/// The same line in 64 dimensions (`[i, 1, 2, 0, …]`), where inserts walk
+/// 8-bit codes of each row: the 1 and 2 are coded with a step of i / 255, so
+/// the walk's distances are off by up to a unit while neighbours are one unit
+/// apart. The links are still chosen on exact distances, and every point
+/// finds itself after each step.
+#[test]
+fn collinear_points_stay_findable_when_builds_walk_codes() {
+    let data: Vec<Vec<f32>> = (0..500)
+        .map(|i| {
+            let mut v = vec![0.0; 64];
+            v[..3].copy_from_slice(&[i as f32, 1.0, 2.0]);
+            v
+        })
+        .collect();
+    let items = items(&data);
+    let mut fails = 0;
+    for round in 0..30 {
+        let idx = Hnsw::new(HnswParams::new(Space::L2, 64));
+        idx.insert_parallel(&items, 2).unwrap();
+        for step in ["build", "re-insert", "repair"] {
+            match step {
+                "re-insert" => idx.insert_parallel(&items, 2).unwrap(),
+                "repair" => {
+                    idx.repair().unwrap();
+                }
+                _ => {}
+            }
+            fails += misses(&idx, &data, &format!("round {round} after {step}"));
+        }
+    }
+    assert_eq!(fails, 0);
+}
+
 /// Many copies of a few vectors (what Chroma's generated test data often holds),
 /// built with a large M: copies must not fill every list (each later link would
 /// then re-select among all of them), and every distinct vector is still found.
