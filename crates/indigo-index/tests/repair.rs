@@ -68,10 +68,16 @@ fn reinserting_everything_keeps_every_vector_findable() {
 #[test]
 fn collinear_points_stay_findable_through_parallel_builds_and_repair() {
     let data: Vec<Vec<f32>> = (0..500).map(|i| vec![i as f32, 1.0, 2.0]).collect();
-    let items = items(&data);
+    assert_eq!(build_reinsert_repair(&data, 100), 0);
+}
+
+/// Builds `data` with two threads, re-inserts it with two threads and repairs,
+/// `rounds` times; returns how many points missed themselves after any step.
+fn build_reinsert_repair(data: &[Vec<f32>], rounds: usize) -> usize {
+    let items = items(data);
     let mut fails = 0;
-    for round in 0..100 {
-        let idx = Hnsw::new(HnswParams::new(Space::L2, 3));
+    for round in 0..rounds {
+        let idx = Hnsw::new(HnswParams::new(Space::L2, data[0].len()));
         idx.insert_parallel(&items, 2).unwrap();
         for step in ["build", "re-insert", "repair"] {
             match step {
@@ -81,10 +87,10 @@ fn collinear_points_stay_findable_through_parallel_builds_and_repair() {
                 }
                 _ => {}
             }
-            fails += misses(&idx, &data, &format!("round {round} after {step}"));
+            fails += misses(&idx, data, &format!("round {round} after {step}"));
         }
     }
-    assert_eq!(fails, 0);
+    fails
 }
 
 /// The same line in 64 dimensions (`[i, 1, 2, 0, …]`), where inserts walk
@@ -101,23 +107,7 @@ fn collinear_points_stay_findable_when_builds_walk_codes() {
             v
         })
         .collect();
-    let items = items(&data);
-    let mut fails = 0;
-    for round in 0..30 {
-        let idx = Hnsw::new(HnswParams::new(Space::L2, 64));
-        idx.insert_parallel(&items, 2).unwrap();
-        for step in ["build", "re-insert", "repair"] {
-            match step {
-                "re-insert" => idx.insert_parallel(&items, 2).unwrap(),
-                "repair" => {
-                    idx.repair().unwrap();
-                }
-                _ => {}
-            }
-            fails += misses(&idx, &data, &format!("round {round} after {step}"));
-        }
-    }
-    assert_eq!(fails, 0);
+    assert_eq!(build_reinsert_repair(&data, 30), 0);
 }
 
 /// Many copies of a few vectors (what Chroma's generated test data often holds),
