@@ -250,8 +250,14 @@ struct Writer {
     wal_no: u64,
     /// Batches appended so far (the group-commit sequence).
     seq: u64,
+    /// Encoding space reused across appends; a batch above [`WAL_BUF_KEEP`] does not
+    /// leave its size behind (an ingest's 1000-vector batches are megabytes, held
+    /// per open collection).
     buf: Vec<u8>,
 }
+
+/// The largest encoding buffer a writer keeps between appends.
+const WAL_BUF_KEEP: usize = 256 << 10;
 
 #[derive(Default)]
 struct Background {
@@ -672,6 +678,9 @@ impl Store {
                     path: self.inner.dir.join(wal_name(w.wal_no)),
                     source: e,
                 }));
+            }
+            if buf.capacity() > WAL_BUF_KEEP {
+                *buf = Vec::new();
             }
             w.seq += 1;
             // Only the active table: holding the whole view could leave this writer
