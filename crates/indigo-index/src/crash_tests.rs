@@ -159,6 +159,56 @@ fn a_crash_during_condensation_loses_nothing() {
     }
 }
 
+/// The logs a load replays count toward the log maintenance condenses: after
+/// a crash during a condensation, the old log is behind the open one, and an
+/// index that only measured the open log would replay it at every restart.
+#[test]
+fn a_log_left_by_a_crashed_condensation_is_condensed_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let idx = Hnsw::open(dir.path(), params()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    workload(&idx, &mut rng, 300);
+    let old_log = idx.log_len();
+    idx.condense_inner(Some(1)).unwrap();
+    idx.sync().unwrap();
+    let want = idx.dump();
+    drop(idx);
+
+    let back = std::sync::Arc::new(Hnsw::open(dir.path(), params()).unwrap());
+    assert_eq!(back.dump(), want);
+    assert!(
+        back.log_len() >= old_log,
+        "the replayed log counts: {} < {old_log}",
+        back.log_len()
+    );
+    let health = std::sync::Arc::new(indigo_health::Health::new());
+    let handle = back.spawn_maintenance(4 << 10, health.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !persist::list_gens(&indigo_fs::StdFs, dir.path())
+        .unwrap()
+        .0
+        .contains(&2)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replayed log was never condensed: {:?}",
+            health.failures()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The condensation that wrote the snapshot removes the old logs after it.
+    while persist::list_gens(&indigo_fs::StdFs, dir.path()).unwrap().1 != vec![2] {
+        assert!(std::time::Instant::now() < deadline, "old logs not removed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(back.log_len() < old_log, "nothing older is left to replay");
+    drop(back);
+    handle.join().unwrap();
+    let again = Hnsw::open(dir.path(), params()).unwrap();
+    assert_eq!(again.dump(), want);
+    assert!(again.log_len() < 4 << 10);
+}
+
 /// Condensing from memory writes the snapshot the file-based condensation
 /// writes (byte for byte), and loads back as the live graph.
 #[test]

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::{Mutex, RwLock};
@@ -784,6 +784,11 @@ pub struct Hnsw {
     /// The commit log's length at the last change (maintenance tells an index
     /// being built from an idle one by whether it moved).
     changed: std::sync::atomic::AtomicU64,
+    /// Bytes of the commit logs before the open one that no snapshot holds yet
+    /// (a load replayed them: a crash or exit during a condensation leaves
+    /// them). They count toward [`Hnsw::log_len`], or maintenance would never
+    /// fold them and every restart would replay them again.
+    older_logs: AtomicU64,
     /// Slots (and levels) being inserted right now. Two concurrent inserts cannot
     /// find each other by walking the graph (neither is linked yet), so each also
     /// scores the others: otherwise neighbours built side by side link only one
@@ -1101,6 +1106,7 @@ impl Hnsw {
             mutate: RwLock::new(()),
             closed: AtomicBool::new(false),
             changed: Default::default(),
+            older_logs: AtomicU64::new(0),
             inserting: Mutex::new(Vec::new()),
             coded: AtomicBool::new(true),
             coding: Mutex::new(()),
@@ -1217,7 +1223,22 @@ impl Hnsw {
         let tail = persist::load_into(&*fs, dir, idx.file_params(), &mut loader)?;
         loader.install(&mut idx);
         let log = match tail {
-            Some((gen, len)) => LogWriter::reopen(&*fs, &persist::log_path(dir, gen), gen, len)?,
+            Some((gen, len)) => {
+                // A snapshot `s` holds the logs before `s`; the load replayed
+                // the rest.
+                let (snaps, logs) = persist::list_gens(&*fs, dir)?;
+                let first = snaps.last().copied().unwrap_or(0);
+                let mut older = 0;
+                for g in logs.into_iter().filter(|&g| g >= first && g < gen) {
+                    let path = persist::log_path(dir, g);
+                    older += fs
+                        .open(&path)
+                        .map_err(IndexError::io("open commit log", &path))?
+                        .len();
+                }
+                *idx.older_logs.get_mut() = older;
+                LogWriter::reopen(&*fs, &persist::log_path(dir, gen), gen, len)?
+            }
             None => {
                 let (snaps, _) = persist::list_gens(&*fs, dir)?;
                 let gen = snaps.last().copied().unwrap_or(0);
@@ -2341,9 +2362,10 @@ impl Hnsw {
         self.len() as u64 * (self.dim as u64 * 4 + (self.m0 as u64 + 1) * 4)
     }
 
-    /// Bytes in the open commit log (buffered ones included).
+    /// Bytes of commit log a load would replay: the open log (buffered bytes
+    /// included) and older ones no snapshot holds yet.
     pub fn log_len(&self) -> u64 {
-        self.log.as_ref().map_or(0, |l| l.lock().len())
+        self.log.as_ref().map_or(0, |l| l.lock().len()) + self.older_logs.load(Ordering::Acquire)
     }
 
     /// Closes the current commit log, starts a new one, and folds the old log into a
@@ -2365,7 +2387,12 @@ impl Hnsw {
             *l = LogWriter::create(&*self.fs, dir, gen + 1, &self.file_params())?;
             gen
         };
-        persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)
+        persist::condense(&*self.fs, dir, gen, self.file_params(), crash_after)?;
+        // The snapshot holds every log up to `gen`.
+        if crash_after.is_none() {
+            self.older_logs.store(0, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Whether every row's code is written (a load leaves them to the first
@@ -2538,6 +2565,7 @@ impl Hnsw {
                 );
             },
         )?;
+        self.older_logs.store(0, Ordering::Release);
         persist::remove_upto(&*self.fs, dir, gen)
     }
 
