@@ -1,6 +1,10 @@
 //! Restart time of a collection built by `ingest --data-dir DIR`: opens DIR,
 //! answers one query, and prints how long each step took (for profiling the
 //! restart: `perf record target/release/examples/restart DIR`).
+//!
+//! `restart DIR --until-condensed` then stays open, quiet, until the index's
+//! maintenance has folded every log into a snapshot (a directory an ingest
+//! left mid-condensation), and says how long that took.
 
 use std::time::Instant;
 
@@ -13,7 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     let dir = std::env::args()
         .nth(1)
-        .expect("usage: restart DIR (made by ingest --data-dir DIR)");
+        .expect("usage: restart DIR [--until-condensed] (DIR made by ingest --data-dir DIR)");
+    let until_condensed = std::env::args().nth(2).as_deref() == Some("--until-condensed");
     let t = Instant::now();
     let db = Indigo::open(&dir).unwrap();
     let opened = t.elapsed();
@@ -30,4 +35,38 @@ fn main() {
         got.as_secs_f64(),
         t.elapsed().as_secs_f64()
     );
+    if until_condensed {
+        let hnsw = std::path::Path::new(&dir)
+            .join("collections")
+            .join(c.id())
+            .join("hnsw");
+        loop {
+            let names: Vec<String> = std::fs::read_dir(&hnsw)
+                .expect("the collection's index directory")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            let snaps = names
+                .iter()
+                .filter(|n| n.starts_with("snapshot-") && n.ends_with(".hnsw"));
+            let logs = names.iter().filter(|n| n.starts_with("log-")).count();
+            if snaps.count() > 0 && logs == 1 && !names.iter().any(|n| n.ends_with(".tmp")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        println!(
+            "condensed at {:.1} s: {names:?}",
+            t.elapsed().as_secs_f64(),
+            names = std::fs::read_dir(&hnsw)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>()
+        );
+        let d = std::time::Instant::now();
+        drop(c);
+        drop(db);
+        println!("closed in {:.2} s", d.elapsed().as_secs_f64());
+    }
 }

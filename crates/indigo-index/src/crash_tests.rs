@@ -789,9 +789,9 @@ fn rows_grown_in_place_keep_every_vector() {
     assert!(found * 100 >= 715 * 95, "{found} of 715 found themselves");
 }
 
-/// Every row's 8-bit code (what builds score) is its row's encoding: through
-/// growth, deletes and repair; after a restart (which leaves them unwritten)
-/// once the first insert or repair has run; and the graph built on them finds
+/// Every written 8-bit code (what builds score) is its row's encoding: through
+/// growth, deletes and repair; after a restart (which leaves them unwritten,
+/// for the changes that walk them to write); and the graph built on them finds
 /// what exact search finds.
 #[test]
 fn codes_follow_rows_through_growth_and_reload() {
@@ -814,7 +814,7 @@ fn codes_follow_rows_through_growth_and_reload() {
             idx.delete(i).unwrap();
         }
         idx.repair().unwrap();
-        assert!(idx.codes_written());
+        assert_eq!(idx.coded_rows(), idx.len());
         assert_eq!(idx.stale_codes(), Vec::<u32>::new());
         idx.condense_live().unwrap();
         idx.insert_parallel(&items[3000..3500], 2).unwrap();
@@ -822,11 +822,11 @@ fn codes_follow_rows_through_growth_and_reload() {
     }
     // Snapshot plus log: the codes wait for the first change.
     let idx = Hnsw::open(dir.path(), p.clone()).unwrap();
-    assert!(!idx.codes_written());
+    assert_eq!(idx.coded_rows(), 0);
     assert!(!idx.search(&vs[1], 10, None).unwrap().is_empty());
-    assert!(!idx.codes_written(), "a search does not write them");
+    assert_eq!(idx.coded_rows(), 0, "a search does not write them");
     idx.insert_parallel(&items[3500..], 2).unwrap();
-    assert!(idx.codes_written());
+    assert!(idx.coded_rows() > 500);
     assert_eq!(idx.stale_codes(), Vec::<u32>::new());
     idx.set_ef_search(64);
     let live: Vec<usize> = (0..4000).filter(|i| i % 5 != 0 || *i >= 3000).collect();
@@ -845,8 +845,86 @@ fn codes_follow_rows_through_growth_and_reload() {
     // A repair first also writes them.
     let idx = Hnsw::open(dir.path(), p).unwrap();
     idx.delete(3999).unwrap();
-    assert!(!idx.codes_written());
+    assert_eq!(idx.coded_rows(), 0);
     idx.repair().unwrap();
-    assert!(idx.codes_written());
+    assert!(idx.coded_rows() > 0);
     assert_eq!(idx.stale_codes(), Vec::<u32>::new());
+}
+
+/// A quiet index gives its build codes back (maintenance drops them once no
+/// change has come for a second); later inserts write back only the codes
+/// their walks score, and the graph they build is as good.
+#[test]
+fn a_quiet_index_drops_its_codes_and_changes_write_back_what_they_walk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = HnswParams::new(Space::L2, 64);
+    p.ef_construction = 64;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
+    let vs: Vec<Vec<f32>> = (0..9000)
+        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect();
+    let items: Vec<(u32, &[f32])> = vs
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, &v[..]))
+        .collect();
+    let idx = std::sync::Arc::new(Hnsw::open(dir.path(), p).unwrap());
+    // Codes of 1 MiB and more are a mapping of their own (smaller ones stay).
+    idx.reserve(9000);
+    idx.insert_parallel(&items[..6000], 2).unwrap();
+    assert_eq!(idx.coded_rows(), 6000);
+
+    let health = std::sync::Arc::new(indigo_health::Health::new());
+    let handle = idx.spawn_maintenance(1 << 30, health.clone());
+    let t = std::time::Instant::now();
+    while idx.coded_rows() > 0 {
+        assert!(
+            t.elapsed().as_secs() < 120,
+            "maintenance never dropped the codes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // One insert writes back the codes its walk scored, not all of them.
+    idx.insert(6000, &vs[6000]).unwrap();
+    let back = idx.coded_rows();
+    assert!(back > 10 && back < 3000, "{back} codes written back");
+    assert_eq!(idx.stale_codes(), Vec::<u32>::new());
+    // Builds in three parts, the codes dropped before each (as maintenance
+    // does, between changes), and a thread dropping them whenever no insert
+    // is under way (one insert at a time from two threads: a batch holds
+    // drops off for its whole course).
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let dropper = s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                idx.drop_codes();
+                std::thread::yield_now();
+            }
+        });
+        for part in items[6001..].chunks(1000) {
+            // Refused only while the dropper thread holds the lock.
+            while !idx.drop_codes() {}
+            assert_eq!(idx.coded_rows(), 0);
+            let (a, b) = part.split_at(part.len() / 2);
+            let other = s.spawn(|| a.iter().for_each(|&(l, v)| idx.insert(l, v).unwrap()));
+            b.iter().for_each(|&(l, v)| idx.insert(l, v).unwrap());
+            other.join().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        dropper.join().unwrap();
+    });
+    assert_eq!(idx.stale_codes(), Vec::<u32>::new());
+    idx.set_ef_search(64);
+    let found = (0..9000)
+        .step_by(7)
+        .filter(|&i| idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32)
+        .count();
+    let probes = (0..9000).step_by(7).count();
+    assert!(
+        found * 100 >= probes * 95,
+        "{found} of {probes} found themselves"
+    );
+    idx.close();
+    handle.join().unwrap();
+    assert!(health.failures().is_empty());
 }

@@ -82,9 +82,9 @@ struct NodeMeta {
 /// different path. Vector rows are written once, by the thread that reserved the
 /// slot, before the node is linked anywhere; readers reach a row only through a link
 /// published after that write (a release store of the count, or a mutex), so a row
-/// is never read while being written. A row's code is written with it, and
-/// rewritten only by [`Hnsw::ensure_codes`] after a load, while every reader of
-/// codes (inserts, repair) waits for it; searches read rows, never codes.
+/// is never read while being written. A row's code is written with it, or,
+/// after a load or [`Hnsw::drop_codes`] left it zero, by the first change
+/// that scores the row ([`Slots::code`]); searches read rows, never codes.
 struct Slots {
     dim: usize,
     /// Row stride in 64-byte blocks: rows start on cache-line boundaries, so a
@@ -164,8 +164,16 @@ impl Drop for Rows {
     }
 }
 
-/// Bytes before a code row's codes: its offset and step (two f32s).
-const CODE_HEAD: usize = 8;
+/// Bytes before a code row's codes: its offset and step (two f32s) and its
+/// state (a u32: [`UNCODED`], [`ENCODING`] or [`CODED`]).
+const CODE_HEAD: usize = 12;
+
+/// A code row not written (all-zero memory: after a load or a drop).
+const UNCODED: u32 = 0;
+/// A code row one change is writing; others score the f32 row meanwhile.
+const ENCODING: u32 = 1;
+/// A code row written.
+const CODED: u32 = 2;
 
 /// Builds score codes from this many dimensions up (an f32 row of four cache
 /// lines or more). Below, a row is a line or two either way, and per-row codes
@@ -272,6 +280,21 @@ impl Rows {
             }
         }
         let _ = n;
+        false
+    }
+
+    /// Gives an anonymous mapping's pages back to the system; its lines read
+    /// as zeros afterwards. Heap rows (under [`ANON_ROWS_BYTES`]) and mapped
+    /// snapshots are left as they are (false). The caller has these rows to
+    /// itself.
+    fn discard(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if self.kind == RowsKind::Anon {
+            // SAFETY: our own private anonymous mapping of exactly this
+            // length; nothing refers into it meanwhile (the caller's promise).
+            return unsafe { libc::madvise(self.ptr.cast(), self.lines * 64, libc::MADV_DONTNEED) }
+                == 0;
+        }
         false
     }
 
@@ -445,6 +468,22 @@ impl Slots {
     unsafe fn write_vector(&self, slot: u32, v: &[f32]) {
         std::slice::from_raw_parts_mut(self.row_ptr(slot), self.dim).copy_from_slice(v);
         if self.cstride > 0 {
+            // A reused slot may still be reached by a walk that read a link
+            // to it before repair removed it; such a walk may be encoding
+            // the old row (`Slots::code`). Claim the code row from it first,
+            // so the code left is this row's.
+            let st = self.code_state(slot);
+            loop {
+                let now = st.load(Ordering::Relaxed);
+                if now == ENCODING {
+                    std::hint::spin_loop();
+                } else if st
+                    .compare_exchange_weak(now, ENCODING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    break;
+                }
+            }
             self.write_code(slot, v);
         }
     }
@@ -456,22 +495,52 @@ impl Slots {
         unsafe { self.codes.ptr.add(slot as usize * self.cstride) as *mut u8 }
     }
 
-    /// `slot`'s vector in 8 bits.
+    /// `slot`'s code row's state word.
     #[inline]
-    fn code(&self, slot: u32) -> Code<'_> {
+    fn code_state(&self, slot: u32) -> &AtomicU32 {
+        // SAFETY: in bounds (a code row is at least CODE_HEAD bytes), aligned
+        // (rows start on cache lines), and only ever accessed atomically.
+        unsafe { &*(self.code_ptr(slot).add(8) as *const AtomicU32) }
+    }
+
+    /// `slot`'s vector in 8 bits, encoding it now if no code is written yet
+    /// (after a load or a drop of the codes); `None` while another change is
+    /// encoding it: the caller scores the f32 row instead. Only changes call
+    /// this (they hold `Hnsw::mutate`, so no drop runs meanwhile).
+    #[inline]
+    fn code(&self, slot: u32) -> Option<Code<'_>> {
+        let st = self.code_state(slot);
+        let mut s = st.load(Ordering::Acquire);
+        if s == UNCODED {
+            s = match st.compare_exchange(UNCODED, ENCODING, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => {
+                    // SAFETY: this thread claimed the row (no other writes
+                    // or reads its codes until CODED is published), and the
+                    // f32 row of a reachable slot is written.
+                    unsafe { self.write_code(slot, self.vector(slot)) };
+                    CODED
+                }
+                Err(now) => now,
+            };
+        }
+        if s != CODED {
+            return None;
+        }
         let p = self.code_ptr(slot);
-        // SAFETY: in bounds, and not written while read (see the type's
-        // comment); the head is two aligned f32s.
+        // SAFETY: in bounds; a CODED row is not written while read (see the
+        // type's comment), and its writes were published by the Release
+        // store this Acquire load saw. The head's first two words are f32s.
         unsafe {
-            Code {
+            Some(Code {
                 base: (p as *const f32).read(),
                 step: (p as *const f32).add(1).read(),
                 codes: std::slice::from_raw_parts(p.add(CODE_HEAD), self.dim),
-            }
+            })
         }
     }
 
-    /// SAFETY: as for `write_vector`; the rows have codes (`cstride` > 0).
+    /// SAFETY: as for `write_vector` (or the row claimed in [`Slots::code`]);
+    /// the rows have codes (`cstride` > 0).
     unsafe fn write_code(&self, slot: u32, v: &[f32]) {
         let p = self.code_ptr(slot);
         let (base, step) = encode(
@@ -480,6 +549,7 @@ impl Slots {
         );
         (p as *mut f32).write(base);
         (p as *mut f32).add(1).write(step);
+        self.code_state(slot).store(CODED, Ordering::Release);
     }
 
     /// As [`Slots::prefetch`], for `slot`'s code row (all of it).
@@ -675,10 +745,9 @@ impl Scorer for Coded<'_> {
     }
     #[inline]
     fn score(&self, slots: &Slots, id: u32) -> f32 {
-        if slots.cstride > 0 {
-            self.space.distance_code(self.q, slots.code(id))
-        } else {
-            self.space.distance(self.q, slots.vector(id))
+        match (slots.cstride > 0).then(|| slots.code(id)).flatten() {
+            Some(c) => self.space.distance_code(self.q, c),
+            None => self.space.distance(self.q, slots.vector(id)),
         }
     }
 }
@@ -794,13 +863,6 @@ pub struct Hnsw {
     /// scores the others: otherwise neighbours built side by side link only one
     /// way, and searches starting on the wrong side miss them.
     inserting: Mutex<Vec<(u32, u8)>>,
-    /// Whether every row's 8-bit code is written. A load leaves them to the
-    /// first insert or repair ([`Hnsw::ensure_codes`]): encoding 1M
-    /// rows (and backing 400 MB of fresh pages) is no reason to make the
-    /// first query after a restart wait.
-    coded: AtomicBool,
-    /// Held while [`Hnsw::ensure_codes`] writes them.
-    coding: Mutex<()>,
 }
 
 type FreeSlots = BinaryHeap<Reverse<u32>>;
@@ -872,8 +934,9 @@ impl Loader {
         let mut labels = HashMap::new();
         let mut free = FreeSlots::new();
         let mut tombs = 0;
-        // The rows' codes are left to the first build (see `Hnsw::coded`).
-        idx.coded.store(self.used == 0, Ordering::Release);
+        // The rows' codes are left to the changes that first score them
+        // (see `Slots::code`): encoding 1M rows (and backing 400 MB of
+        // fresh pages) is no reason to make the first query wait.
         for i in 0..self.used {
             match slots.state[i].load(Ordering::Relaxed) {
                 VACANT => free.push(Reverse(i as u32)),
@@ -1108,43 +1171,7 @@ impl Hnsw {
             changed: Default::default(),
             older_logs: AtomicU64::new(0),
             inserting: Mutex::new(Vec::new()),
-            coded: AtomicBool::new(true),
-            coding: Mutex::new(()),
         }
-    }
-
-    /// Writes every row's code if a load left them unwritten. Called by each
-    /// change that scores codes before it reads one; only such changes read
-    /// codes, and they wait here until all are written.
-    fn ensure_codes(&self) {
-        if self.coded.load(Ordering::Acquire) || code_stride(self.dim) == 0 {
-            return;
-        }
-        let _coding = self.coding.lock();
-        if self.coded.load(Ordering::Acquire) {
-            return;
-        }
-        // A chunk at a time: a writer waiting for the slots (a `reserve`)
-        // would otherwise hold up searches for the whole pass.
-        const CHUNK: u32 = 4096;
-        let mut at = 0;
-        loop {
-            let slots = self.slots.read();
-            let used = slots.used.load(Ordering::Acquire);
-            if at >= used {
-                break;
-            }
-            for i in at..used.min(at + CHUNK) {
-                if slots.state(i) != VACANT {
-                    // SAFETY: no change that reads codes runs until `coded`
-                    // is set (they wait on `coding`), and searches read only
-                    // rows.
-                    unsafe { slots.write_code(i, slots.vector(i)) };
-                }
-            }
-            at = used.min(at + CHUNK);
-        }
-        self.coded.store(true, Ordering::Release);
     }
 
     fn file_params(&self) -> FileParams {
@@ -1250,8 +1277,6 @@ impl Hnsw {
     }
 
     fn restore(&mut self, st: &GraphState) {
-        // Rows are written with their codes below.
-        *self.coded.get_mut() = true;
         let cap = st.slots.len().max(64);
         let mut slots = Slots::with_capacity(self.dim, self.m0, cap);
         let mut labels = HashMap::new();
@@ -1452,7 +1477,6 @@ impl Hnsw {
     pub fn insert(&self, label: u32, v: &[f32]) -> Result<()> {
         check_vector(self.dim, v)?;
         let _changing = self.mutate.read_recursive();
-        self.ensure_codes();
         let q = self.space.prepare(v);
         self.delete(label)?;
         let level = self.random_level(label, 0);
@@ -1663,10 +1687,9 @@ impl Hnsw {
         if kept.is_empty() {
             return true;
         }
-        if slots.cstride > 0 {
-            decode(slots.code(c.id), dec);
-        } else {
-            dec.copy_from_slice(slots.vector(c.id));
+        match (slots.cstride > 0).then(|| slots.code(c.id)).flatten() {
+            Some(code) => decode(code, dec),
+            None => dec.copy_from_slice(slots.vector(c.id)),
         }
         let v = Coded {
             space: self.space,
@@ -2074,7 +2097,6 @@ impl Hnsw {
     pub fn repair(&self) -> Result<usize> {
         let _m = self.maint.lock();
         let _changing = self.mutate.read_recursive();
-        self.ensure_codes();
         let slots = self.slots.read();
         let used = slots.used.load(Ordering::Acquire);
         let dead: RoaringBitmap = (0..used).filter(|&i| slots.state(i) == DELETED).collect();
@@ -2395,26 +2417,54 @@ impl Hnsw {
         Ok(())
     }
 
-    /// Whether every row's code is written (a load leaves them to the first
-    /// change).
+    /// How many occupied slots have their code written (a load or a drop
+    /// leaves them to the changes that score them).
     #[cfg(test)]
-    pub(crate) fn codes_written(&self) -> bool {
-        self.coded.load(Ordering::Acquire)
+    pub(crate) fn coded_rows(&self) -> usize {
+        let slots = self.slots.read();
+        (0..slots.used.load(Ordering::Acquire))
+            .filter(|&i| slots.state(i) != VACANT)
+            .filter(|&i| slots.code_state(i).load(Ordering::Acquire) == CODED)
+            .count()
     }
 
-    /// The slots whose code is not their row's encoding.
+    /// The slots whose written code is not their row's encoding.
     #[cfg(test)]
     pub(crate) fn stale_codes(&self) -> Vec<u32> {
         let slots = self.slots.read();
         let mut want = vec![0u8; self.dim];
         (0..slots.used.load(Ordering::Acquire))
             .filter(|&i| slots.state(i) != VACANT)
+            .filter(|&i| slots.code_state(i).load(Ordering::Acquire) == CODED)
             .filter(|&i| {
                 let (base, step) = encode(slots.vector(i), &mut want);
-                let c = slots.code(i);
+                let c = slots.code(i).unwrap();
                 (c.base, c.step, c.codes) != (base, step, &want[..])
             })
             .collect()
+    }
+
+    /// Gives the build codes' memory back to the system while the index takes
+    /// no changes (maintenance calls it once the index is quiet): they are a
+    /// fifth of a 784-dimensional index's memory and only builds read them.
+    /// Changes encode rows again as they first score them ([`Slots::code`]),
+    /// so a trickle of adds re-encodes what it walks, not the whole index.
+    /// Returns false if a change was under way (nothing was dropped: try
+    /// again once it is quiet); true once dropped, or when there is nothing
+    /// to drop (no codes below [`CODED_MIN_DIM`], or too few to be a
+    /// mapping of their own).
+    pub fn drop_codes(&self) -> bool {
+        if code_stride(self.dim) == 0 {
+            return true;
+        }
+        // No change runs meanwhile, so no code row is being read or written.
+        let Some(_still) = self.mutate.try_write() else {
+            return false;
+        };
+        let slots = self.slots.read();
+        // Zero memory reads back as UNCODED rows.
+        slots.codes.discard();
+        true
     }
 
     /// Whether the vector rows are an anonymous mapping of the index's own
@@ -2577,7 +2627,8 @@ impl Hnsw {
     /// rewritten over a build linear. Once the index is quiet (no change for a
     /// pass), a log over `log_bytes` is condensed, so a restart after a build
     /// reads the snapshot and little log (quiet: unchanged for five passes, a
-    /// second). A failure is reported to `health` (subject: the index
+    /// second); a quiet index also gives back its build codes
+    /// ([`Hnsw::drop_codes`]). A failure is reported to `health` (subject: the index
     /// directory) and retried with backoff; a condensation that failed is retried
     /// even if the log has not grown since. The thread stops when the index is
     /// dropped or closed.
@@ -2595,6 +2646,8 @@ impl Hnsw {
             let mut backoff = Backoff::default();
             let mut condense_pending = false;
             let (mut seen, mut quiet_passes) = (u64::MAX, 0u32);
+            // Whether this quiet spell has given back the build codes yet.
+            let mut codes_dropped = false;
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 let Some(idx) = weak.upgrade() else { return };
@@ -2610,6 +2663,7 @@ impl Hnsw {
                     }
                     let changed = idx.changed.load(Ordering::Relaxed);
                     quiet_passes = if changed == seen { quiet_passes + 1 } else { 0 };
+                    codes_dropped &= changed == seen;
                     seen = changed;
                     // While inserts go on, a condensation re-reads the
                     // snapshot and the log beside them (a tenth of an ingest's
@@ -2631,6 +2685,11 @@ impl Hnsw {
                             idx.condense()?;
                         }
                         condense_pending = false;
+                    }
+                    // Quiet: only builds read the codes; changes write back
+                    // what they walk.
+                    if quiet_passes >= 5 && !codes_dropped {
+                        codes_dropped = idx.drop_codes();
                     }
                     Ok::<(), IndexError>(())
                 })();

@@ -395,6 +395,20 @@ pub struct Segment {
     sparse: RwLock<HashMap<String, SparseIndex>>,
 }
 
+impl Drop for Segment {
+    /// Closes the index, which waits for a condensation in progress: its
+    /// maintenance thread outlives the segment only until its next pass, and
+    /// a process that exits after dropping the database would otherwise cut
+    /// the condensation short and leave its whole log to replay at the next
+    /// open (1.9 GB, 6 s at 1M × 384), and a second open in the same process
+    /// would share the directory with it meanwhile.
+    fn drop(&mut self) {
+        if let Some(idx) = self.index.get_mut().take() {
+            idx.close();
+        }
+    }
+}
+
 /// Milliseconds since the process first asked: the clock of segments' last use.
 pub fn now_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -1544,5 +1558,33 @@ mod tests {
         drop(held);
         seg.close();
         assert!(seg.index().is_err());
+    }
+    /// Dropping a segment closes its index (waiting for a condensation in
+    /// progress): whoever still holds the index can search it but not change
+    /// its files.
+    #[test]
+    fn a_dropped_segment_closes_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Segment::open(
+            &Env::default(),
+            dir.path(),
+            IndexConfig::default(),
+            None,
+            0,
+            &[],
+        )
+        .unwrap();
+        seg.apply(&[(1, adds(0, 300))]).unwrap();
+        let idx = seg.index().unwrap().unwrap();
+        idx.insert(1000, &[1.0, 2.0, 3.0]).unwrap();
+        drop(seg);
+        assert_eq!(
+            idx.search(&[123.0, 4.0, 1.0], 1, None).unwrap()[0].label,
+            123
+        );
+        assert!(
+            idx.insert(1001, &[1.0, 2.0, 3.0]).is_err(),
+            "a closed index takes no change"
+        );
     }
 }
