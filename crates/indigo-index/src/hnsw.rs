@@ -2665,6 +2665,12 @@ impl Hnsw {
                     quiet_passes = if changed == seen { quiet_passes + 1 } else { 0 };
                     codes_dropped &= changed == seen;
                     seen = changed;
+                    // Quiet: only builds read the codes (changes write back
+                    // what they walk). Before a condensation, which at 500k
+                    // rows takes seconds.
+                    if quiet_passes >= 5 && !codes_dropped {
+                        codes_dropped = idx.drop_codes();
+                    }
                     // While inserts go on, a condensation re-reads the
                     // snapshot and the log beside them (a tenth of an ingest's
                     // CPU when it ran at one graph's worth of log): let the log
@@ -2685,11 +2691,6 @@ impl Hnsw {
                             idx.condense()?;
                         }
                         condense_pending = false;
-                    }
-                    // Quiet: only builds read the codes; changes write back
-                    // what they walk.
-                    if quiet_passes >= 5 && !codes_dropped {
-                        codes_dropped = idx.drop_codes();
                     }
                     Ok::<(), IndexError>(())
                 })();
