@@ -1559,6 +1559,7 @@ mod tests {
         seg.close();
         assert!(seg.index().is_err());
     }
+
     /// Dropping a segment closes its index (waiting for a condensation in
     /// progress): whoever still holds the index can search it but not change
     /// its files.
