@@ -41,30 +41,21 @@ fn main() {
             .join("collections")
             .join(c.id())
             .join("hnsw");
-        loop {
+        let names = loop {
             let names: Vec<String> = std::fs::read_dir(&hnsw)
                 .expect("the collection's index directory")
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .collect();
-            let snaps = names
-                .iter()
-                .filter(|n| n.starts_with("snapshot-") && n.ends_with(".hnsw"));
-            let logs = names.iter().filter(|n| n.starts_with("log-")).count();
-            if snaps.count() > 0 && logs == 1 && !names.iter().any(|n| n.ends_with(".tmp")) {
-                break;
+            let has = |f: &dyn Fn(&String) -> bool| names.iter().filter(|n| f(n)).count();
+            let snaps = has(&|n| n.starts_with("snapshot-") && n.ends_with(".hnsw"));
+            let logs = has(&|n| n.starts_with("log-"));
+            if snaps > 0 && logs == 1 && has(&|n| n.ends_with(".tmp")) == 0 {
+                break names;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        println!(
-            "condensed at {:.1} s: {names:?}",
-            t.elapsed().as_secs_f64(),
-            names = std::fs::read_dir(&hnsw)
-                .unwrap()
-                .flatten()
-                .map(|e| e.file_name())
-                .collect::<Vec<_>>()
-        );
+        };
+        println!("condensed at {:.1} s: {names:?}", t.elapsed().as_secs_f64());
         let d = std::time::Instant::now();
         drop(c);
         drop(db);

@@ -745,24 +745,49 @@ fn a_mapped_index_of_wider_rows_grows_into_its_own_memory() {
     reloads_as_is(idx, dir.path(), p);
 }
 
+/// The parameters of the 64-dimension tests below (builds score codes from
+/// 64 dimensions up).
+fn params64() -> HnswParams {
+    let mut p = HnswParams::new(Space::L2, 64);
+    p.ef_construction = 64;
+    p
+}
+
+/// `n` points of 64 coordinates uniform in [-1, 1).
+fn points64(n: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
+        .collect()
+}
+
+/// `vs` labelled by position, as `insert_parallel` takes them.
+fn labelled(vs: &[Vec<f32>]) -> Vec<(u32, &[f32])> {
+    vs.iter()
+        .enumerate()
+        .map(|(i, v)| (i as u32, &v[..]))
+        .collect()
+}
+
+/// At least 95% of the `probes` find themselves as their nearest.
+fn most_find_themselves(idx: &Hnsw, vs: &[Vec<f32>], probes: impl Iterator<Item = usize>) {
+    let (mut found, mut n) = (0, 0);
+    for i in probes {
+        n += 1;
+        found += usize::from(idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32);
+    }
+    assert!(found * 100 >= n * 95, "{found} of {n} found themselves");
+}
+
 /// Rows past a mebibyte are an anonymous mapping that grows in place
 /// (`mremap`) between parallel inserts: every vector reads back as inserted,
 /// and searches find them.
 #[test]
 fn rows_grown_in_place_keep_every_vector() {
-    let mut p = HnswParams::new(Space::L2, 64);
-    p.ef_construction = 64;
-    let idx = Hnsw::new(p);
+    let idx = Hnsw::new(params64());
     idx.set_ef_search(100);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
-    let vs: Vec<Vec<f32>> = (0..5000)
-        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
-        .collect();
-    let items: Vec<(u32, &[f32])> = vs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32, &v[..]))
-        .collect();
+    let vs = points64(5000, 16);
+    let items = labelled(&vs);
     let grown = || crate::hnsw::GROWN_IN_PLACE.with(|g| g.get());
     idx.insert_parallel(&items[..2000], 2).unwrap();
     assert!(!idx.rows_anon(), "2000 rows of 256 bytes stay on the heap");
@@ -782,11 +807,7 @@ fn rows_grown_in_place_keep_every_vector() {
             "vector {i}"
         );
     }
-    let found = (0..5000)
-        .step_by(7)
-        .filter(|&i| idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32)
-        .count();
-    assert!(found * 100 >= 715 * 95, "{found} of 715 found themselves");
+    most_find_themselves(&idx, &vs, (0..5000).step_by(7));
 }
 
 /// Every written 8-bit code (what builds score) is its row's encoding: through
@@ -796,17 +817,9 @@ fn rows_grown_in_place_keep_every_vector() {
 #[test]
 fn codes_follow_rows_through_growth_and_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = HnswParams::new(Space::L2, 64);
-    p.ef_construction = 64;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(17);
-    let vs: Vec<Vec<f32>> = (0..4000)
-        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
-        .collect();
-    let items: Vec<(u32, &[f32])> = vs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32, &v[..]))
-        .collect();
+    let p = params64();
+    let vs = points64(4000, 17);
+    let items = labelled(&vs);
     {
         let idx = Hnsw::open(dir.path(), p.clone()).unwrap();
         idx.insert_parallel(&items[..3000], 2).unwrap();
@@ -829,17 +842,8 @@ fn codes_follow_rows_through_growth_and_reload() {
     assert!(idx.coded_rows() > 500);
     assert_eq!(idx.stale_codes(), Vec::<u32>::new());
     idx.set_ef_search(64);
-    let live: Vec<usize> = (0..4000).filter(|i| i % 5 != 0 || *i >= 3000).collect();
-    let found = live
-        .iter()
-        .step_by(7)
-        .filter(|&&i| idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32)
-        .count();
-    let probes = live.iter().step_by(7).count();
-    assert!(
-        found * 100 >= probes * 95,
-        "{found} of {probes} found themselves"
-    );
+    let live = (0..4000).filter(|i| i % 5 != 0 || *i >= 3000);
+    most_find_themselves(&idx, &vs, live.step_by(7));
     idx.sync().unwrap();
     drop(idx);
     // A repair first also writes them.
@@ -857,17 +861,9 @@ fn codes_follow_rows_through_growth_and_reload() {
 #[test]
 fn a_quiet_index_drops_its_codes_and_changes_write_back_what_they_walk() {
     let dir = tempfile::tempdir().unwrap();
-    let mut p = HnswParams::new(Space::L2, 64);
-    p.ef_construction = 64;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(23);
-    let vs: Vec<Vec<f32>> = (0..9000)
-        .map(|_| (0..64).map(|_| rng.gen_range(-1.0..1.0)).collect())
-        .collect();
-    let items: Vec<(u32, &[f32])> = vs
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32, &v[..]))
-        .collect();
+    let p = params64();
+    let vs = points64(9000, 23);
+    let items = labelled(&vs);
     let idx = std::sync::Arc::new(Hnsw::open(dir.path(), p).unwrap());
     // Codes of 1 MiB and more are a mapping of their own (smaller ones stay).
     idx.reserve(9000);
@@ -915,15 +911,7 @@ fn a_quiet_index_drops_its_codes_and_changes_write_back_what_they_walk() {
     });
     assert_eq!(idx.stale_codes(), Vec::<u32>::new());
     idx.set_ef_search(64);
-    let found = (0..9000)
-        .step_by(7)
-        .filter(|&i| idx.search(&vs[i], 1, None).unwrap()[0].label == i as u32)
-        .count();
-    let probes = (0..9000).step_by(7).count();
-    assert!(
-        found * 100 >= probes * 95,
-        "{found} of {probes} found themselves"
-    );
+    most_find_themselves(&idx, &vs, (0..9000).step_by(7));
     idx.close();
     handle.join().unwrap();
     assert!(health.failures().is_empty());

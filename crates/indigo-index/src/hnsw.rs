@@ -505,10 +505,15 @@ impl Slots {
 
     /// `slot`'s vector in 8 bits, encoding it now if no code is written yet
     /// (after a load or a drop of the codes); `None` while another change is
-    /// encoding it: the caller scores the f32 row instead. Only changes call
+    /// encoding it, or if rows have no codes (below [`CODED_MIN_DIM`]): the
+    /// caller scores the f32 row instead. Only changes call
     /// this (they hold `Hnsw::mutate`, so no drop runs meanwhile).
     #[inline]
     fn code(&self, slot: u32) -> Option<Code<'_>> {
+        if self.cstride == 0 {
+            // No codes below CODED_MIN_DIM: rows are scored exactly.
+            return None;
+        }
         let st = self.code_state(slot);
         let mut s = st.load(Ordering::Acquire);
         if s == UNCODED {
@@ -745,7 +750,7 @@ impl Scorer for Coded<'_> {
     }
     #[inline]
     fn score(&self, slots: &Slots, id: u32) -> f32 {
-        match (slots.cstride > 0).then(|| slots.code(id)).flatten() {
+        match slots.code(id) {
             Some(c) => self.space.distance_code(self.q, c),
             None => self.space.distance(self.q, slots.vector(id)),
         }
@@ -1249,12 +1254,12 @@ impl Hnsw {
         let mut loader = Loader::new(idx.dim, idx.m0);
         let tail = persist::load_into(&*fs, dir, idx.file_params(), &mut loader)?;
         loader.install(&mut idx);
+        let (snaps, logs) = persist::list_gens(&*fs, dir)?;
+        // A snapshot `s` holds the logs before `s`.
+        let first = snaps.last().copied().unwrap_or(0);
         let log = match tail {
             Some((gen, len)) => {
-                // A snapshot `s` holds the logs before `s`; the load replayed
-                // the rest.
-                let (snaps, logs) = persist::list_gens(&*fs, dir)?;
-                let first = snaps.last().copied().unwrap_or(0);
+                // The load replayed the logs from `first` on.
                 let mut older = 0;
                 for g in logs.into_iter().filter(|&g| g >= first && g < gen) {
                     let path = persist::log_path(dir, g);
@@ -1266,11 +1271,7 @@ impl Hnsw {
                 *idx.older_logs.get_mut() = older;
                 LogWriter::reopen(&*fs, &persist::log_path(dir, gen), gen, len)?
             }
-            None => {
-                let (snaps, _) = persist::list_gens(&*fs, dir)?;
-                let gen = snaps.last().copied().unwrap_or(0);
-                LogWriter::create(&*fs, dir, gen, &idx.file_params())?
-            }
+            None => LogWriter::create(&*fs, dir, first, &idx.file_params())?,
         };
         idx.log = Some(Mutex::new(log));
         Ok(idx)
@@ -1687,7 +1688,7 @@ impl Hnsw {
         if kept.is_empty() {
             return true;
         }
-        match (slots.cstride > 0).then(|| slots.code(c.id)).flatten() {
+        match slots.code(c.id) {
             Some(code) => decode(code, dec),
             None => dec.copy_from_slice(slots.vector(c.id)),
         }

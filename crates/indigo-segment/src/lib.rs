@@ -1509,21 +1509,18 @@ mod tests {
         }
     }
 
+    /// A fresh segment in `dir` with the default index configuration.
+    fn open_default(dir: &std::path::Path) -> Segment {
+        Segment::open(&Env::default(), dir, IndexConfig::default(), None, 0, &[]).unwrap()
+    }
+
     /// A hibernated segment gives its index back and loads it on the next use,
     /// whole; an index whose files were damaged meanwhile is rebuilt from the
     /// store on that load, as at open; a closed segment never loads it again.
     #[test]
     fn hibernated_index_loads_again_and_is_rebuilt_if_damaged() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::open(
-            &Env::default(),
-            dir.path(),
-            IndexConfig::default(),
-            None,
-            0,
-            &[],
-        )
-        .unwrap();
+        let seg = open_default(dir.path());
         seg.apply(&[(1, adds(0, 300))]).unwrap();
         let held = seg.hold().unwrap();
         assert!(seg.hibernate().unwrap());
@@ -1566,15 +1563,7 @@ mod tests {
     #[test]
     fn a_dropped_segment_closes_its_index() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Segment::open(
-            &Env::default(),
-            dir.path(),
-            IndexConfig::default(),
-            None,
-            0,
-            &[],
-        )
-        .unwrap();
+        let seg = open_default(dir.path());
         seg.apply(&[(1, adds(0, 300))]).unwrap();
         let idx = seg.index().unwrap().unwrap();
         idx.insert(1000, &[1.0, 2.0, 3.0]).unwrap();
